@@ -1,0 +1,428 @@
+# cython: language_level=3
+"""The training engine: a whole network's step, and whole epochs, in one nogil call.
+
+An Engine owns no parameters: it points into the flat parameter, gradient and
+velocity buffers that ``network.Network`` allocates once and never resizes, and
+into a workspace of its own for activations and errors. Training a mini-batch
+is four phases, as in FANN: run (forward_all), compute the error
+(output_delta_into), backpropagate and update (backward_all), each a call into
+``_kernels``.
+"""
+from cython cimport floating
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+from libc.math cimport isfinite
+
+cimport numpy as cnp
+import numpy as np
+
+from bpfast._kernels cimport (
+    forward_layer, backprop_error_into, activation_backward_inplace, output_delta_into,
+    weight_gradients_into, sgd_fused, all_finite, LOSS_SSE,
+)
+
+cnp.import_array()
+
+
+cdef inline char* data(object array):
+    return <char*>cnp.PyArray_DATA(<cnp.ndarray>array)
+
+
+cdef struct Net:
+    int n_layers
+    int hidden_act
+    int output_act
+    int loss
+    Py_ssize_t* sizes      # n_layers + 1 widths
+    Py_ssize_t* w_off      # offset of W[l] in the flat parameter buffer
+    Py_ssize_t* b_off      # offset of b[l]
+    Py_ssize_t* a_off      # A[l] starts at n * a_off[l] in the activation workspace
+
+
+cdef inline floating* layer_output(const Net* net, Py_ssize_t n, floating* acts,
+                                   int l) noexcept nogil:
+    return acts + n * net.a_off[l]
+
+
+cdef void forward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* P,
+                      floating* acts) noexcept nogil:
+    """Run: afterwards layer_output(l) holds A[l+1] = f(A[l] @ W[l] + b[l]) for every layer."""
+    cdef int l
+    cdef const floating* inp = X
+    cdef floating* out
+    for l in range(net.n_layers):
+        out = layer_output(net, n, acts, l)
+        forward_layer(n, net.sizes[l], net.sizes[l + 1], inp, P + net.w_off[l], P + net.b_off[l],
+                      net.output_act if l == net.n_layers - 1 else net.hidden_act, out)
+        inp = out
+
+
+cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
+                         floating* P, floating* acts, floating* err0, floating* err1,
+                         floating* G, floating lr, floating w_scale) noexcept nogil:
+    """Compute the error and backpropagate it; returns the loss of the batch.
+
+    With G != NULL, G receives dLoss/dW and dLoss/db and P is untouched. With
+    G == NULL, each layer is updated in place by fused SGD (W := w_scale * W -
+    lr * dW) right after its error has been sent back through the old W.
+    """
+    cdef int l, L = net.n_layers
+    cdef floating* delta = err0
+    cdef floating* E = err1
+    cdef floating* swap
+    cdef const floating* A_prev
+    cdef Py_ssize_t n_in, n_out
+    cdef double loss = output_delta_into(n, net.sizes[L], layer_output(net, n, acts, L - 1), Y,
+                                         net.loss, net.output_act, delta)
+    for l in range(L - 1, -1, -1):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        A_prev = X if l == 0 else layer_output(net, n, acts, l - 1)
+        if l > 0:
+            backprop_error_into(n, n_in, n_out, delta, P + net.w_off[l], E)
+        if G == NULL:
+            sgd_fused(n, n_in, n_out, A_prev, delta, lr, w_scale, P + net.w_off[l],
+                      P + net.b_off[l])
+        else:
+            weight_gradients_into(n, n_in, n_out, A_prev, delta, G + net.w_off[l],
+                                  G + net.b_off[l])
+        if l > 0:
+            activation_backward_inplace(n * n_in, E, A_prev, net.hidden_act)
+            swap = delta
+            delta = E
+            E = swap
+    return loss
+
+
+cdef double weight_sq_norm(const Net* net, const floating* P) noexcept nogil:
+    """sum of W[l]**2 over all layers (biases are not regularised)."""
+    cdef double s = 0
+    cdef Py_ssize_t i
+    cdef int l
+    for l in range(net.n_layers):
+        for i in range(net.w_off[l], net.b_off[l]):
+            s += <double>P[i] * P[i]
+    return s
+
+
+cdef void momentum_update(const Net* net, Py_ssize_t size, floating* P, floating* G,
+                          floating* V, floating lr, floating mu, floating weight_decay,
+                          bint nesterov) noexcept nogil:
+    """v := mu * v - lr * g;  p += v, or p += mu * v - lr * g with Nesterov.
+
+    g is the gradient plus weight_decay * W on weights (L2, not on biases).
+    """
+    cdef Py_ssize_t i
+    cdef int l
+    if weight_decay != 0:
+        for l in range(net.n_layers):
+            for i in range(net.w_off[l], net.b_off[l]):
+                G[i] += weight_decay * P[i]
+    for i in range(size):
+        V[i] = mu * V[i] - lr * G[i]
+        if nesterov:
+            P[i] += mu * V[i] - lr * G[i]
+        else:
+            P[i] += V[i]
+
+
+cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
+    """The next number of SplitMix64: seeded, fast, independent of NumPy's state."""
+    state[0] += <uint64_t>0x9E3779B97F4A7C15
+    cdef uint64_t z = state[0]
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
+    return z ^ (z >> 31)
+
+
+cdef void shuffle(Py_ssize_t* idx, Py_ssize_t n, uint64_t* state) noexcept nogil:
+    """Fisher-Yates; rejection sampling keeps every permutation equally likely."""
+    cdef Py_ssize_t i, j
+    cdef uint64_t bound, limit, r
+    for i in range(n - 1, 0, -1):
+        bound = <uint64_t>(i + 1)
+        limit = <uint64_t>0xFFFFFFFFFFFFFFFF - (<uint64_t>0xFFFFFFFFFFFFFFFF % bound)
+        r = splitmix64(state)
+        while r >= limit:
+            r = splitmix64(state)
+        j = <Py_ssize_t>(r % bound)
+        idx[i], idx[j] = idx[j], idx[i]
+
+
+cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* idx,
+                      Py_ssize_t count, floating* dst) noexcept nogil:
+    cdef Py_ssize_t r
+    for r in range(count):
+        memcpy(dst + r * width, src + idx[r] * width, width * sizeof(floating))
+
+
+cdef int run_epoch(const Net* net, Py_ssize_t N, const floating* X, const floating* Y,
+                   Py_ssize_t batch_size, floating* P, floating* G, floating* V,
+                   Py_ssize_t n_params, floating* acts, floating* err0, floating* err1,
+                   floating* Xb, floating* Yb, Py_ssize_t* idx, uint64_t* rng, bint shuffled,
+                   floating lr, floating mu, bint nesterov, floating weight_decay,
+                   double* loss_sum, Py_ssize_t* n_updates) noexcept nogil:
+    """One epoch of mini-batch training; returns 0, or 1 if a batch loss is not finite.
+
+    loss_sum receives the sum over batches of batch loss * batch rows (of the batch
+    loss itself for 'sse', a sum already). The last,
+    partial batch is trained too: ceil(N / batch_size) updates.
+    """
+    cdef Py_ssize_t start, n, d_in = net.sizes[0], d_out = net.sizes[net.n_layers]
+    cdef const floating* xb
+    cdef const floating* yb
+    cdef double loss
+    cdef bint plain = mu == 0
+    if shuffled:
+        shuffle(idx, N, rng)
+    start = 0
+    while start < N:
+        n = batch_size if start + batch_size <= N else N - start
+        if shuffled:
+            gather_rows(X, d_in, idx + start, n, Xb)
+            gather_rows(Y, d_out, idx + start, n, Yb)
+            xb = Xb
+            yb = Yb
+        else:
+            xb = X + start * d_in
+            yb = Y + start * d_out
+        forward_all(net, n, xb, P, acts)
+        if plain:
+            # Plain SGD: the buffer-free fused update, decay folded into the GEMM's beta.
+            loss = backward_all(net, n, xb, yb, P, acts, err0, err1, <floating*>NULL, lr,
+                                1 - lr * weight_decay)
+        else:
+            loss = backward_all(net, n, xb, yb, P, acts, err0, err1, G, lr, 1)
+            momentum_update(net, n_params, P, G, V, lr, mu, weight_decay, nesterov)
+        n_updates[0] += 1
+        if not isfinite(loss):
+            return 1
+        loss_sum[0] += loss if net.loss == LOSS_SSE else loss * n
+        start += n
+    return 0
+
+
+cdef class Engine:
+    """The compiled backend of one Network: pointers into its buffers plus a workspace."""
+    cdef Net net
+    cdef readonly bint is_double
+    cdef Py_ssize_t n_params, max_width, cap
+    cdef readonly Py_ssize_t batch          # rows of the last forward; 0: none to backprop
+    cdef object params, grads, velocity, work, last_X, indices
+    cdef uint64_t rng
+
+    def __cinit__(self, sizes, int hidden_act, int output_act, int loss,
+                  cnp.ndarray params, cnp.ndarray grads, cnp.ndarray velocity):
+        cdef int L = len(sizes) - 1, l
+        self.net.n_layers = L
+        self.net.hidden_act = hidden_act
+        self.net.output_act = output_act
+        self.net.loss = loss
+        self.net.sizes = <Py_ssize_t*>malloc((L + 1) * sizeof(Py_ssize_t))
+        self.net.w_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
+        self.net.b_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
+        self.net.a_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
+        if not (self.net.sizes and self.net.w_off and self.net.b_off and self.net.a_off):
+            raise MemoryError()
+        cdef Py_ssize_t off = 0, a = 0
+        self.max_width = 0
+        for l in range(L + 1):
+            self.net.sizes[l] = sizes[l]
+        for l in range(L):
+            self.net.w_off[l] = off
+            off += sizes[l] * sizes[l + 1]
+            self.net.b_off[l] = off
+            off += sizes[l + 1]
+            self.net.a_off[l] = a
+            a += sizes[l + 1]
+            self.max_width = max(self.max_width, sizes[l + 1])
+        self.n_params = off
+        for buf in (params, grads, velocity):
+            if (buf.ndim != 1 or buf.shape[0] != off or not buf.flags.c_contiguous
+                    or buf.dtype != params.dtype or params.dtype not in (np.float32, np.float64)):
+                raise ValueError("Engine: parameter buffers do not match the layout")
+        self.is_double = params.dtype == np.float64
+        self.params = params
+        self.grads = grads
+        self.velocity = velocity
+        self.cap = 0
+        self.batch = 0
+
+    def __dealloc__(self):
+        free(self.net.sizes)
+        free(self.net.w_off)
+        free(self.net.b_off)
+        free(self.net.a_off)
+
+    cdef void reserve(self, Py_ssize_t n, bint with_batch_buffers):
+        """Make the workspace hold a batch of n rows (allocated once, grown when needed)."""
+        cdef Py_ssize_t width = self.net.a_off[self.net.n_layers - 1] + self.max_width
+        cdef Py_ssize_t need = n * (width + 2 * self.max_width)
+        if with_batch_buffers:
+            need += n * (self.net.sizes[0] + self.net.sizes[self.net.n_layers])
+        if self.work is None or self.work.shape[0] < need:
+            self.work = np.empty(need, dtype=self.params.dtype)
+            self.batch = 0
+
+    cdef char* work_ptr(self, Py_ssize_t offset):
+        return data(self.work) + offset * (8 if self.is_double else 4)
+
+    cdef Py_ssize_t acts_size(self, Py_ssize_t n):
+        return n * (self.net.a_off[self.net.n_layers - 1] + self.net.sizes[self.net.n_layers])
+
+    def forward(self, cnp.ndarray X, bint keep=True):
+        """Output of the network for X (a new array); keeps what backward needs."""
+        cdef Py_ssize_t n = X.shape[0]
+        self.check(X, self.net.sizes[0], "X")
+        self.reserve(n, False)
+        cdef char* P = data(self.params)
+        cdef char* x = data(X)
+        cdef char* acts = self.work_ptr(0)
+        with nogil:
+            if self.is_double:
+                forward_all(&self.net, n, <double*>x, <double*>P, <double*>acts)
+            else:
+                forward_all(&self.net, n, <float*>x, <float*>P, <float*>acts)
+        cdef Py_ssize_t m = self.net.sizes[self.net.n_layers]
+        start = n * self.net.a_off[self.net.n_layers - 1]
+        out = self.work[start:start + n * m].reshape(n, m).copy()
+        if keep:
+            self.last_X = X
+            self.batch = n
+        return out
+
+    cdef check(self, cnp.ndarray A, Py_ssize_t width, str name):
+        # Cheap C-level guards that keep memory safe; the friendly checks are in network.py.
+        if (A.ndim != 2 or A.shape[1] != width or A.shape[0] < 1 or not A.flags.c_contiguous
+                or A.dtype != self.params.dtype):
+            raise ValueError(f"{name}: expected a C-contiguous {self.params.dtype} array of shape "
+                             f"(n, {width}), got {A.dtype} {(<object>A).shape}")
+
+    def backward(self, cnp.ndarray Y):
+        """Fill the gradient buffer for the last forward; returns the loss."""
+        if self.batch == 0:
+            raise RuntimeError("backward() needs a forward() first (and one backward per forward)")
+        cdef Py_ssize_t n = self.batch
+        self.check(Y, self.net.sizes[self.net.n_layers], "Y")
+        if Y.shape[0] != n:
+            raise ValueError(f"Y has {Y.shape[0]} rows but the last forward() had {n}")
+        cdef double loss
+        cdef char* P = data(self.params)
+        cdef char* G = data(self.grads)
+        cdef char* x = data(self.last_X)
+        cdef char* y = data(Y)
+        cdef char* acts = self.work_ptr(0)
+        cdef char* e0 = self.work_ptr(self.acts_size(n))
+        cdef char* e1 = self.work_ptr(self.acts_size(n) + n * self.max_width)
+        with nogil:
+            if self.is_double:
+                loss = backward_all(&self.net, n, <double*>x, <double*>y, <double*>P,
+                                    <double*>acts, <double*>e0, <double*>e1, <double*>G, 0, 1)
+            else:
+                loss = backward_all(&self.net, n, <float*>x, <float*>y, <float*>P,
+                                    <float*>acts, <float*>e0, <float*>e1, <float*>G, 0, 1)
+        self.batch = 0
+        self.last_X = None
+        return loss
+
+    def train_step(self, cnp.ndarray X, cnp.ndarray Y, double lr, double weight_decay=0):
+        """forward + backward + fused SGD update for one batch; returns the loss before the step."""
+        cdef Py_ssize_t n = X.shape[0]
+        self.check(X, self.net.sizes[0], "X")
+        self.check(Y, self.net.sizes[self.net.n_layers], "Y")
+        if Y.shape[0] != n:
+            raise ValueError(f"X has {n} rows but Y has {Y.shape[0]}")
+        self.reserve(n, False)
+        self.batch = 0
+        self.last_X = None
+        cdef double loss
+        cdef char* P = data(self.params)
+        cdef char* x = data(X)
+        cdef char* y = data(Y)
+        cdef char* acts = self.work_ptr(0)
+        cdef char* e0 = self.work_ptr(self.acts_size(n))
+        cdef char* e1 = self.work_ptr(self.acts_size(n) + n * self.max_width)
+        with nogil:
+            if self.is_double:
+                forward_all(&self.net, n, <double*>x, <double*>P, <double*>acts)
+                loss = backward_all(&self.net, n, <double*>x, <double*>y, <double*>P,
+                                    <double*>acts, <double*>e0, <double*>e1, <double*>NULL,
+                                    lr, 1 - lr * weight_decay)
+            else:
+                forward_all(&self.net, n, <float*>x, <float*>P, <float*>acts)
+                loss = backward_all(&self.net, n, <float*>x, <float*>y, <float*>P,
+                                    <float*>acts, <float*>e0, <float*>e1, <float*>NULL,
+                                    <float>lr, <float>(1 - lr * weight_decay))
+        return loss
+
+    def seed(self, uint64_t seed, Py_ssize_t n_samples):
+        """Start a fit: seed the native RNG and reset the sample order to 0..N-1."""
+        self.rng = seed
+        self.indices = np.arange(n_samples, dtype=np.intp)
+
+    def epoch(self, cnp.ndarray X, cnp.ndarray Y, Py_ssize_t batch_size, bint shuffled,
+              double lr, double momentum, bint nesterov, double weight_decay):
+        """One epoch over (X, Y) in one nogil call; returns (epoch loss, n_updates, ok).
+
+        The epoch loss is the mean over samples of the batch losses ('sse': their sum).
+        """
+        cdef Py_ssize_t N = X.shape[0], n_updates = 0
+        self.check(X, self.net.sizes[0], "X")
+        self.check(Y, self.net.sizes[self.net.n_layers], "Y")
+        if Y.shape[0] != N or batch_size < 1 or self.indices is None or self.indices.shape[0] != N:
+            raise ValueError("epoch: X, Y, batch_size and seed() do not agree")
+        cdef Py_ssize_t nb = min(batch_size, N)
+        self.reserve(nb, True)
+        self.batch = 0
+        self.last_X = None
+        cdef double loss_sum = 0
+        cdef int status
+        cdef Py_ssize_t acts_n = self.acts_size(nb), mw = self.max_width
+        cdef char* P = data(self.params)
+        cdef char* G = data(self.grads)
+        cdef char* V = data(self.velocity)
+        cdef char* x = data(X)
+        cdef char* y = data(Y)
+        cdef char* acts = self.work_ptr(0)
+        cdef char* e0 = self.work_ptr(acts_n)
+        cdef char* e1 = self.work_ptr(acts_n + nb * mw)
+        cdef char* xb = self.work_ptr(acts_n + 2 * nb * mw)
+        cdef char* yb = self.work_ptr(acts_n + 2 * nb * mw + nb * self.net.sizes[0])
+        cdef Py_ssize_t* idx = <Py_ssize_t*>data(self.indices)
+        with nogil:
+            if self.is_double:
+                status = run_epoch(&self.net, N, <double*>x, <double*>y, nb, <double*>P,
+                                   <double*>G, <double*>V, self.n_params, <double*>acts,
+                                   <double*>e0, <double*>e1, <double*>xb, <double*>yb, idx,
+                                   &self.rng, shuffled, lr, momentum, nesterov, weight_decay,
+                                   &loss_sum, &n_updates)
+            else:
+                status = run_epoch(&self.net, N, <float*>x, <float*>y, nb, <float*>P,
+                                   <float*>G, <float*>V, self.n_params, <float*>acts,
+                                   <float*>e0, <float*>e1, <float*>xb, <float*>yb, idx,
+                                   &self.rng, shuffled, <float>lr, <float>momentum, nesterov,
+                                   <float>weight_decay, &loss_sum, &n_updates)
+        return (loss_sum if self.net.loss == LOSS_SSE else loss_sum / N), n_updates, status == 0
+
+    def weight_sq_norm(self):
+        """sum of W**2 over all layers, for the L2 term of the loss."""
+        cdef char* P = data(self.params)
+        cdef double s
+        with nogil:
+            if self.is_double:
+                s = weight_sq_norm(&self.net, <double*>P)
+            else:
+                s = weight_sq_norm(&self.net, <float*>P)
+        return s
+
+    def params_finite(self):
+        """True when no parameter is NaN or infinite."""
+        cdef char* P = data(self.params)
+        cdef bint ok
+        with nogil:
+            if self.is_double:
+                ok = all_finite(self.n_params, <double*>P)
+            else:
+                ok = all_finite(self.n_params, <float*>P)
+        return ok

@@ -1,0 +1,55 @@
+# The compiled kernels, shared with _engine.pyx. Row-major, batch first:
+#   X, A: (n, n_in)   W: (n_in, n_out)   b: (n_out,)
+#   Z = X @ W + b,  A = f(Z),  E_prev = delta @ W.T,  dW = A_prev.T @ delta
+# Every kernel trusts its arguments: callers validate shapes once, in Python.
+from cython cimport floating
+
+# Must match bpfast/activations.py.
+cdef enum:
+    ACT_IDENTITY = 0
+    ACT_SIGMOID = 1
+    ACT_TANH = 2
+    ACT_RELU = 3
+    ACT_SOFTMAX = 4
+
+cdef enum:
+    LOSS_MSE = 0
+    LOSS_SSE = 1
+    LOSS_CROSS_ENTROPY = 2
+
+cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+               floating alpha, const floating* A, Py_ssize_t lda,
+               const floating* B, Py_ssize_t ldb,
+               floating beta, floating* C, Py_ssize_t ldc) noexcept nogil
+
+cdef void gemm_loops(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     floating alpha, const floating* A, Py_ssize_t lda,
+                     const floating* B, Py_ssize_t ldb,
+                     floating beta, floating* C, Py_ssize_t ldc) noexcept nogil
+
+cdef void forward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, const floating* X,
+                        const floating* W, const floating* b, int activation,
+                        floating* A) noexcept nogil
+
+cdef void backprop_error_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                              const floating* delta, const floating* W,
+                              floating* E) noexcept nogil
+
+cdef void activation_backward_inplace(Py_ssize_t size, floating* E, const floating* A,
+                                      int activation) noexcept nogil
+
+cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
+                              int loss, int activation, floating* delta) noexcept nogil
+
+cdef void weight_gradients_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                                const floating* A_prev, const floating* delta,
+                                floating* dW, floating* db) noexcept nogil
+
+cdef void sgd_fused(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                    const floating* A_prev, const floating* delta, floating lr,
+                    floating w_scale, floating* W, floating* b) noexcept nogil
+
+cdef void sgd_update_into(Py_ssize_t size, floating lr, const floating* grad,
+                          floating* W) noexcept nogil
+
+cdef bint all_finite(Py_ssize_t size, const floating* x) noexcept nogil

@@ -1,0 +1,393 @@
+# cython: language_level=3
+"""Compiled kernels of bpfast, fused over float32/float64, GIL released.
+
+Each ``cdef`` kernel has a ``def`` twin of the same name as the function in
+``reference.py``, so one test can call both. The ``def`` twins check only what
+keeps memory safe (shapes and, through typed memoryviews, dtype and
+C-contiguity); friendly conversion and messages live in ``bpfast.functional``.
+"""
+from cython cimport floating
+from libc.math cimport exp, expf, tanh, tanhf, log, fabs, isfinite
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+import numpy as np
+
+from bpfast.activations import ACTIVATIONS, LOSSES
+
+# Below this many multiply-adds a BLAS call costs more than the arithmetic,
+# so the direct loops run instead (measured in benchmarks/bench_gemm_threshold.py).
+cdef Py_ssize_t SMALL_GEMM = 4096
+
+
+# ---------------------------------------------------------------- matrix products
+
+cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+               floating alpha, const floating* A, Py_ssize_t lda,
+               const floating* B, Py_ssize_t ldb,
+               floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
+    """C := alpha * op(A) @ op(B) + beta * C, row-major, C is (m, n)."""
+    if m == 0 or n == 0:
+        return
+    if m * n * k <= SMALL_GEMM or k == 0:
+        gemm_loops(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        return
+    # BLAS is column-major: a row-major C is a column-major C.T = op(B).T @ op(A).T,
+    # so pass the operands swapped and the transposes as they are.
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef int im = <int>m, in_ = <int>n, ik = <int>k
+    cdef int ilda = <int>lda, ildb = <int>ldb, ildc = <int>ldc
+    if floating is double:
+        dgemm(&tb, &ta, &in_, &im, &ik, &alpha, <double*>B, &ildb, <double*>A, &ilda,
+              &beta, C, &ildc)
+    else:
+        sgemm(&tb, &ta, &in_, &im, &ik, &alpha, <float*>B, &ildb, <float*>A, &ilda,
+              &beta, C, &ildc)
+
+
+cdef void gemm_loops(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     floating alpha, const floating* A, Py_ssize_t lda,
+                     const floating* B, Py_ssize_t ldb,
+                     floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
+    """The same product as gemm() in direct loops, for tiny shapes and as a test oracle.
+
+    The loop order keeps the innermost loop on contiguous memory: over a row
+    of B and C when B is not transposed, a dot product of two rows when it is.
+    """
+    cdef Py_ssize_t i, j, p
+    cdef floating a, s
+    cdef floating* c
+    cdef const floating* bp
+    for i in range(m):
+        c = C + i * ldc
+        if beta == 0:
+            for j in range(n):
+                c[j] = 0          # beta == 0 must not read C: it may hold garbage
+        elif beta != 1:
+            for j in range(n):
+                c[j] *= beta
+        if not trans_b:
+            for p in range(k):
+                a = alpha * (A[p * lda + i] if trans_a else A[i * lda + p])
+                bp = B + p * ldb
+                for j in range(n):
+                    c[j] += a * bp[j]
+        else:
+            for j in range(n):
+                bp = B + j * ldb
+                s = 0
+                if trans_a:
+                    for p in range(k):
+                        s += A[p * lda + i] * bp[p]
+                else:
+                    for p in range(k):
+                        s += A[i * lda + p] * bp[p]
+                c[j] += alpha * s
+
+
+# ---------------------------------------------------------------- activations
+
+cdef inline floating sigmoid(floating z) noexcept nogil:
+    # Exponentiate only -|z| <= 0, so nothing overflows for any finite z.
+    cdef floating e
+    if floating is double:
+        e = exp(-fabs(z))
+    else:
+        e = expf(-fabs(z))
+    return 1 / (1 + e) if z >= 0 else e / (1 + e)
+
+
+cdef void softmax_rows(Py_ssize_t n, Py_ssize_t m, floating* Z) noexcept nogil:
+    """Z[i] := softmax(Z[i]) row by row, shifted by the row max so exp() <= 1."""
+    cdef Py_ssize_t i, j
+    cdef floating zmax, s
+    cdef floating* z
+    for i in range(n):
+        z = Z + i * m
+        zmax = z[0]
+        for j in range(1, m):
+            if z[j] > zmax:
+                zmax = z[j]
+        s = 0
+        for j in range(m):
+            if floating is double:
+                z[j] = exp(z[j] - zmax)
+            else:
+                z[j] = expf(z[j] - zmax)
+            s += z[j]
+        for j in range(m):
+            z[j] = z[j] / s
+
+
+cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int activation,
+                          floating* Z) noexcept nogil:
+    """Z := f(Z + b), one pass over Z (softmax: a second pass per row)."""
+    cdef Py_ssize_t i, j
+    cdef floating* z
+    for i in range(n):
+        z = Z + i * m
+        if activation == ACT_SIGMOID:
+            for j in range(m):
+                z[j] = sigmoid(z[j] + b[j])
+        elif activation == ACT_TANH:
+            for j in range(m):
+                if floating is double:
+                    z[j] = tanh(z[j] + b[j])
+                else:
+                    z[j] = tanhf(z[j] + b[j])
+        elif activation == ACT_RELU:
+            for j in range(m):
+                z[j] = z[j] + b[j]
+                z[j] = z[j] if z[j] > 0 else 0
+        else:
+            for j in range(m):
+                z[j] = z[j] + b[j]
+    if activation == ACT_SOFTMAX:
+        softmax_rows(n, m, Z)
+
+
+cdef void activation_backward_inplace(Py_ssize_t size, floating* E, const floating* A,
+                                      int activation) noexcept nogil:
+    """E := E * f'(Z), with f' written in terms of A = f(Z) (not for softmax)."""
+    cdef Py_ssize_t i
+    if activation == ACT_SIGMOID:
+        for i in range(size):
+            E[i] *= A[i] * (1 - A[i])
+    elif activation == ACT_TANH:
+        for i in range(size):
+            E[i] *= 1 - A[i] * A[i]
+    elif activation == ACT_RELU:
+        for i in range(size):
+            E[i] = E[i] if A[i] > 0 else 0
+
+
+# ---------------------------------------------------------------- the phases of a step
+
+cdef void forward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, const floating* X,
+                        const floating* W, const floating* b, int activation,
+                        floating* A) noexcept nogil:
+    """A := f(X @ W + b)."""
+    gemm(False, False, n, n_out, n_in, <floating>1, X, n_in, W, n_out, <floating>0, A, n_out)
+    bias_activation(n, n_out, b, activation, A)
+
+
+cdef void backprop_error_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                              const floating* delta, const floating* W,
+                              floating* E) noexcept nogil:
+    """E := delta @ W.T, (n, n_out) @ (n_out, n_in): the error sent back through W."""
+    gemm(False, True, n, n_in, n_out, <floating>1, delta, n_out, W, n_out, <floating>0, E, n_in)
+
+
+cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
+                              int loss, int activation, floating* delta) noexcept nogil:
+    """delta := dLoss/dZ of the output layer; returns the loss (accumulated in double)."""
+    cdef Py_ssize_t i, j, size = n * m
+    cdef double value = 0, diff, scale
+    cdef floating g, s, y_sum
+    if loss == LOSS_CROSS_ENTROPY:
+        # Softmax + cross-entropy fused: dLoss/dZ = (A * sum(Y) - Y) / n, no division by A.
+        for i in range(n):
+            y_sum = 0
+            for j in range(m):
+                y_sum += Y[i * m + j]
+                if Y[i * m + j] != 0:   # 0 * log(0) counts as 0
+                    value -= Y[i * m + j] * log(A[i * m + j] if A[i * m + j] > 0 else 5e-324)
+            for j in range(m):
+                delta[i * m + j] = (A[i * m + j] * y_sum - Y[i * m + j]) / n
+        return value / n
+    scale = 1.0 / size if loss == LOSS_MSE else 1.0
+    for i in range(size):
+        diff = <double>A[i] - <double>Y[i]
+        value += diff * diff
+        delta[i] = <floating>(2 * scale * diff)    # dLoss/dA
+    if activation == ACT_SOFTMAX:
+        # Softmax couples a row: dZ_i = A_i * (G_i - sum_j G_j A_j).
+        for i in range(n):
+            s = 0
+            for j in range(m):
+                s += delta[i * m + j] * A[i * m + j]
+            for j in range(m):
+                delta[i * m + j] = A[i * m + j] * (delta[i * m + j] - s)
+    else:
+        activation_backward_inplace(size, delta, A, activation)
+    return scale * value
+
+
+cdef void column_sums(Py_ssize_t n, Py_ssize_t m, const floating* delta, floating alpha,
+                      floating beta, floating* db) noexcept nogil:
+    """db := alpha * delta.sum(axis=0) + beta * db (beta is 0 or 1)."""
+    cdef Py_ssize_t i, j
+    if beta == 0:
+        for j in range(m):
+            db[j] = 0
+    for i in range(n):
+        for j in range(m):
+            db[j] += alpha * delta[i * m + j]
+
+
+cdef void weight_gradients_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                                const floating* A_prev, const floating* delta,
+                                floating* dW, floating* db) noexcept nogil:
+    """dW := A_prev.T @ delta,  db := delta.sum(axis=0)."""
+    gemm(True, False, n_in, n_out, n, <floating>1, A_prev, n_in, delta, n_out,
+         <floating>0, dW, n_out)
+    column_sums(n, n_out, delta, <floating>1, <floating>0, db)
+
+
+cdef void sgd_fused(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                    const floating* A_prev, const floating* delta, floating lr,
+                    floating w_scale, floating* W, floating* b) noexcept nogil:
+    """W := w_scale * W - lr * A_prev.T @ delta,  b -= lr * delta.sum(axis=0).
+
+    Plain SGD needs no gradient buffer: one GEMM with alpha = -lr writes into W.
+    w_scale = 1 - lr * weight_decay applies L2 decay in the same call.
+    """
+    gemm(True, False, n_in, n_out, n, -lr, A_prev, n_in, delta, n_out, w_scale, W, n_out)
+    column_sums(n, n_out, delta, -lr, <floating>1, b)
+
+
+cdef void sgd_update_into(Py_ssize_t size, floating lr, const floating* grad,
+                          floating* W) noexcept nogil:
+    """W -= lr * grad."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        W[i] -= lr * grad[i]
+
+
+cdef bint all_finite(Py_ssize_t size, const floating* x) noexcept nogil:
+    """True when no element is NaN or infinite."""
+    cdef Py_ssize_t i
+    cdef floating acc = 0
+    # x * 0 is 0 for finite x and NaN otherwise; summing keeps the loop branch-free.
+    for i in range(size):
+        acc += x[i] * 0
+    return acc == 0
+
+
+# ---------------------------------------------------------------- def twins for Python and tests
+
+def _check(bint ok, str message):
+    if not ok:
+        raise ValueError(message)
+
+
+def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint trans_b=False,
+           bint loops=False):
+    """op(A) @ op(B) through gemm() (or gemm_loops() with loops=True); for tests."""
+    cdef Py_ssize_t m = A.shape[1] if trans_a else A.shape[0]
+    cdef Py_ssize_t k = A.shape[0] if trans_a else A.shape[1]
+    cdef Py_ssize_t kb = B.shape[1] if trans_b else B.shape[0]
+    cdef Py_ssize_t n = B.shape[0] if trans_b else B.shape[1]
+    _check(k == kb, f"matmul: inner sizes differ ({k} vs {kb})")
+    out = np.empty((m, n), dtype=np.float64 if floating is double else np.float32)
+    cdef floating[:, ::1] C = out
+    if m == 0 or n == 0:
+        return out
+    # A product over k == 0 reads neither operand.
+    cdef const floating* pa = &A[0, 0] if k > 0 else NULL
+    cdef const floating* pb = &B[0, 0] if k > 0 else NULL
+    with nogil:
+        if loops:
+            gemm_loops(trans_a, trans_b, m, n, k, <floating>1, pa, A.shape[1], pb, B.shape[1],
+                       <floating>0, &C[0, 0], n)
+        else:
+            gemm(trans_a, trans_b, m, n, k, <floating>1, pa, A.shape[1], pb, B.shape[1],
+                 <floating>0, &C[0, 0], n)
+    return out
+
+
+def dense_forward(floating[:, ::1] X, floating[:, ::1] W, floating[::1] b, str activation):
+    """A = f(X @ W + b) as a new array."""
+    cdef Py_ssize_t n = X.shape[0], n_in = W.shape[0], n_out = W.shape[1]
+    cdef int code = ACTIVATIONS[activation]
+    _check(X.shape[1] == n_in and b.shape[0] == n_out and n > 0 and n_in > 0 and n_out > 0,
+           f"dense_forward: shapes X{(X.shape[0], X.shape[1])}, W{(n_in, n_out)}, "
+           f"b{(b.shape[0],)} do not fit")
+    out = np.empty((n, n_out), dtype=np.float64 if floating is double else np.float32)
+    cdef floating[:, ::1] A = out
+    with nogil:
+        forward_layer(n, n_in, n_out, &X[0, 0], &W[0, 0], &b[0], code, &A[0, 0])
+    return out
+
+
+def backprop_error(floating[:, ::1] delta, floating[:, ::1] W):
+    """E_prev = delta @ W.T as a new array."""
+    cdef Py_ssize_t n = delta.shape[0], n_in = W.shape[0], n_out = W.shape[1]
+    _check(delta.shape[1] == n_out and n > 0 and n_in > 0 and n_out > 0,
+           f"backprop_error: shapes delta{(n, delta.shape[1])}, W{(n_in, n_out)} do not fit")
+    out = np.empty((n, n_in), dtype=np.float64 if floating is double else np.float32)
+    cdef floating[:, ::1] E = out
+    with nogil:
+        backprop_error_into(n, n_in, n_out, &delta[0, 0], &W[0, 0], &E[0, 0])
+    return out
+
+
+def activation_backward(floating[:, ::1] E, floating[:, ::1] A, str activation):
+    """E *= f'(Z) in place, f' written in terms of A = f(Z)."""
+    cdef int code = ACTIVATIONS[activation]
+    _check(code != ACT_SOFTMAX, "activation_backward: softmax is handled by output_delta")
+    _check(E.shape[0] == A.shape[0] and E.shape[1] == A.shape[1],
+           "activation_backward: E and A differ in shape")
+    if E.size == 0:
+        return
+    with nogil:
+        activation_backward_inplace(E.shape[0] * E.shape[1], &E[0, 0], &A[0, 0], code)
+
+
+def output_delta(floating[:, ::1] A, floating[:, ::1] Y, str loss, str activation):
+    """Return (loss, delta) with delta = dLoss/dZ of the output layer."""
+    cdef Py_ssize_t n = A.shape[0], m = A.shape[1]
+    cdef int loss_code = LOSSES[loss], act = ACTIVATIONS[activation]
+    cdef double value
+    _check(Y.shape[0] == n and Y.shape[1] == m and n > 0 and m > 0,
+           "output_delta: A and Y differ in shape or are empty")
+    out = np.empty((n, m), dtype=np.float64 if floating is double else np.float32)
+    cdef floating[:, ::1] delta = out
+    with nogil:
+        value = output_delta_into(n, m, &A[0, 0], &Y[0, 0], loss_code, act, &delta[0, 0])
+    return value, out
+
+
+def weight_gradients(floating[:, ::1] A_prev, floating[:, ::1] delta):
+    """Return (dW, db) = (A_prev.T @ delta, delta.sum(axis=0))."""
+    cdef Py_ssize_t n = A_prev.shape[0], n_in = A_prev.shape[1], n_out = delta.shape[1]
+    _check(delta.shape[0] == n and n > 0 and n_in > 0 and n_out > 0,
+           "weight_gradients: A_prev and delta differ in rows or are empty")
+    dtype = np.float64 if floating is double else np.float32
+    dW_arr = np.empty((n_in, n_out), dtype=dtype)
+    db_arr = np.empty(n_out, dtype=dtype)
+    cdef floating[:, ::1] dW = dW_arr
+    cdef floating[::1] db = db_arr
+    with nogil:
+        weight_gradients_into(n, n_in, n_out, &A_prev[0, 0], &delta[0, 0], &dW[0, 0], &db[0])
+    return dW_arr, db_arr
+
+
+def sgd_update(floating[::1] W, floating[::1] grad, double lr):
+    """W -= lr * grad in place, over flat (raveled) arrays."""
+    _check(W.shape[0] == grad.shape[0], "sgd_update: W and grad differ in size")
+    if W.shape[0] == 0:
+        return
+    with nogil:
+        sgd_update_into(W.shape[0], <floating>lr, &grad[0], &W[0])
+
+
+def sgd_fused_update(floating[:, ::1] W, floating[::1] b, floating[:, ::1] A_prev,
+                     floating[:, ::1] delta, double lr):
+    """W -= lr * A_prev.T @ delta and b -= lr * delta.sum(axis=0), in place."""
+    cdef Py_ssize_t n = A_prev.shape[0], n_in = W.shape[0], n_out = W.shape[1]
+    _check(A_prev.shape[1] == n_in and delta.shape[0] == n and delta.shape[1] == n_out
+           and b.shape[0] == n_out and n > 0 and n_in > 0 and n_out > 0,
+           "sgd_fused_update: shapes do not fit")
+    with nogil:
+        sgd_fused(n, n_in, n_out, &A_prev[0, 0], &delta[0, 0], <floating>lr, <floating>1,
+                  &W[0, 0], &b[0])
+
+
+def is_finite(floating[::1] x):
+    """True when the flat array x has no NaN or infinity."""
+    cdef bint ok = True
+    if x.shape[0] > 0:
+        with nogil:
+            ok = all_finite(x.shape[0], &x[0])
+    return ok

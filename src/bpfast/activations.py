@@ -1,0 +1,36 @@
+"""Names of activations and losses, and the integer codes the kernels use.
+
+One table shared by both backends: ``reference.py`` looks functions up by name,
+the Cython kernels switch on the code. The codes must match the ``cdef enum``
+in ``_kernels.pxd``.
+"""
+
+ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4}
+HIDDEN_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
+OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax",)
+LOSSES = {"mse": 0, "sse": 1, "cross_entropy": 2}
+
+
+def activation_code(name, *, output=False, argname="activation"):
+    """Return the kernel code of activation ``name``, or raise a clear error."""
+    allowed = OUTPUT_ACTIVATIONS if output else HIDDEN_ACTIVATIONS
+    if not isinstance(name, str):
+        raise TypeError(f"{argname} must be a string, one of {allowed}; got {type(name).__name__}")
+    if name not in allowed:
+        if name == "softmax":
+            raise ValueError(f"{argname}='softmax' is only allowed for the output layer "
+                             f"(output_activation); hidden layers take one of {HIDDEN_ACTIVATIONS}")
+        raise ValueError(f"{argname} must be one of {allowed}; got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def loss_code(name, output_activation):
+    """Return the kernel code of loss ``name``; cross-entropy needs a softmax output."""
+    if not isinstance(name, str):
+        raise TypeError(f"loss must be a string, one of {tuple(LOSSES)}; got {type(name).__name__}")
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {name!r}")
+    if name == "cross_entropy" and output_activation != "softmax":
+        raise ValueError("loss='cross_entropy' needs output_activation='softmax'; "
+                         f"got output_activation={output_activation!r}")
+    return LOSSES[name]

@@ -1,0 +1,386 @@
+"""Network: owns the parameters, validates at the boundary, dispatches to a backend.
+
+All parameters live in one flat buffer allocated once; ``weights[i]`` and
+``biases[i]`` are live views into it, so they can be changed in place (or
+assigned whole through ``net.weights[i] = new``, which copies after checking the
+shape) but never resized or replaced: the kernels can hold raw pointers.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from bpfast import _engine, _kernels
+from bpfast._reference_engine import ReferenceEngine
+from bpfast._validation import (as_dtype, as_matrix, nonnegative_float, positive_float,
+                                positive_int)
+from bpfast.activations import activation_code, loss_code
+
+BACKENDS = ("cython", "reference")
+LR_SCHEDULES = ("constant", "invscaling", "step")
+PREDICT_CHUNK = 8192        # rows per forward call in predict(): bounds the workspace
+
+
+@dataclass
+class History:
+    """What ``Network.fit`` measured, one entry per completed epoch."""
+    loss: List[float] = field(default_factory=list)       # training loss (+ L2 term)
+    val_loss: List[float] = field(default_factory=list)   # with validation_data only
+    lr: List[float] = field(default_factory=list)         # learning rate of each epoch
+    n_updates: int = 0                                    # weight updates made in total
+
+    @property
+    def epochs(self) -> int:
+        return len(self.loss)
+
+
+class ParameterList(Sequence):
+    """The live weight (or bias) arrays of a Network.
+
+    Indexing gives the live array; assigning ``params[i] = value`` copies value
+    into it after checking the shape. The list itself cannot grow or shrink.
+    """
+
+    def __init__(self, arrays, name):
+        self._arrays = tuple(arrays)
+        self._name = name
+
+    def __getitem__(self, i):
+        return self._arrays[i]
+
+    def __len__(self):
+        return len(self._arrays)
+
+    def __setitem__(self, i, value):
+        target = self._arrays[i]
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{self._name}[{i}] must be real numbers; got dtype {arr.dtype}")
+        if arr.shape != target.shape:
+            raise ValueError(f"{self._name}[{i}] must have shape {target.shape}; got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{self._name}[{i}] contains NaN or infinity")
+        target[...] = arr
+
+    def __repr__(self):
+        return f"ParameterList({list(self._arrays)!r})"
+
+
+class Network:
+    """A dense feed-forward network trained by backpropagation.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first: ``[2, 2, 1]`` is 2 inputs, one hidden layer of
+        2 units and 1 output.
+    activation : {'sigmoid', 'tanh', 'relu', 'identity'}
+        Activation of the hidden layers.
+    output_activation : {'sigmoid', 'tanh', 'relu', 'identity', 'softmax'}
+    loss : {'mse', 'sse', 'cross_entropy'}
+        'mse' = mean over batch and outputs of (A - Y)^2; 'sse' = their sum;
+        'cross_entropy' = mean over the batch of -sum(Y * log A), softmax output only.
+    dtype : {'float64', 'float32'}
+    backend : {'cython', 'reference'}
+        'reference' runs the same network on the pure-Python kernels.
+    seed : int or None
+        Seeds the initial weights (normal, std = n_in ** -0.5; biases 0) and the
+        default shuffling seed of ``fit``.
+
+    Notes
+    -----
+    A Network may be used from one thread at a time; a call made while another
+    thread is inside a method of the same Network raises RuntimeError. Separate
+    Networks train in parallel: the compiled backend releases the GIL.
+    """
+
+    def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss="mse",
+                 dtype="float64", backend="cython", seed=0):
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) and not isinstance(sizes, np.ndarray):
+            raise TypeError(f"sizes must be a sequence of layer widths like [2, 2, 1]; got {sizes!r}")
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs at least 2 widths (inputs and outputs); got {list(sizes)!r}")
+        self.sizes = [positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
+        self.activation = activation
+        self.output_activation = output_activation
+        self.loss = loss
+        self._codes = (activation_code(activation),
+                       activation_code(output_activation, output=True, argname="output_activation"),
+                       loss_code(loss, output_activation))
+        self.dtype = as_dtype(dtype)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+        self.backend = backend
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise TypeError(f"seed must be a non-negative int or None; got {seed!r}")
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+
+        n_params = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        self._params = np.zeros(n_params, dtype=self.dtype)
+        self._grads = np.zeros(n_params, dtype=self.dtype)
+        self._velocity = np.zeros(n_params, dtype=self.dtype)
+        self.weights = self._views(self._params, "weights", 0)
+        self.biases = self._views(self._params, "biases", 1)
+        self.grad_weights = self._views(self._grads, "grad_weights", 0)
+        self.grad_biases = self._views(self._grads, "grad_biases", 1)
+        for W in self.weights:
+            W[...] = self._rng.normal(0.0, W.shape[0] ** -0.5, size=W.shape)
+        self._engine = self._make_engine()
+
+    # ------------------------------------------------------------------ set-up
+    def _views(self, buf, name, which):
+        out, off = [], 0
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            W = buf[off:off + n_in * n_out].reshape(n_in, n_out)
+            b = buf[off + n_in * n_out:off + n_in * n_out + n_out]
+            out.append((W, b)[which])
+            off += n_in * n_out + n_out
+        return ParameterList(out, name)
+
+    def _make_engine(self):
+        if self.backend == "cython":
+            return _engine.Engine(self.sizes, *self._codes, self._params, self._grads, self._velocity)
+        return ReferenceEngine(self.sizes, self.activation, self.output_activation, self.loss,
+                               self._params, self._grads, self._velocity)
+
+    def __setattr__(self, name, value):
+        # weights/biases are views into the flat buffer the kernels point into.
+        if name in ("weights", "biases", "grad_weights", "grad_biases") and name in self.__dict__:
+            raise AttributeError(f"{name} cannot be replaced; assign into it instead "
+                                 f"(net.{name}[i] = array, or net.{name}[i][...] = array)")
+        super().__setattr__(name, value)
+
+    @contextmanager
+    def _exclusive(self):
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("this Network is in use by another thread; use one Network per "
+                               "thread (or a lock of your own)")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def __repr__(self):
+        return (f"Network(sizes={self.sizes}, activation={self.activation!r}, "
+                f"output_activation={self.output_activation!r}, loss={self.loss!r}, "
+                f"dtype={self.dtype.name!r}, backend={self.backend!r})")
+
+    @property
+    def n_inputs(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.sizes[-1]
+
+    def _X(self, X, name="X"):
+        return as_matrix(X, name, self.dtype, width=self.sizes[0], allow_1d=self.sizes[0] > 1)
+
+    def _Y(self, Y, rows, name="Y"):
+        if self.sizes[-1] == 1 and isinstance(Y, np.ndarray) and Y.ndim == 1:
+            Y = Y.reshape(-1, 1)      # a vector of targets for a single output
+        return as_matrix(Y, name, self.dtype, width=self.sizes[-1], rows=rows)
+
+    # ------------------------------------------------------------------ the four calls
+    def forward(self, X) -> np.ndarray:
+        """Output for X, shape (batch, sizes[-1]); keeps what ``backward`` needs."""
+        X = self._X(X)
+        with self._exclusive():
+            return self._engine.forward(X)
+
+    def backward(self, Y) -> float:
+        """Loss of the last ``forward`` against Y; fills ``grad_weights``/``grad_biases``.
+
+        Each ``forward`` allows one ``backward``; ``train_step`` and ``fit`` invalidate it.
+        """
+        if self._engine.batch == 0:
+            raise RuntimeError("backward() needs a forward() first (and one backward per forward)")
+        Y = self._Y(Y, self._engine.batch)
+        with self._exclusive():
+            return self._engine.backward(Y)
+
+    def step(self, lr: float) -> None:
+        """In-place SGD with the stored gradients: ``W -= lr * grad_W``, ``b -= lr * grad_b``."""
+        lr = positive_float(lr, "lr")
+        with self._exclusive():
+            _kernels.sgd_update(self._params, self._grads, lr)
+
+    def train_step(self, X, Y, lr: float) -> float:
+        """forward + backward + SGD step, fused; returns the loss before the step.
+
+        The fused update writes straight into the weights: ``grad_weights`` are not filled.
+        """
+        X = self._X(X)
+        Y = self._Y(Y, X.shape[0])
+        lr = positive_float(lr, "lr")
+        with self._exclusive():
+            return self._engine.train_step(X, Y, lr)
+
+    # ------------------------------------------------------------------ whole data sets
+    def predict(self, X) -> np.ndarray:
+        """Output for X, shape (n, sizes[-1]); nothing is kept for ``backward``."""
+        X = self._X(X)
+        with self._exclusive():
+            if X.shape[0] <= PREDICT_CHUNK:
+                return self._engine.forward(X, keep=False)
+            return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], keep=False)
+                                   for i in range(0, X.shape[0], PREDICT_CHUNK)])
+
+    def evaluate(self, X, Y) -> float:
+        """The loss on (X, Y) without training (the same definition as ``fit`` reports)."""
+        out = self.predict(X)
+        Y = self._Y(Y, out.shape[0])
+        return _kernels.output_delta(out, Y, self.loss, self.output_activation)[0]
+
+    def fit(self, X, Y, epochs: int = 10, batch_size: int = 32, lr: float = 0.1,
+            shuffle: bool = True, seed: Optional[int] = None, momentum: float = 0.0,
+            nesterov: bool = False, weight_decay: float = 0.0, lr_schedule="constant",
+            power_t: float = 0.5, step_size: int = 10, gamma: float = 0.5,
+            validation_data=None, callback: Optional[Callable] = None,
+            progress: bool = False) -> History:
+        """Mini-batch gradient descent over whole epochs, each in one native call.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, sizes[0])
+        Y : array_like, shape (N, sizes[-1])
+        epochs, batch_size : int >= 1
+            Each epoch makes ceil(N / batch_size) updates; the last batch may be smaller.
+        lr : float > 0
+        shuffle : bool
+            Visit the samples in a new random order each epoch.
+        seed : int or None
+            Seeds the shuffle (a native RNG, independent of NumPy's global state);
+            None draws it from the Network's own seeded generator.
+        momentum : float in [0, 1)
+            Classical momentum ``v = momentum * v - lr * g; W += v``; with
+            ``nesterov=True``, ``W += momentum * v - lr * g``. Velocities start at 0.
+        weight_decay : float >= 0
+            L2 penalty on weights (not biases): the loss gains
+            ``0.5 * weight_decay * sum(W ** 2)`` and the gradient ``weight_decay * W``.
+        lr_schedule : {'constant', 'invscaling', 'step'} or callable
+            Learning rate of epoch e (from 0): constant ``lr``; invscaling
+            ``lr / (e + 1) ** power_t``; step ``lr * gamma ** (e // step_size)``; a
+            callable is called as ``lr_schedule(e)``.
+        validation_data : (Xv, Yv) or None
+            Its loss is recorded after every epoch in ``History.val_loss``.
+        callback : callable or None
+            ``callback(epoch, history)`` after every epoch; returning False stops.
+        progress : bool
+            Show a progress bar (needs tqdm).
+
+        Returns
+        -------
+        History
+            ``loss`` per epoch (mean over samples of the batch losses, 'sse': their
+            sum, plus the L2 term), ``val_loss``, ``lr`` and ``n_updates``.
+
+        Raises
+        ------
+        FloatingPointError
+            If the loss stops being finite. The parameters are restored to their
+            values at the start of the epoch in which that happened.
+        """
+        X = self._X(X)
+        Y = self._Y(Y, X.shape[0])
+        epochs = positive_int(epochs, "epochs")
+        batch_size = positive_int(batch_size, "batch_size")
+        lr = positive_float(lr, "lr")
+        momentum = nonnegative_float(momentum, "momentum", upper=1.0)
+        weight_decay = nonnegative_float(weight_decay, "weight_decay")
+        schedule = self._schedule(lr, lr_schedule, power_t, step_size, gamma)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, Y_val)")
+            Xv = self._X(validation_data[0], "validation_data[0]")
+            Yv = self._Y(validation_data[1], Xv.shape[0], "validation_data[1]")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable; got {type(callback).__name__}")
+        if seed is None:
+            seed = int(self._rng.integers(0, 2 ** 63))
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise TypeError(f"seed must be a non-negative int or None; got {seed!r}")
+
+        history = History()
+        bar = _progress_bar(epochs) if progress else None
+        backup = np.empty_like(self._params)
+        with self._exclusive():
+            self._engine.seed(int(seed), X.shape[0])
+            self._velocity[...] = 0
+            for epoch in range(epochs):
+                lr_e = schedule(epoch)
+                backup[...] = self._params
+                loss, n_updates, ok = self._engine.epoch(X, Y, batch_size, bool(shuffle), lr_e,
+                                                         momentum, bool(nesterov), weight_decay)
+                history.n_updates += n_updates
+                if weight_decay:
+                    loss += 0.5 * weight_decay * self._engine.weight_sq_norm()
+                if not (ok and math.isfinite(loss) and self._engine.params_finite()):
+                    self._params[...] = backup
+                    raise FloatingPointError(
+                        f"training diverged: the loss became {loss} in epoch {epoch + 1} with "
+                        f"lr={lr_e:g}; the parameters were restored to the start of that "
+                        f"epoch. Try a smaller lr.")
+                history.loss.append(float(loss))
+                history.lr.append(lr_e)
+                if validation_data is not None:
+                    history.val_loss.append(self._unlocked_evaluate(Xv, Yv))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4g}")
+                if callback is not None and callback(epoch, history) is False:
+                    break
+        if bar is not None:
+            bar.close()
+        return history
+
+    def _unlocked_evaluate(self, X, Y):
+        out = np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], keep=False)
+                              for i in range(0, X.shape[0], PREDICT_CHUNK)])
+        return float(_kernels.output_delta(out, Y, self.loss, self.output_activation)[0])
+
+    @staticmethod
+    def _schedule(lr, lr_schedule, power_t, step_size, gamma):
+        if callable(lr_schedule):
+            def schedule(epoch):
+                return positive_float(lr_schedule(epoch), f"lr_schedule({epoch})")
+            return schedule
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable; got {lr_schedule!r}")
+        if lr_schedule == "invscaling":
+            power_t = nonnegative_float(power_t, "power_t")
+            return lambda epoch: lr / (epoch + 1) ** power_t
+        if lr_schedule == "step":
+            step_size = positive_int(step_size, "step_size")
+            gamma = positive_float(gamma, "gamma")
+            return lambda epoch: lr * gamma ** (epoch // step_size)
+        return lambda epoch: lr
+
+    # ------------------------------------------------------------------ copies
+    def get_parameters(self) -> np.ndarray:
+        """A copy of all parameters as one flat array (W0, b0, W1, b1, ...)."""
+        return self._params.copy()
+
+    def set_parameters(self, flat) -> None:
+        """Set all parameters from one flat array laid out as ``get_parameters`` returns."""
+        flat = np.asarray(flat)
+        if flat.shape != self._params.shape:
+            raise ValueError(f"flat parameters must have shape {self._params.shape}; got {flat.shape}")
+        if flat.dtype.kind not in "biuf" or not np.isfinite(flat).all():
+            raise ValueError("flat parameters must be finite real numbers")
+        self._params[...] = flat
+
+
+def _progress_bar(total):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as exc:
+        raise ImportError("progress=True needs tqdm: pip install tqdm") from exc
+    return tqdm(total=total, unit="epoch")
