@@ -1,0 +1,171 @@
+"""Every compiled kernel against its twin in bpfast.reference, both dtypes, many shapes."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import bpfast
+from bpfast import _kernels, functional, reference
+
+DTYPES = [np.float64, np.float32]
+# (batch, n_in, n_out): 1-wide layers, batch 1, non-square, and sizes past the BLAS threshold.
+SHAPES = [(1, 1, 1), (1, 2, 1), (4, 1, 3), (3, 5, 1), (7, 3, 11), (1, 64, 10), (32, 64, 10),
+          (64, 100, 37), (5, 200, 3)]
+ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "softmax"]
+
+
+def tol(dtype, k=1):
+    # float64 differs from the reference only in summation order; float32 in precision.
+    # Sums of k products of O(1) numbers may cancel, so the absolute error grows with k.
+    if dtype == np.float64:
+        return dict(rtol=1e-12, atol=1e-14 * k)
+    return dict(rtol=2e-5, atol=2e-6 * k)
+
+
+def data(shape, dtype, seed=0):
+    n, n_in, n_out = shape
+    rng = np.random.default_rng(seed)
+    cast = lambda a: a.astype(dtype)
+    return (cast(rng.normal(size=(n, n_in))), cast(rng.normal(size=(n_in, n_out))),
+            cast(rng.normal(size=n_out)), cast(rng.normal(size=(n, n_out))))
+
+
+def ref_of(a):
+    return np.asarray(a, dtype=np.float64).tolist()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("loops", [False, True])
+@pytest.mark.parametrize("mkn", [(1, 1, 1), (3, 4, 5), (17, 1, 9), (64, 70, 30), (5, 300, 2)])
+def test_gemm_every_transpose_and_path_matches_numpy(dtype, trans_a, trans_b, loops, mkn):
+    m, k, n = mkn
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(m, k)).astype(dtype)
+    B = rng.normal(size=(k, n)).astype(dtype)
+    A_in = np.ascontiguousarray(A.T) if trans_a else A
+    B_in = np.ascontiguousarray(B.T) if trans_b else B
+    C = _kernels.matmul(A_in, B_in, trans_a, trans_b, loops)
+    assert C.dtype == dtype
+    np.testing.assert_allclose(C, A.astype(np.float64) @ B.astype(np.float64), **tol(dtype, k))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_dense_forward_matches_reference(dtype, shape, activation):
+    X, W, b, _ = data(shape, dtype)
+    got = bpfast.dense_forward(X, W, b, activation)
+    want = reference.dense_forward(ref_of(X), ref_of(W), ref_of(b), activation)
+    assert got.dtype == dtype and got.shape == (shape[0], shape[2])
+    np.testing.assert_allclose(got, want, **tol(dtype, shape[1]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backprop_error_matches_reference(dtype, shape):
+    _, W, _, delta = data(shape, dtype)
+    got = bpfast.backprop_error(delta, W)
+    assert got.shape == (shape[0], shape[1])
+    np.testing.assert_allclose(got, reference.backprop_error(ref_of(delta), ref_of(W)),
+                               **tol(dtype, shape[2]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["identity", "sigmoid", "tanh", "relu"])
+def test_activation_backward_matches_reference(dtype, activation):
+    X, W, b, _ = data((6, 4, 5), dtype)
+    A = bpfast.dense_forward(X, W, b, activation)
+    E = np.random.default_rng(3).normal(size=A.shape).astype(dtype)
+    got = functional.activation_backward(E, A, activation)
+    want = ref_of(E)
+    reference.activation_backward(want, ref_of(A), activation)
+    np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss,activation", [
+    ("mse", "sigmoid"), ("mse", "identity"), ("mse", "tanh"), ("mse", "relu"), ("mse", "softmax"),
+    ("sse", "sigmoid"), ("sse", "identity"), ("sse", "softmax"), ("cross_entropy", "softmax")])
+@pytest.mark.parametrize("shape", [(1, 3, 1), (5, 3, 4), (33, 2, 10)])
+def test_output_delta_matches_reference(dtype, loss, activation, shape):
+    if loss == "cross_entropy" and shape[2] == 1:
+        pytest.skip("softmax over one output is constant")
+    X, W, b, _ = data(shape, dtype)
+    A = bpfast.dense_forward(X, W, b, activation)
+    rng = np.random.default_rng(4)
+    Y = np.eye(shape[2], dtype=dtype)[rng.integers(0, shape[2], shape[0])] \
+        if loss == "cross_entropy" else rng.uniform(size=A.shape).astype(dtype)
+    value, delta = functional.output_delta(A, Y, loss, activation)
+    want_value, want_delta = reference.output_delta(ref_of(A), ref_of(Y), loss, activation)
+    assert value == pytest.approx(want_value, rel=1e-12 if dtype == np.float64 else 1e-5)
+    np.testing.assert_allclose(delta, want_delta, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_weight_gradients_match_reference(dtype, shape):
+    X, _, _, delta = data(shape, dtype)
+    dW, db = functional.weight_gradients(X, delta)
+    want_dW, want_db = reference.weight_gradients(ref_of(X), ref_of(delta))
+    np.testing.assert_allclose(dW, want_dW, **tol(dtype, shape[0]))
+    np.testing.assert_allclose(db, want_db, **tol(dtype, shape[0]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_sgd_update_in_place_matches_reference(dtype, shape):
+    _, W, _, _ = data(shape, dtype)
+    grad = np.random.default_rng(5).normal(size=W.shape).astype(dtype)
+    want = ref_of(W)
+    reference.sgd_update(want, ref_of(grad), 0.3)
+    W_id = id(W)
+    assert bpfast.sgd_update(W, grad, 0.3) is None
+    assert id(W) == W_id
+    np.testing.assert_allclose(W, want, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fused_sgd_equals_gradient_then_update(dtype, shape):
+    X, W, b, delta = data(shape, dtype)
+    W_ref, b_ref = ref_of(W), ref_of(b)
+    reference.sgd_fused_update(W_ref, b_ref, ref_of(X), ref_of(delta), 0.05)
+    _kernels.sgd_fused_update(W, b, X, delta, 0.05)
+    np.testing.assert_allclose(W, W_ref, **tol(dtype, shape[0]))
+    np.testing.assert_allclose(b, b_ref, **tol(dtype, shape[0]))
+
+
+def test_sgd_update_on_a_strided_view_changes_the_base():
+    base = np.zeros((4, 6))
+    view = base[:, ::2]
+    bpfast.sgd_update(view, np.ones((4, 3)), 0.5)
+    assert np.all(base[:, ::2] == -0.5) and np.all(base[:, 1::2] == 0)
+
+
+def test_sigmoid_and_softmax_do_not_overflow_at_extremes():
+    z = np.array([[-1e308, -800.0, -30.0, 0.0, 30.0, 800.0, 1e308]])
+    W = np.eye(7)
+    s = bpfast.dense_forward(z, W, np.zeros(7), "sigmoid")
+    assert np.all(np.isfinite(s)) and s[0, 0] == 0.0 and s[0, 3] == 0.5 and s[0, -1] == 1.0
+    p = bpfast.dense_forward(z, W, np.zeros(7), "softmax")
+    assert np.all(np.isfinite(p)) and p.sum() == pytest.approx(1.0)
+    assert reference.dense_forward(z.tolist(), W.tolist(), [0.0] * 7, "sigmoid")[0][0] == 0.0
+    s32 = bpfast.dense_forward(np.array([[-1e38, 1e38]], np.float32), np.eye(2, dtype=np.float32),
+                               np.zeros(2, np.float32), "sigmoid")
+    assert s32.tolist() == [[0.0, 1.0]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), n_in=st.integers(1, 40), n_out=st.integers(1, 40),
+       dtype=st.sampled_from(DTYPES), activation=st.sampled_from(ACTIVATIONS),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_forward_and_backprop_error_match_reference_for_any_shape(n, n_in, n_out, dtype,
+                                                                  activation, seed):
+    X, W, b, delta = data((n, n_in, n_out), dtype, seed)
+    np.testing.assert_allclose(bpfast.dense_forward(X, W, b, activation),
+                               reference.dense_forward(ref_of(X), ref_of(W), ref_of(b), activation),
+                               **tol(dtype, n_in))
+    np.testing.assert_allclose(bpfast.backprop_error(delta, W),
+                               reference.backprop_error(ref_of(delta), ref_of(W)),
+                               **tol(dtype, n_out))
