@@ -25,6 +25,10 @@ from bpfast._kernels cimport (
 cnp.import_array()
 
 
+class NeedsValidation(Exception):
+    """Raised by Engine.try_train_step when its arguments need the Python-side checks."""
+
+
 cdef inline char* data(object array):
     return <char*>cnp.PyArray_DATA(<cnp.ndarray>array)
 
@@ -207,7 +211,7 @@ cdef class Engine:
     """The compiled backend of one Network: pointers into its buffers plus a workspace."""
     cdef Net net
     cdef readonly bint is_double
-    cdef Py_ssize_t n_params, max_width, cap
+    cdef Py_ssize_t n_params, max_width, work_size
     cdef readonly Py_ssize_t batch          # rows of the last forward; 0: none to backprop
     cdef object params, grads, velocity, work, last_X, indices
     cdef uint64_t rng
@@ -246,7 +250,7 @@ cdef class Engine:
         self.params = params
         self.grads = grads
         self.velocity = velocity
-        self.cap = 0
+        self.work_size = 0
         self.batch = 0
 
     def __dealloc__(self):
@@ -255,15 +259,17 @@ cdef class Engine:
         free(self.net.b_off)
         free(self.net.a_off)
 
-    cdef void reserve(self, Py_ssize_t n, bint with_batch_buffers):
+    cdef int reserve(self, Py_ssize_t n, bint with_batch_buffers) except -1:
         """Make the workspace hold a batch of n rows (allocated once, grown when needed)."""
         cdef Py_ssize_t width = self.net.a_off[self.net.n_layers - 1] + self.max_width
         cdef Py_ssize_t need = n * (width + 2 * self.max_width)
         if with_batch_buffers:
             need += n * (self.net.sizes[0] + self.net.sizes[self.net.n_layers])
-        if self.work is None or self.work.shape[0] < need:
+        if need > self.work_size:
             self.work = np.empty(need, dtype=self.params.dtype)
+            self.work_size = need
             self.batch = 0
+        return 0
 
     cdef char* work_ptr(self, Py_ssize_t offset):
         return data(self.work) + offset * (8 if self.is_double else 4)
@@ -328,11 +334,49 @@ cdef class Engine:
 
     def train_step(self, cnp.ndarray X, cnp.ndarray Y, double lr, double weight_decay=0):
         """forward + backward + fused SGD update for one batch; returns the loss before the step."""
-        cdef Py_ssize_t n = X.shape[0]
         self.check(X, self.net.sizes[0], "X")
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
-        if Y.shape[0] != n:
-            raise ValueError(f"X has {n} rows but Y has {Y.shape[0]}")
+        if Y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
+        return self.fused_step(X, Y, lr, weight_decay)
+
+    def try_train_step(self, X, Y, lr):
+        """train_step for arguments that are exactly what the kernels need, checked in C.
+
+        Anything else (another type, dtype, layout or shape, NaN or infinity, a
+        learning rate that is not a positive finite float) raises NeedsValidation,
+        and the caller validates and converts at leisure. This keeps a step of a
+        tiny network down to one call and a few comparisons.
+        """
+        if not (type(X) is np.ndarray and type(Y) is np.ndarray and type(lr) is float):
+            raise NeedsValidation
+        cdef double rate = lr
+        if not (self.accepts(X, self.net.sizes[0]) and
+                self.accepts(Y, self.net.sizes[self.net.n_layers]) and
+                cnp.PyArray_DIMS(<cnp.ndarray>X)[0] == cnp.PyArray_DIMS(<cnp.ndarray>Y)[0] and
+                rate > 0 and isfinite(rate)):
+            raise NeedsValidation
+        cdef Py_ssize_t nx = cnp.PyArray_SIZE(<cnp.ndarray>X), ny = cnp.PyArray_SIZE(<cnp.ndarray>Y)
+        cdef char* x = data(X)
+        cdef char* y = data(Y)
+        cdef bint finite
+        with nogil:
+            if self.is_double:
+                finite = all_finite(nx, <double*>x) and all_finite(ny, <double*>y)
+            else:
+                finite = all_finite(nx, <float*>x) and all_finite(ny, <float*>y)
+        if not finite:
+            raise NeedsValidation
+        return self.fused_step(X, Y, rate, 0)
+
+    cdef inline bint accepts(self, cnp.ndarray A, Py_ssize_t width):
+        return (cnp.PyArray_NDIM(A) == 2 and cnp.PyArray_DIMS(A)[1] == width
+                and cnp.PyArray_DIMS(A)[0] >= 1 and cnp.PyArray_IS_C_CONTIGUOUS(A)
+                and cnp.PyArray_TYPE(A) == (cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT))
+
+    cdef double fused_step(self, cnp.ndarray X, cnp.ndarray Y, double lr,
+                           double weight_decay) except? -1:
+        cdef Py_ssize_t n = cnp.PyArray_DIMS(X)[0]
         self.reserve(n, False)
         self.batch = 0
         self.last_X = None

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from bpfast import reference as ref
+from bpfast._engine import NeedsValidation
 
 _MASK = (1 << 64) - 1
 
@@ -134,6 +135,9 @@ class ReferenceEngine:
         self._write(self.params, layers)
         self._write(self.velocity, velocity)
         return loss
+
+    def try_train_step(self, X, Y, lr):
+        raise NeedsValidation     # no fast path: the Network validates first
 
     def train_step(self, X, Y, lr, weight_decay=0.0):
         self.batch, self.acts = 0, None

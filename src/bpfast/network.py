@@ -16,9 +16,10 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from bpfast import _engine, _kernels
+from bpfast._engine import NeedsValidation
 from bpfast._reference_engine import ReferenceEngine
-from bpfast._validation import (as_dtype, as_matrix, nonnegative_float, positive_float,
-                                positive_int)
+from bpfast._validation import (MAX_DIM, as_bool, as_dtype, as_matrix, choice, nonnegative_float,
+                                positive_float, positive_int, seed_value)
 from bpfast.activations import activation_code, loss_code
 
 BACKENDS = ("cython", "reference")
@@ -51,12 +52,18 @@ class ParameterList(Sequence):
         self._name = name
 
     def __getitem__(self, i):
-        return self._arrays[i]
+        # A fresh view each time: setting .shape on it cannot reshape the network's own.
+        if isinstance(i, slice):
+            return [a.view() for a in self._arrays[i]]
+        return self._arrays[i].view()
 
     def __len__(self):
         return len(self._arrays)
 
     def __setitem__(self, i, value):
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"{self._name} indices must be integers; got {type(i).__name__} "
+                            f"(the list cannot be resized)")
         target = self._arrays[i]
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
@@ -105,7 +112,7 @@ class Network:
             raise TypeError(f"sizes must be a sequence of layer widths like [2, 2, 1]; got {sizes!r}")
         if len(sizes) < 2:
             raise ValueError(f"sizes needs at least 2 widths (inputs and outputs); got {list(sizes)!r}")
-        self.sizes = [positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
+        self.sizes = [positive_int(s, f"sizes[{i}]", upper=MAX_DIM) for i, s in enumerate(sizes)]
         self.activation = activation
         self.output_activation = output_activation
         self.loss = loss
@@ -113,14 +120,11 @@ class Network:
                        activation_code(output_activation, output=True, argname="output_activation"),
                        loss_code(loss, output_activation))
         self.dtype = as_dtype(dtype)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-        self.backend = backend
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise TypeError(f"seed must be a non-negative int or None; got {seed!r}")
-        self.seed = seed
+        self.backend = choice(backend, "backend", BACKENDS)
+        self.seed = seed_value(seed)
         self._rng = np.random.default_rng(seed)
-        self._lock = threading.Lock()
+        # Re-entrant for the owning thread (a fit callback may call predict), refused to others.
+        self._lock = threading.RLock()
 
         n_params = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
         self._params = np.zeros(n_params, dtype=self.dtype)
@@ -160,8 +164,7 @@ class Network:
     @contextmanager
     def _exclusive(self):
         if not self._lock.acquire(blocking=False):
-            raise RuntimeError("this Network is in use by another thread; use one Network per "
-                               "thread (or a lock of your own)")
+            raise _busy()
         try:
             yield
         finally:
@@ -181,12 +184,12 @@ class Network:
         return self.sizes[-1]
 
     def _X(self, X, name="X"):
-        return as_matrix(X, name, self.dtype, width=self.sizes[0], allow_1d=self.sizes[0] > 1)
+        return as_matrix(X, name, self.dtype, width=self.sizes[0], allow_1d=True)
 
     def _Y(self, Y, rows, name="Y"):
-        if self.sizes[-1] == 1 and isinstance(Y, np.ndarray) and Y.ndim == 1:
-            Y = Y.reshape(-1, 1)      # a vector of targets for a single output
-        return as_matrix(Y, name, self.dtype, width=self.sizes[-1], rows=rows)
+        # 1-D: a vector of targets for a single output, or the targets of a single sample.
+        return as_matrix(Y, name, self.dtype, width=self.sizes[-1], rows=rows,
+                         allow_1d=rows == 1, column_1d=self.sizes[-1] == 1)
 
     # ------------------------------------------------------------------ the four calls
     def forward(self, X) -> np.ndarray:
@@ -217,11 +220,20 @@ class Network:
 
         The fused update writes straight into the weights: ``grad_weights`` are not filled.
         """
-        X = self._X(X)
-        Y = self._Y(Y, X.shape[0])
-        lr = positive_float(lr, "lr")
-        with self._exclusive():
+        if not self._lock.acquire(blocking=False):
+            raise _busy()
+        try:
+            try:
+                # The hot path of a training loop: arguments already right, checked in C.
+                return self._engine.try_train_step(X, Y, lr)
+            except NeedsValidation:
+                pass
+            X = self._X(X)
+            Y = self._Y(Y, X.shape[0])
+            lr = positive_float(lr, "lr")
             return self._engine.train_step(X, Y, lr)
+        finally:
+            self._lock.release()
 
     # ------------------------------------------------------------------ whole data sets
     def predict(self, X) -> np.ndarray:
@@ -295,6 +307,9 @@ class Network:
         lr = positive_float(lr, "lr")
         momentum = nonnegative_float(momentum, "momentum", upper=1.0)
         weight_decay = nonnegative_float(weight_decay, "weight_decay")
+        shuffle = as_bool(shuffle, "shuffle")
+        nesterov = as_bool(nesterov, "nesterov")
+        progress = as_bool(progress, "progress")
         schedule = self._schedule(lr, lr_schedule, power_t, step_size, gamma)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -303,31 +318,36 @@ class Network:
             Yv = self._Y(validation_data[1], Xv.shape[0], "validation_data[1]")
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable; got {type(callback).__name__}")
-        if seed is None:
-            seed = int(self._rng.integers(0, 2 ** 63))
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise TypeError(f"seed must be a non-negative int or None; got {seed!r}")
+        seed = seed_value(seed)
 
         history = History()
         bar = _progress_bar(epochs) if progress else None
         backup = np.empty_like(self._params)
         with self._exclusive():
-            self._engine.seed(int(seed), X.shape[0])
+            if not self._engine.params_finite():
+                raise ValueError("the parameters contain NaN or infinity (set from outside?); "
+                                 "assign finite values before fit")
+            if seed is None:
+                seed = int(self._rng.integers(0, 2 ** 63))
+            self._engine.seed(seed, X.shape[0])
             self._velocity[...] = 0
             for epoch in range(epochs):
                 lr_e = schedule(epoch)
                 backup[...] = self._params
-                loss, n_updates, ok = self._engine.epoch(X, Y, batch_size, bool(shuffle), lr_e,
-                                                         momentum, bool(nesterov), weight_decay)
+                try:
+                    loss, n_updates, ok = self._engine.epoch(X, Y, batch_size, shuffle, lr_e,
+                                                             momentum, nesterov, weight_decay)
+                except OverflowError:   # pure-Python arithmetic of the reference backend
+                    loss, n_updates, ok = math.inf, 0, False
                 history.n_updates += n_updates
                 if weight_decay:
                     loss += 0.5 * weight_decay * self._engine.weight_sq_norm()
                 if not (ok and math.isfinite(loss) and self._engine.params_finite()):
                     self._params[...] = backup
                     raise FloatingPointError(
-                        f"training diverged: the loss became {loss} in epoch {epoch + 1} with "
-                        f"lr={lr_e:g}; the parameters were restored to the start of that "
-                        f"epoch. Try a smaller lr.")
+                        f"training diverged in epoch {epoch + 1} (of {epochs}) with "
+                        f"lr={lr_e:g}: the loss or the parameters stopped being finite; the "
+                        f"parameters were restored to the start of that epoch. Try a smaller lr.")
                 history.loss.append(float(loss))
                 history.lr.append(lr_e)
                 if validation_data is not None:
@@ -352,6 +372,9 @@ class Network:
             def schedule(epoch):
                 return positive_float(lr_schedule(epoch), f"lr_schedule({epoch})")
             return schedule
+        if not isinstance(lr_schedule, str):
+            raise TypeError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable; "
+                            f"got {type(lr_schedule).__name__}")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable; got {lr_schedule!r}")
         if lr_schedule == "invscaling":
@@ -366,16 +389,25 @@ class Network:
     # ------------------------------------------------------------------ copies
     def get_parameters(self) -> np.ndarray:
         """A copy of all parameters as one flat array (W0, b0, W1, b1, ...)."""
-        return self._params.copy()
+        with self._exclusive():
+            return self._params.copy()
 
     def set_parameters(self, flat) -> None:
         """Set all parameters from one flat array laid out as ``get_parameters`` returns."""
         flat = np.asarray(flat)
+        if flat.dtype.kind not in "biuf":
+            raise TypeError(f"flat parameters must be real numbers; got dtype {flat.dtype}")
         if flat.shape != self._params.shape:
             raise ValueError(f"flat parameters must have shape {self._params.shape}; got {flat.shape}")
-        if flat.dtype.kind not in "biuf" or not np.isfinite(flat).all():
+        if not np.isfinite(flat).all():
             raise ValueError("flat parameters must be finite real numbers")
-        self._params[...] = flat
+        with self._exclusive():
+            self._params[...] = flat
+
+
+def _busy():
+    return RuntimeError("this Network is in use by another thread; use one Network per thread "
+                        "(or a lock of your own)")
 
 
 def _progress_bar(total):
