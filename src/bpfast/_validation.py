@@ -3,6 +3,9 @@
 Kernels trust their arguments, so everything that could make them read out of
 bounds or compute a silently wrong number is refused here, with a message that
 names the argument, what was expected and what was given.
+
+Conventions: a value of the wrong *type* raises TypeError, a value of the right
+type but out of range (or of the wrong shape) raises ValueError.
 """
 import math
 import numbers
@@ -13,26 +16,41 @@ from bpfast import _kernels
 
 FLOAT_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
+# BLAS takes its dimensions as C ints: no width and no number of rows may exceed this.
+MAX_DIM = 2 ** 31 - 1
+MAX_SEED = 2 ** 64 - 1
+
 
 def as_dtype(dtype):
-    """np.dtype for 'float32'/'float64' (or the NumPy types); anything else is an error."""
+    """np.dtype for 'float32'/'float64' (or the NumPy types); anything else is an error.
+
+    A string that is not a float32/float64 name raises ValueError; None or an
+    object that is no dtype at all raises TypeError.
+    """
+    if dtype is None:
+        # np.dtype(None) would silently mean float64.
+        raise TypeError("dtype must be 'float32' or 'float64'; got None")
     try:
         dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be 'float32' or 'float64'; got {dtype!r}") from None
+    except (TypeError, ValueError):
+        cls = ValueError if isinstance(dtype, str) else TypeError
+        raise cls(f"dtype must be 'float32' or 'float64'; got {dtype!r}") from None
     if dt not in (np.float32, np.float64):
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
     return dt
 
 
 def _numeric_array(x, name):
+    """x as an ndarray of real numbers (bool, int or float), not yet converted to a dtype."""
     if isinstance(x, np.ndarray):
         arr = x
     else:
         try:
             arr = np.asarray(x)
         except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} must be an array of real numbers; could not convert it ({exc})") from None
+            # Ragged nested lists raise ValueError in NumPy; keep the type, name the argument.
+            raise type(exc)(f"{name} must be a rectangular array of real numbers; "
+                            f"could not convert it ({exc})") from None
     if arr.dtype.kind == "c":
         raise TypeError(f"{name} must be real; got a complex array ({arr.dtype})")
     if arr.dtype.kind not in "biuf":
@@ -46,50 +64,104 @@ def result_dtype(*arrays):
     return np.dtype(np.float32) if dt == np.float32 else np.dtype(np.float64)
 
 
-def as_matrix(x, name, dtype, width=None, rows=None, allow_1d=False):
+def all_finite(x):
+    """True when the array x (any layout) holds no NaN or infinity."""
+    if x.size == 0:
+        return True
+    if x.flags.c_contiguous and x.flags.writeable and x.flags.aligned and x.dtype in (np.float32, np.float64):
+        return bool(_kernels.is_finite(x.reshape(-1)))
+    return bool(np.isfinite(x).all())
+
+
+def _kernel_ready(x, dtype, writeable):
+    """True when x can go to the kernels as it is: C-contiguous, aligned, native `dtype`."""
+    return (type(x) is np.ndarray and x.dtype == dtype and x.flags.c_contiguous
+            and x.flags.aligned and (x.flags.writeable or not writeable))
+
+
+def _convert(arr, dtype, writeable):
+    """One conversion to a C-contiguous aligned array of dtype (a copy only when needed)."""
+    if _kernel_ready(arr, dtype, writeable):
+        return arr
+    with np.errstate(over="ignore", invalid="ignore"):      # overflow is reported as inf below
+        out = np.require(arr, dtype=dtype, requirements=["C", "A"])
+    if type(out) is not np.ndarray:
+        out = out.view(np.ndarray)
+    if writeable and not out.flags.writeable:
+        out = out.copy()
+    return out
+
+
+def _not_finite_message(name, src_dtype, dtype):
+    narrowed = src_dtype.kind == "f" and src_dtype.itemsize > dtype.itemsize
+    if narrowed or src_dtype.kind in "iu":
+        return f"{name} contains NaN or infinity (or values too large for {dtype.name})"
+    return f"{name} contains NaN or infinity"
+
+
+def as_matrix(x, name, dtype, width=None, rows=None, allow_1d=False, column_1d=False,
+              writeable=True):
     """x as a C-contiguous 2-D array of `dtype`, finite, non-empty, converted at most once.
 
     width: required number of columns; rows: required number of rows.
     allow_1d: a 1-D input of length width is taken as one row (a single sample).
+    column_1d: a 1-D input is taken as one column (targets of a single output).
+    writeable: the result must be writeable (the typed memoryviews of the kernels
+        refuse read-only buffers); a read-only input is then copied.
+    Shapes are checked before anything is converted or copied.
     """
-    # The fast path: already what the kernels need, checked in a few attribute reads.
-    if not (type(x) is np.ndarray and x.dtype == dtype and x.ndim == 2 and x.flags.c_contiguous):
+    if type(x) is np.ndarray and x.ndim == 2 and _kernel_ready(x, dtype, writeable):
+        arr = x   # the fast path: already what the kernels need
+    else:
         arr = _numeric_array(x, name)
-        if arr.ndim == 1 and allow_1d and width is not None and arr.shape[0] == width:
-            arr = arr.reshape(1, -1)
+        if arr.ndim == 1:
+            if column_1d:
+                arr = arr.reshape(-1, 1)
+            elif allow_1d and width is not None and arr.shape[0] == width:
+                arr = arr.reshape(1, -1)
         if arr.ndim != 2:
             want = f"(n, {width})" if width is not None else "(n, m)"
             raise ValueError(f"{name} must be 2-D of shape {want}; got {arr.ndim}-D shape {arr.shape}")
-        x = np.ascontiguousarray(arr, dtype=dtype)
-    n, m = x.shape
+    n, m = arr.shape
     if width is not None and m != width:
-        raise ValueError(f"{name} must have {width} columns (shape (n, {width})); got shape {x.shape}")
+        raise ValueError(f"{name} must have {width} columns (shape (n, {width})); got shape {arr.shape}")
     if n == 0 or m == 0:
-        raise ValueError(f"{name} is empty (shape {x.shape}); at least one row and column are needed")
+        raise ValueError(f"{name} is empty (shape {arr.shape}); at least one row and column are needed")
     if rows is not None and n != rows:
         raise ValueError(f"{name} has {n} rows but {rows} were expected (one per input row); "
-                         f"got shape {x.shape}")
-    if not _kernels.is_finite(x.reshape(-1)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return x
+                         f"got shape {arr.shape}")
+    if n > MAX_DIM or m > MAX_DIM:
+        raise ValueError(f"{name} has shape {arr.shape}; at most {MAX_DIM} rows and columns are "
+                         f"supported (split it into batches)")
+    out = _convert(arr, dtype, writeable)
+    if not all_finite(out):
+        raise ValueError(_not_finite_message(name, arr.dtype, dtype))
+    return out
 
 
-def as_vector(x, name, dtype, length):
+def as_vector(x, name, dtype, length, writeable=True):
     """x as a C-contiguous finite 1-D array of `dtype` and `length` elements."""
     arr = _numeric_array(x, name)
     if arr.ndim != 1 or arr.shape[0] != length:
         raise ValueError(f"{name} must be 1-D of shape ({length},); got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not _kernels.is_finite(arr):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr
+    out = _convert(arr, dtype, writeable)
+    if not all_finite(out):
+        raise ValueError(_not_finite_message(name, arr.dtype, dtype))
+    return out
+
+
+def _real(x, name):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(x).__name__}")
+    try:
+        return float(x)
+    except OverflowError:       # an int too large for a float
+        return math.inf if x > 0 else -math.inf
 
 
 def positive_float(x, name):
     """A finite float > 0 (learning rates)."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(x).__name__}")
-    x = float(x)
+    x = _real(x, name)
     if not (math.isfinite(x) and x > 0):
         raise ValueError(f"{name} must be a finite number > 0; got {x!r}")
     return x
@@ -97,19 +169,46 @@ def positive_float(x, name):
 
 def nonnegative_float(x, name, upper=None):
     """A finite float >= 0 (and < upper when given)."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(x).__name__}")
-    x = float(x)
+    x = _real(x, name)
     if not (math.isfinite(x) and x >= 0 and (upper is None or x < upper)):
         bound = f" and < {upper}" if upper is not None else ""
         raise ValueError(f"{name} must be a finite number >= 0{bound}; got {x!r}")
     return x
 
 
-def positive_int(x, name):
-    """An int >= 1 (epochs, batch sizes, layer widths)."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+def positive_int(x, name, upper=None):
+    """An int >= 1 (and <= upper when given): epochs, batch sizes, layer widths."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name} must be an integer; got {type(x).__name__} {x!r}")
     if x < 1:
         raise ValueError(f"{name} must be >= 1; got {x}")
+    if upper is not None and x > upper:
+        raise ValueError(f"{name} must be <= {upper}; got {x}")
     return int(x)
+
+
+def as_bool(x, name):
+    """A bool (or NumPy bool): flags such as shuffle and nesterov; no truthy strings."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(x).__name__} {x!r}")
+    return bool(x)
+
+
+def seed_value(x, name="seed"):
+    """None or an int in [0, 2**64): a seed for NumPy's and the native generators."""
+    if x is None:
+        return None
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative int or None; got {type(x).__name__} {x!r}")
+    if not 0 <= x <= MAX_SEED:
+        raise ValueError(f"{name} must be in [0, 2**64); got {x}")
+    return int(x)
+
+
+def choice(x, name, options):
+    """One of the strings in `options`."""
+    if not isinstance(x, str):
+        raise TypeError(f"{name} must be a string, one of {tuple(options)}; got {type(x).__name__}")
+    if x not in options:
+        raise ValueError(f"{name} must be one of {tuple(options)}; got {x!r}")
+    return x
