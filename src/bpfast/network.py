@@ -16,6 +16,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from bpfast import _engine, _kernels
+from bpfast._engine import NeedsValidation
 from bpfast._reference_engine import ReferenceEngine
 from bpfast._validation import (MAX_DIM, as_bool, as_dtype, as_matrix, choice, nonnegative_float,
                                 positive_float, positive_int, seed_value)
@@ -163,8 +164,7 @@ class Network:
     @contextmanager
     def _exclusive(self):
         if not self._lock.acquire(blocking=False):
-            raise RuntimeError("this Network is in use by another thread; use one Network per "
-                               "thread (or a lock of your own)")
+            raise _busy()
         try:
             yield
         finally:
@@ -220,11 +220,20 @@ class Network:
 
         The fused update writes straight into the weights: ``grad_weights`` are not filled.
         """
-        X = self._X(X)
-        Y = self._Y(Y, X.shape[0])
-        lr = positive_float(lr, "lr")
-        with self._exclusive():
+        if not self._lock.acquire(blocking=False):
+            raise _busy()
+        try:
+            try:
+                # The hot path of a training loop: arguments already right, checked in C.
+                return self._engine.try_train_step(X, Y, lr)
+            except NeedsValidation:
+                pass
+            X = self._X(X)
+            Y = self._Y(Y, X.shape[0])
+            lr = positive_float(lr, "lr")
             return self._engine.train_step(X, Y, lr)
+        finally:
+            self._lock.release()
 
     # ------------------------------------------------------------------ whole data sets
     def predict(self, X) -> np.ndarray:
@@ -394,6 +403,11 @@ class Network:
             raise ValueError("flat parameters must be finite real numbers")
         with self._exclusive():
             self._params[...] = flat
+
+
+def _busy():
+    return RuntimeError("this Network is in use by another thread; use one Network per thread "
+                        "(or a lock of your own)")
 
 
 def _progress_bar(total):
