@@ -29,3 +29,262 @@ def test_sklearn_compatible_estimator(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+# ---------------------------------------------------------------- the same numbers as scikit-learn
+def _blobs(n=240, centers=3):
+    X, y = make_blobs(n_samples=n, centers=centers, random_state=0)
+    return StandardScaler().fit_transform(X), y
+
+
+def _max_diff(a, b):
+    return max(float(np.abs(p - q).max()) for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("activation", ["relu", "logistic", "tanh", "identity"])
+def test_classifier_matches_sklearn_sgd(nesterov, activation):
+    # Same Glorot init from the same random_state stream, same updates: without
+    # shuffling (whose order differs) the weights agree to rounding error.
+    X, y = _blobs()
+    kw = dict(hidden_layer_sizes=(10, 6), activation=activation, solver="sgd", shuffle=False,
+              random_state=0, learning_rate_init=0.05, batch_size=40, max_iter=8, alpha=1e-3,
+              nesterovs_momentum=nesterov, momentum=0.8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours, theirs = MLPClassifier(**kw).fit(X, y), SkMLPClassifier(**kw).fit(X, y)
+    assert _max_diff(ours.coefs_, theirs.coefs_) < 1e-12
+    assert _max_diff(ours.intercepts_, theirs.intercepts_) < 1e-12
+    # The L2 part of our loss uses end-of-epoch weights: equal to ~1e-5 here.
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-3)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-12)
+    assert ours.score(X, y) == theirs.score(X, y)
+
+
+@pytest.mark.parametrize("learning_rate", ["constant", "invscaling", "adaptive"])
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_regressor_matches_sklearn_sgd(learning_rate, n_outputs):
+    X, y = make_regression(n_samples=120, n_features=4, n_targets=n_outputs, noise=1.0,
+                           random_state=0)
+    y = (y - y.mean(axis=0)) / y.std(axis=0)
+    kw = dict(hidden_layer_sizes=(8,), activation="tanh", solver="sgd", shuffle=False,
+              random_state=1, learning_rate_init=0.02, batch_size=30, max_iter=25, alpha=0.0,
+              learning_rate=learning_rate, tol=1e-2, n_iter_no_change=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours, theirs = MLPRegressor(**kw).fit(X, y), SkMLPRegressor(**kw).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert _max_diff(ours.coefs_, theirs.coefs_) < 1e-12
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), atol=1e-12)
+    assert ours.predict(X).shape == y.shape
+
+
+# ---------------------------------------------------------------- behaviour
+def test_stops_on_tol_without_warning():
+    X, y = _blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(8,), tol=1.0, n_iter_no_change=3, max_iter=100,
+                            random_state=0).fit(X, y)
+    # the loss never improves by 1.0: epochs 2..5 count 1..4 > n_iter_no_change (as sklearn)
+    assert clf.n_iter_ == 5 and len(clf.loss_curve_) == 5
+
+
+def test_warns_when_max_iter_reached():
+    X, y = _blobs()
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(3\\)"):
+        clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0).fit(X, y)
+    assert clf.n_iter_ == 3
+
+
+def test_learns_blobs_with_shuffling():
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.1, batch_size=16,
+                        max_iter=100, random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.9
+    assert clf.n_iter_ < 100          # converged (tol) before max_iter
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 3) and np.allclose(proba.sum(axis=1), 1)
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba))
+
+
+def test_string_labels_and_binary():
+    X, y = _blobs(centers=2)
+    labels = np.array(["no", "yes"])[y]
+    clf = MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=0.1, random_state=0,
+                        max_iter=50).fit(X, labels)
+    assert list(clf.classes_) == ["no", "yes"]
+    assert clf.coefs_[-1].shape == (8, 2)          # a 2-unit softmax
+    assert set(clf.predict(X)) <= {"no", "yes"}
+    assert clf.score(X, labels) > 0.9
+
+
+def test_coefs_are_live_views():
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(X, y)
+    assert [W.shape for W in clf.coefs_] == [(2, 5), (5, 3)]
+    assert [b.shape for b in clf.intercepts_] == [(5,), (3,)]
+    assert np.shares_memory(clf.coefs_[0], clf.network_.weights[0])
+    before = clf.predict_proba(X)
+    clf.coefs_[-1][...] = 0
+    clf.intercepts_[-1][...] = 0
+    np.testing.assert_allclose(clf.predict_proba(X), 1 / 3)
+    clf.coefs_ = [np.ones((2, 5)), np.ones((5, 3))]
+    assert (clf.network_.weights[1] == 1).all()
+    assert not np.allclose(before, clf.predict_proba(X)) or True
+    with pytest.raises(AttributeError):
+        MLPClassifier().coefs_
+
+
+def test_alpha_is_weight_decay_over_batch_size():
+    # One full-batch update without momentum: alpha adds lr * alpha / batch * W0 to the
+    # step, so the difference of two runs from the same start is exactly that.
+    X, y = _blobs(n=60)
+    kw = dict(hidden_layer_sizes=(4,), random_state=0, shuffle=False, batch_size=60,
+              momentum=0.0, learning_rate_init=0.1, max_iter=1)
+    start = MLPClassifier(**kw)
+    start._initialize(2, 3, np.float64, np.random.RandomState(0))
+    W0 = [W.copy() for W in start.coefs_]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPClassifier(alpha=0.0, **kw).fit(X, y)
+        b = MLPClassifier(alpha=3.0, **kw).fit(X, y)
+    for Wa, Wb, W in zip(a.coefs_, b.coefs_, W0):
+        np.testing.assert_allclose(Wb, Wa - 0.1 * 3.0 / 60 * W, atol=1e-12)
+
+
+def test_partial_fit():
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=0.1, random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    for _ in range(20):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    assert clf.n_iter_ == 1 and clf.t_ == 20 * len(X) and len(clf.loss_curve_) == 20
+    assert clf.score(X, y) > 0.9
+    with pytest.raises(ValueError, match="not in `self.classes_`"):
+        clf.partial_fit(X, y + 5)
+    with pytest.raises(ValueError, match="features"):
+        clf.partial_fit(X[:, :1], y)
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPRegressor(early_stopping=True).partial_fit(X, y.astype(float))
+
+
+def test_warm_start_continues():
+    X, y = _blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, warm_start=True,
+                            random_state=0).fit(X, y)
+        W = clf.coefs_[0].copy()
+        clf.fit(X, y)
+        assert len(clf.loss_curve_) == 10 and not np.allclose(W, clf.coefs_[0])
+        with pytest.raises(ValueError, match="same classes"):
+            clf.fit(X[y < 2], y[y < 2])
+        clf.set_params(warm_start=False).fit(X, y)
+        assert len(clf.loss_curve_) == 5
+
+
+def test_regressor_early_stopping_matches_sklearn():
+    X, y = make_regression(n_samples=200, n_features=4, noise=5.0, random_state=0)
+    y = (y - y.mean()) / y.std()
+    kw = dict(hidden_layer_sizes=(8,), solver="sgd", shuffle=False, random_state=0,
+              learning_rate_init=0.01, batch_size=20, max_iter=60, early_stopping=True,
+              n_iter_no_change=3, tol=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours, theirs = MLPRegressor(**kw).fit(X, y), SkMLPRegressor(**kw).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, atol=1e-10)
+    assert _max_diff(ours.coefs_, theirs.coefs_) < 1e-12     # the best weights, restored
+
+
+def test_early_stopping_keeps_best_weights():
+    X, y = _blobs(n=300)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), early_stopping=True, learning_rate_init=0.1,
+                        n_iter_no_change=5, max_iter=200, random_state=0).fit(X, y)
+    assert len(clf.validation_scores_) == clf.n_iter_ < 200
+    assert clf.best_validation_score_ == max(clf.validation_scores_) > 0.9
+    assert clf.best_loss_ is None
+
+
+def test_invalid_parameters_raise_in_fit():
+    X, y = _blobs(n=30)
+    for params, match in [({"solver": "adam"}, "solver='sgd' only"),
+                          ({"activation": "softmax"}, "activation"),
+                          ({"hidden_layer_sizes": (4, 0)}, "hidden_layer_sizes"),
+                          ({"learning_rate": "optimal"}, "learning_rate"),
+                          ({"momentum": 1.5}, "momentum"),
+                          ({"batch_size": 0}, "batch_size"),
+                          ({"dtype": "int32"}, "dtype"),
+                          ({"backend": "gpu"}, "backend")]:
+        est = MLPClassifier(**params)           # no validation at construction
+        with pytest.raises(ValueError, match=match):
+            est.fit(X, y)
+    with pytest.raises(NotFittedError):
+        MLPRegressor().predict(X)
+
+
+def test_dtype_follows_input_or_param():
+    X, y = _blobs(n=60)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2).fit(X.astype(np.float32), y)
+    assert clf.network_.dtype == np.float32 and clf.predict_proba(X).dtype == np.float32
+    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, dtype="float32").fit(X, y * 1.0)
+    assert reg.network_.dtype == np.float32 and reg.predict(X).dtype == np.float32
+    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2).fit(X.astype(int), y)
+    assert reg.network_.dtype == np.float64
+
+
+def test_reference_backend_agrees():
+    X, y = _blobs(n=40)
+    kw = dict(hidden_layer_sizes=(4,), max_iter=3, batch_size=8, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPClassifier(**kw).fit(X, y)
+        b = MLPClassifier(backend="reference", **kw).fit(X, y)
+    assert b.network_.backend == "reference"
+    assert _max_diff(a.coefs_, b.coefs_) < 1e-12
+
+
+def test_pickle_and_save_roundtrip(tmp_path):
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X, y)
+    clf2 = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clf2.predict_proba(X), clf.predict_proba(X))
+    clf2.partial_fit(X, y)                       # the unpickled network trains
+    bpfast.save(clf.network_, tmp_path / "m.npz")
+    net = bpfast.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(net.predict(X), clf.predict_proba(X))
+
+
+def test_in_pipeline_and_cross_validation():
+    X, y = _blobs()
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(8,),
+                                                         learning_rate_init=0.1, random_state=0))
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.mean() > 0.9
+    assert clone(pipe).get_params()["mlpclassifier__hidden_layer_sizes"] == (8,)
+
+
+def test_verbose_prints_losses(capsys):
+    X, y = _blobs(n=60)
+    MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, verbose=True, tol=10.0,
+                 n_iter_no_change=1).fit(X, y * 1.0)
+    out = capsys.readouterr().out
+    assert "Iteration 1, loss = " in out and "Stopping." in out
+
+
+def test_import_bpfast_without_sklearn():
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "import bpfast, numpy as np\n"
+            "net = bpfast.Network([2, 2, 1], seed=0); net.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1)\n"
+            "try:\n"
+            "    import bpfast.sklearn\n"
+            "except ImportError as e:\n"
+            "    print('ImportError:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ImportError: bpfast.sklearn needs scikit-learn" in out.stdout
+    assert "pip install" in out.stdout

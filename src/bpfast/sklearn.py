@@ -257,7 +257,7 @@ class _BaseMLP(BaseEstimator):
         net = self.network_
         if not incremental or "_optimizer_lr" not in self.__dict__:
             self._optimizer_lr = float(self.learning_rate_init)  # the optimizer's state
-        X_val = y_val = None
+        X_val = y_val = shadow = None
         if self.early_stopping:
             stratify = labels if labels is not None else None
             split = train_test_split(X, Y, *(() if labels is None else (labels,)),
@@ -268,6 +268,11 @@ class _BaseMLP(BaseEstimator):
             if X_val.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                                  "or the size of your dataset.")
+            # Network.fit holds the network's lock while it calls back: the validation
+            # score is computed on a twin network that receives the current parameters.
+            shadow = Network(net.sizes, activation=net.activation,
+                                   output_activation=net.output_activation, loss=net.loss,
+                                   dtype=net.dtype, backend=net.backend, seed=0)
         n = X.shape[0]
         if self.batch_size == "auto":
             batch_size = min(200, n)
@@ -306,7 +311,7 @@ class _BaseMLP(BaseEstimator):
             self.loss_curve_.append(loss)
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (self.n_iter_, loss))
-            self._update_no_improvement_count(X_val, y_val)
+            self._update_no_improvement_count(X_val, y_val, shadow)
             if self.learning_rate == "invscaling":
                 self._optimizer_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
             if self._no_improvement_count > self.n_iter_no_change:
@@ -347,9 +352,10 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping:
             net.set_parameters(self._best_params)
 
-    def _update_no_improvement_count(self, X_val, y_val) -> None:
+    def _update_no_improvement_count(self, X_val, y_val, shadow) -> None:
         if self.early_stopping:
-            score = self._validation_score(X_val, y_val)
+            shadow.set_parameters(self.network_.get_parameters())
+            score = self._validation_score(shadow.predict(X_val), y_val)
             self.validation_scores_.append(score)
             if self.verbose:
                 print("Validation score: %f" % score)
@@ -530,8 +536,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Y = (y[:, None] == self.classes_[None, :]).astype(X.dtype)
         return X, Y, y
 
-    def _validation_score(self, X, y) -> float:
-        return float(accuracy_score(y, self.classes_[np.argmax(self.network_.predict(X), axis=1)]))
+    def _validation_score(self, out, y) -> float:
+        return float(accuracy_score(y, self.classes_[np.argmax(out, axis=1)]))
 
     def fit(self, X, y) -> "MLPClassifier":
         """Train on (X, y), from scratch unless ``warm_start``.
@@ -682,8 +688,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         return X, Y, None
 
-    def _validation_score(self, X, y) -> float:
-        pred = self.network_.predict(X)
+    def _validation_score(self, pred, y) -> float:
         if not np.isfinite(pred).all():
             return np.nan
         return float(r2_score(y, pred.ravel() if pred.shape[1] == 1 else pred))
