@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from bpfast import _kernels
-from bpfast._validation import as_matrix, as_vector, positive_float, result_dtype, _numeric_array
+from bpfast._validation import (_convert, _not_finite_message, _numeric_array, all_finite,
+                                as_matrix, as_vector, positive_float, result_dtype)
 from bpfast.activations import activation_code, loss_code
 
 __all__ = ["dense_forward", "backprop_error", "activation_backward", "output_delta",
@@ -40,7 +41,8 @@ def dense_forward(X, W, b, activation: str = "identity") -> np.ndarray:
     """
     activation_code(activation, output=True)
     W = _as_W(W)
-    dtype = result_dtype(_numeric_array(X, "X"), W, _numeric_array(b, "b"))
+    X, b = _numeric_array(X, "X"), _numeric_array(b, "b")     # converted once, here
+    dtype = result_dtype(X, W, b)
     W = as_matrix(W, "W", dtype)
     X = as_matrix(X, "X", dtype, width=W.shape[0], allow_1d=True)
     b = as_vector(b, "b", dtype, W.shape[1])
@@ -61,7 +63,8 @@ def backprop_error(delta, W) -> np.ndarray:
     E_prev : ndarray, shape (batch, n_in)
     """
     W = _as_W(W)
-    dtype = result_dtype(_numeric_array(delta, "delta"), W)
+    delta = _numeric_array(delta, "delta")
+    dtype = result_dtype(delta, W)
     W = as_matrix(W, "W", dtype)
     delta = as_matrix(delta, "delta", dtype, width=W.shape[1], allow_1d=True)
     return _kernels.backprop_error(delta, W)
@@ -73,10 +76,13 @@ def activation_backward(E, A, activation: str) -> np.ndarray:
     Returns a new array (the compiled kernel works in place on a private copy).
     """
     activation_code(activation)
-    A = _numeric_array(A, "A")
-    dtype = result_dtype(_numeric_array(E, "E"), A)
+    caller_E = E
+    A, E = _numeric_array(A, "A"), _numeric_array(E, "E")
+    dtype = result_dtype(E, A)
     A = as_matrix(A, "A", dtype)
-    E = np.array(as_matrix(E, "E", dtype, width=A.shape[1], rows=A.shape[0]), copy=True)
+    E = as_matrix(E, "E", dtype, width=A.shape[1], rows=A.shape[0])
+    if isinstance(caller_E, np.ndarray) and np.may_share_memory(E, caller_E):
+        E = E.copy()            # never change the caller's array
     _kernels.activation_backward(E, A, activation)
     return E
 
@@ -90,8 +96,8 @@ def output_delta(A, Y, loss: str, activation: str):
     """
     activation_code(activation, output=True, argname="activation")
     loss_code(loss, activation)
-    A = _numeric_array(A, "A")
-    dtype = result_dtype(A, _numeric_array(Y, "Y"))
+    A, Y = _numeric_array(A, "A"), _numeric_array(Y, "Y")
+    dtype = result_dtype(A, Y)
     A = as_matrix(A, "A", dtype)
     Y = as_matrix(Y, "Y", dtype, width=A.shape[1], rows=A.shape[0])
     return _kernels.output_delta(A, Y, loss, activation)
@@ -99,8 +105,8 @@ def output_delta(A, Y, loss: str, activation: str):
 
 def weight_gradients(A_prev, delta):
     """``(dW, db) = (A_prev.T @ delta, delta.sum(axis=0))``."""
-    A_prev = _numeric_array(A_prev, "A_prev")
-    dtype = result_dtype(A_prev, _numeric_array(delta, "delta"))
+    A_prev, delta = _numeric_array(A_prev, "A_prev"), _numeric_array(delta, "delta")
+    dtype = result_dtype(A_prev, delta)
     A_prev = as_matrix(A_prev, "A_prev", dtype)
     delta = as_matrix(delta, "delta", dtype, rows=A_prev.shape[0])
     return _kernels.weight_gradients(A_prev, delta)
@@ -125,13 +131,15 @@ def sgd_update(W: np.ndarray, grad, lr: float) -> None:
     grad = _numeric_array(grad, "grad")
     if grad.shape != W.shape:
         raise ValueError(f"grad must have W's shape {W.shape}; got {grad.shape}")
-    flat_grad = np.ascontiguousarray(grad, dtype=W.dtype).reshape(-1)
-    if not _kernels.is_finite(flat_grad):
-        raise ValueError("grad contains NaN or infinity")
-    if W.flags.c_contiguous:
+    flat_grad = _convert(grad, W.dtype, writeable=True).reshape(-1)
+    if not all_finite(flat_grad):
+        raise ValueError(_not_finite_message("grad", grad.dtype, W.dtype))
+    if np.may_share_memory(flat_grad, W):
+        flat_grad = flat_grad.copy()        # W -= lr * grad must read the old grad throughout
+    if W.flags.c_contiguous and W.flags.aligned:
         _kernels.sgd_update(W.reshape(-1), flat_grad, lr)
     else:
         # Strided W: update a contiguous copy, then write it back through the view.
-        flat_W = np.ascontiguousarray(W).reshape(-1)
+        flat_W = np.array(W, order="C", copy=True).reshape(-1)
         _kernels.sgd_update(flat_W, flat_grad, lr)
         W[...] = flat_W.reshape(W.shape)
