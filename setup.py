@@ -22,7 +22,7 @@ directives = {
     "embedsignature": True,
 }
 
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 if os.environ.get("BPFAST_SANITIZE"):
     compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer"]
 
@@ -30,7 +30,8 @@ extensions = [
     Extension(
         f"bpfast.{name}",
         [f"src/bpfast/{name}.pyx"],
-        include_dirs=[numpy.get_include()],
+        include_dirs=[numpy.get_include(), "src/bpfast"],
+        depends=["src/bpfast/_vmath.h", "src/bpfast/_kernels.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=["-fsanitize=address"] if os.environ.get("BPFAST_SANITIZE") else [],

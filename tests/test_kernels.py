@@ -169,3 +169,30 @@ def test_forward_and_backprop_error_match_reference_for_any_shape(n, n_in, n_out
     np.testing.assert_allclose(bpfast.backprop_error(delta, W),
                                reference.backprop_error(ref_of(delta), ref_of(W)),
                                **tol(dtype, n_out))
+
+
+@pytest.fixture(params=[1, 0], ids=["dispatched", "baseline"])
+def simd_level(request):
+    """Run a test with the CPU-dispatched activation loops and with the baseline ones."""
+    yield _kernels.simd_level(request.param)
+    _kernels.simd_level(1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vectorized_sigmoid_and_softmax_within_a_few_ulps_of_libm(simd_level, dtype):
+    z = np.concatenate([np.linspace(-800, 800, 40001), np.linspace(-4, 4, 20001),
+                        [-0.0, 0.0, 1e-300, -1e-300, -745.5, -708.5, -103.9, 88.0]]).astype(dtype)
+    got = bpfast.dense_forward(z.reshape(-1, 1), np.ones((1, 1), dtype), np.zeros(1, dtype),
+                               "sigmoid").ravel()
+    want = np.array(reference.dense_forward(z.astype(np.float64).reshape(-1, 1).tolist(),
+                                            [[1.0]], [0.0], "sigmoid")).ravel().astype(dtype)
+    as_int = np.int64 if dtype == np.float64 else np.int32
+    ulps = np.abs(got.view(as_int).astype(np.int64) - want.view(as_int).astype(np.int64))
+    assert ulps.max() <= 4
+    assert np.all(got[z == 0] == 0.5)
+    rows = np.random.default_rng(0).normal(scale=30, size=(50, 7)).astype(dtype)
+    p = bpfast.dense_forward(rows, np.eye(7, dtype=dtype), np.zeros(7, dtype), "softmax")
+    p_ref = reference.dense_forward(rows.astype(np.float64).tolist(), np.eye(7).tolist(),
+                                    [0.0] * 7, "softmax")
+    np.testing.assert_allclose(p, p_ref, rtol=1e-14 if dtype == np.float64 else 1e-6,
+                               atol=1e-300 if dtype == np.float64 else 1e-37)

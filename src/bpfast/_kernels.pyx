@@ -7,8 +7,16 @@ keeps memory safe (shapes and, through typed memoryviews, dtype and
 C-contiguity); friendly conversion and messages live in ``bpfast.functional``.
 """
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf, log, fabs, isfinite
+from libc.math cimport tanh, tanhf, log
 from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cdef extern from "_vmath.h" nogil:
+    void bpf_sigmoid_d(Py_ssize_t n, Py_ssize_t m, const double* b, double* Z)
+    void bpf_sigmoid_f(Py_ssize_t n, Py_ssize_t m, const float* b, float* Z)
+    double bpf_exp_shift_d(Py_ssize_t m, double shift, double* z)
+    float bpf_exp_shift_f(Py_ssize_t m, float shift, float* z)
+    int bpf_has_avx2()
+    int bpf_set_cpu_level(int level)
 
 import numpy as np
 
@@ -87,16 +95,6 @@ cdef void gemm_loops(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_
 
 # ---------------------------------------------------------------- activations
 
-cdef inline floating sigmoid(floating z) noexcept nogil:
-    # Exponentiate only -|z| <= 0, so nothing overflows for any finite z.
-    cdef floating e
-    if floating is double:
-        e = exp(-fabs(z))
-    else:
-        e = expf(-fabs(z))
-    return 1 / (1 + e) if z >= 0 else e / (1 + e)
-
-
 cdef void softmax_rows(Py_ssize_t n, Py_ssize_t m, floating* Z) noexcept nogil:
     """Z[i] := softmax(Z[i]) row by row, shifted by the row max so exp() <= 1."""
     cdef Py_ssize_t i, j
@@ -108,13 +106,10 @@ cdef void softmax_rows(Py_ssize_t n, Py_ssize_t m, floating* Z) noexcept nogil:
         for j in range(1, m):
             if z[j] > zmax:
                 zmax = z[j]
-        s = 0
-        for j in range(m):
-            if floating is double:
-                z[j] = exp(z[j] - zmax)
-            else:
-                z[j] = expf(z[j] - zmax)
-            s += z[j]
+        if floating is double:
+            s = bpf_exp_shift_d(m, zmax, z)
+        else:
+            s = bpf_exp_shift_f(m, zmax, z)
         for j in range(m):
             z[j] = z[j] / s
 
@@ -124,12 +119,16 @@ cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int act
     """Z := f(Z + b), one pass over Z (softmax: a second pass per row)."""
     cdef Py_ssize_t i, j
     cdef floating* z
+    if activation == ACT_SIGMOID:
+        # Vectorized, with the loop picked for the CPU at run time (_vmath.h).
+        if floating is double:
+            bpf_sigmoid_d(n, m, b, Z)
+        else:
+            bpf_sigmoid_f(n, m, b, Z)
+        return
     for i in range(n):
         z = Z + i * m
-        if activation == ACT_SIGMOID:
-            for j in range(m):
-                z[j] = sigmoid(z[j] + b[j])
-        elif activation == ACT_TANH:
+        if activation == ACT_TANH:
             for j in range(m):
                 if floating is double:
                     z[j] = tanh(z[j] + b[j])
@@ -382,6 +381,17 @@ def sgd_fused_update(floating[:, ::1] W, floating[::1] b, floating[:, ::1] A_pre
     with nogil:
         sgd_fused(n, n_in, n_out, &A_prev[0, 0], &delta[0, 0], <floating>lr, <floating>1,
                   &W[0, 0], &b[0])
+
+
+def simd_level(level=None):
+    """1 when the activation loops run AVX2+FMA code, 0 for baseline x86-64.
+
+    level=0 forces the baseline loops and level=1 restores the automatic choice
+    (for tests that compare the two).
+    """
+    if level is not None:
+        return bpf_set_cpu_level(int(level))
+    return bpf_has_avx2()
 
 
 def is_finite(floating[::1] x):
