@@ -69,7 +69,7 @@ def save(net: Network, path) -> None:
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a bpfast.Network; got {type(net).__name__}")
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))     # bytes paths too (surrogate-escaped)
     params = net.get_parameters()   # one consistent snapshot
     fields = dict(format=np.array(FORMAT), sizes=np.array(net.sizes, dtype=np.int64),
                   activation=np.array(net.activation),
@@ -172,7 +172,7 @@ def load(path, backend: str = "cython") -> Network:
     the reason for a file that is truncated, corrupt or not a bpfast model.
     """
     choice(backend, "backend", BACKENDS)
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))     # bytes paths too (surrogate-escaped)
     with open(path, "rb") as f:
         try:
             fields = _read_fields(f)
