@@ -194,5 +194,6 @@ def test_vectorized_sigmoid_and_softmax_within_a_few_ulps_of_libm(simd_level, dt
     p = bpfast.dense_forward(rows, np.eye(7, dtype=dtype), np.zeros(7, dtype), "softmax")
     p_ref = reference.dense_forward(rows.astype(np.float64).tolist(), np.eye(7).tolist(),
                                     [0.0] * 7, "softmax")
-    np.testing.assert_allclose(p, p_ref, rtol=1e-14 if dtype == np.float64 else 1e-6,
+    # float32: z - max is rounded in float32 first, a relative error of |z - max| * 6e-8.
+    np.testing.assert_allclose(p, p_ref, rtol=1e-14 if dtype == np.float64 else 2e-5,
                                atol=1e-300 if dtype == np.float64 else 1e-37)
