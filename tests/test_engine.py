@@ -1,0 +1,118 @@
+"""The fused training engine: fit against train_step and an independent NumPy
+implementation, reproducibility from seeds, and training in parallel threads."""
+import threading
+
+import numpy as np
+import pytest
+
+import bpfast
+from numpy_oracle import fit as numpy_fit
+
+CFG = dict(sizes=[5, 8, 3], activation="tanh", output_activation="softmax", loss="cross_entropy")
+
+
+def data(n=23, seed=0, sizes=(5, 8, 3)):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, sizes[0])), np.eye(sizes[-1])[rng.integers(0, sizes[-1], n)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [1, 4, 23, 50])
+def test_fit_without_shuffle_is_repeated_train_step_bit_for_bit(dtype, batch_size):
+    X, Y = data()
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    a, b = bpfast.Network(**CFG, dtype=dtype, seed=1), bpfast.Network(**CFG, dtype=dtype, seed=1)
+    history = a.fit(X, Y, epochs=3, batch_size=batch_size, lr=0.1, shuffle=False)
+    losses = []
+    for _ in range(3):
+        for start in range(0, len(X), batch_size):
+            losses.append(b.train_step(X[start:start + batch_size], Y[start:start + batch_size], 0.1))
+    assert np.array_equal(a.get_parameters(), b.get_parameters())
+    sizes = [len(X[s:s + batch_size]) for s in range(0, len(X), batch_size)]
+    per_epoch = np.array(losses).reshape(3, -1) @ np.array(sizes) / len(X)
+    np.testing.assert_allclose(history.loss, per_epoch, rtol=1e-12 if dtype == "float64" else 1e-6)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(momentum=0.9), dict(momentum=0.7, nesterov=True),
+                                     dict(weight_decay=0.05), dict(momentum=0.9, weight_decay=0.01),
+                                     dict(momentum=0.5, nesterov=True, weight_decay=0.1)])
+@pytest.mark.parametrize("cfg", [CFG, dict(sizes=[5, 6, 4, 3], activation="relu",
+                                           output_activation="identity", loss="mse")])
+def test_fit_update_rules_match_plain_numpy(options, cfg):
+    X, Y = data(sizes=cfg["sizes"])
+    net = bpfast.Network(**cfg, seed=2)
+    Ws, bs = numpy_fit([W.copy() for W in net.weights], [b.copy() for b in net.biases], X, Y,
+                       cfg["activation"], cfg["output_activation"], cfg["loss"], epochs=4,
+                       batch_size=5, lr=0.05, **options)
+    net.fit(X, Y, epochs=4, batch_size=5, lr=0.05, shuffle=False, **options)
+    for got, want in zip(list(net.weights) + list(net.biases), Ws + bs):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_weight_decay_adds_its_term_to_the_reported_loss():
+    X, Y = data()
+    net = bpfast.Network(**CFG, seed=3)
+    history = net.fit(X, Y, epochs=1, batch_size=len(X), lr=1e-300, weight_decay=0.5)
+    # lr tiny: the parameters stay put, so the loss is the data loss + 0.5 * wd * |W|^2.
+    l2 = sum(float((W ** 2).sum()) for W in net.weights)
+    assert history.loss[0] == pytest.approx(net.evaluate(X, Y) + 0.25 * l2, rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cython", "reference"])
+def test_same_seed_same_weights_different_seed_different_weights(backend):
+    X, Y = data()
+    runs = []
+    for seed in (5, 5, 6):
+        net = bpfast.Network(**CFG, backend=backend, seed=0)
+        net.fit(X, Y, epochs=2, batch_size=4, lr=0.1, shuffle=True, seed=seed)
+        runs.append(net.get_parameters())
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_shuffle_seed_is_independent_of_numpy_global_state_and_reproducible_from_network_seed():
+    X, Y = data()
+    out = []
+    for global_seed in (0, 1):
+        np.random.seed(global_seed)
+        net = bpfast.Network(**CFG, seed=7)
+        net.fit(X, Y, epochs=2, batch_size=4, lr=0.1)         # seed=None: from the Network's seed
+        out.append(net.get_parameters())
+    assert np.array_equal(out[0], out[1])
+
+
+def test_shuffle_visits_every_sample_once_per_epoch():
+    # A linear network with lr tiny enough to leave weights unchanged reports the
+    # epoch loss as the mean over samples: equal with and without shuffling.
+    X, Y = data()
+    cfg = dict(sizes=[5, 3], activation="identity", output_activation="identity", loss="mse")
+    a, b = bpfast.Network(**cfg, seed=1), bpfast.Network(**cfg, seed=1)
+    ha = a.fit(X, Y, epochs=1, batch_size=4, lr=1e-300, shuffle=True, seed=3)
+    hb = b.fit(X, Y, epochs=1, batch_size=4, lr=1e-300, shuffle=False)
+    assert ha.loss[0] == pytest.approx(hb.loss[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_two_threads_train_two_networks_as_one_after_the_other(dtype):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 64)).astype(dtype)
+    Y = rng.uniform(size=(512, 10)).astype(dtype)
+    kw = dict(epochs=5, batch_size=32, lr=0.05, shuffle=True)
+
+    def make(seed):
+        return bpfast.Network([64, 64, 10], dtype=dtype, seed=seed)
+
+    sequential = []
+    for seed in (1, 2):
+        net = make(seed)
+        net.fit(X, Y, seed=seed, **kw)
+        sequential.append(net.get_parameters())
+    nets = [make(1), make(2)]
+    threads = [threading.Thread(target=net.fit, args=(X, Y), kwargs=dict(seed=s, **kw))
+               for net, s in zip(nets, (1, 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for net, want in zip(nets, sequential):
+        assert np.array_equal(net.get_parameters(), want)
