@@ -127,13 +127,11 @@ def test_coefs_are_live_views():
     assert [W.shape for W in clf.coefs_] == [(2, 5), (5, 3)]
     assert [b.shape for b in clf.intercepts_] == [(5,), (3,)]
     assert np.shares_memory(clf.coefs_[0], clf.network_.weights[0])
-    before = clf.predict_proba(X)
     clf.coefs_[-1][...] = 0
     clf.intercepts_[-1][...] = 0
     np.testing.assert_allclose(clf.predict_proba(X), 1 / 3)
     clf.coefs_ = [np.ones((2, 5)), np.ones((5, 3))]
     assert (clf.network_.weights[1] == 1).all()
-    assert not np.allclose(before, clf.predict_proba(X)) or True
     with pytest.raises(AttributeError):
         MLPClassifier().coefs_
 

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -375,7 +376,7 @@ class _BaseMLP(BaseEstimator):
                 self.best_loss_ = self.loss_curve_[-1]
 
     # ------------------------------------------------------------------ prediction
-    def _forward(self, X) -> np.ndarray:
+    def _forward(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "network_")
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
         return self.network_.predict(X)
@@ -539,7 +540,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validation_score(self, out, y) -> float:
         return float(accuracy_score(y, self.classes_[np.argmax(out, axis=1)]))
 
-    def fit(self, X, y) -> "MLPClassifier":
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "MLPClassifier":
         """Train on (X, y), from scratch unless ``warm_start``.
 
         Parameters
@@ -555,7 +556,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y, incremental=False)
 
-    def partial_fit(self, X, y, classes=None) -> "MLPClassifier":
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, classes: Optional[ArrayLike] = None) -> "MLPClassifier":
         """One epoch of SGD over (X, y), continuing the current network.
 
         Parameters
@@ -571,7 +572,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y, incremental=True, classes=classes)
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities (softmax outputs).
 
         Parameters
@@ -585,12 +586,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._forward(X)
 
-    def predict_log_proba(self, X) -> np.ndarray:
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Logarithm of ``predict_proba(X)``, shape (n_samples, n_classes)."""
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The most probable class of each sample.
 
         Parameters
@@ -693,7 +694,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             return np.nan
         return float(r2_score(y, pred.ravel() if pred.shape[1] == 1 else pred))
 
-    def fit(self, X, y) -> "MLPRegressor":
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "MLPRegressor":
         """Train on (X, y), from scratch unless ``warm_start``.
 
         Parameters
@@ -708,7 +709,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._fit(X, y, incremental=False)
 
-    def partial_fit(self, X, y) -> "MLPRegressor":
+    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> "MLPRegressor":
         """One epoch of SGD over (X, y), continuing the current network.
 
         Parameters
@@ -722,7 +723,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._fit(X, y, incremental=True)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Network output for X.
 
         Parameters
