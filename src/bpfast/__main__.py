@@ -467,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the same networks on XOR and on a generated two-spirals "
                                    "set with the compiled (cython) and the pure-Python (reference) "
                                    "backend; print the loss every few epochs, the accuracy, and "
-                                   "the measured speedup (wall-time ratio of one fit each).")
+                                   "the measured speedup (ratio of the time of one fit each, "
+                                   "printing excluded).")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="epochs for both problems (default: XOR 1000, spirals 100; --quick: 300, 20)")
     p.add_argument("--quick", action="store_true", help="fewer epochs: a few seconds in all")
