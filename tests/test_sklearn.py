@@ -22,6 +22,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 import bpfast  # noqa: E402
 from bpfast.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
+# Short fits that hit max_iter on purpose warn; test_warns_when_max_iter_reached checks it.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 
 # ---------------------------------------------------------------- scikit-learn's checks
 @parametrize_with_checks([MLPClassifier(), MLPRegressor()])
