@@ -303,7 +303,8 @@ class Network:
         X = self._X(X)
         Y = self._Y(Y, X.shape[0])
         epochs = positive_int(epochs, "epochs")
-        batch_size = positive_int(batch_size, "batch_size")
+        # A batch larger than the data is the whole data (and must fit a C Py_ssize_t).
+        batch_size = min(positive_int(batch_size, "batch_size"), X.shape[0])
         lr = positive_float(lr, "lr")
         momentum = nonnegative_float(momentum, "momentum", upper=1.0)
         weight_decay = nonnegative_float(weight_decay, "weight_decay")
@@ -337,8 +338,10 @@ class Network:
                 try:
                     loss, n_updates, ok = self._engine.epoch(X, Y, batch_size, shuffle, lr_e,
                                                              momentum, nesterov, weight_decay)
-                except OverflowError:   # pure-Python arithmetic of the reference backend
-                    loss, n_updates, ok = math.inf, 0, False
+                except OverflowError:
+                    if self.backend != "reference":
+                        raise
+                    loss, n_updates, ok = math.inf, 0, False    # its pure-Python arithmetic
                 history.n_updates += n_updates
                 if weight_decay:
                     loss += 0.5 * weight_decay * self._engine.weight_sq_norm()
