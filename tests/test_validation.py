@@ -864,3 +864,14 @@ def test_error_messages_say_what_was_given():
     with raises(TypeError) as r:
         net_of().fit(*data(), epochs=2.5)
     assert "float" in str(r.value) and "2.5" in str(r.value)
+
+
+def test_batch_size_beyond_the_data_is_the_whole_data(backend):
+    """Found by test_fuzz: a batch_size beyond a C Py_ssize_t overflowed in the engine."""
+    X, Y = data(n=5)
+    want = net_of(backend)
+    want.fit(X, Y, epochs=2, batch_size=5, seed=1)
+    for bs in (6, 2 ** 63, 10 ** 400):
+        net = net_of(backend)
+        assert net.fit(X, Y, epochs=2, batch_size=bs, seed=1).n_updates == 2
+        assert np.array_equal(net.get_parameters(), want.get_parameters())
