@@ -171,25 +171,58 @@ def test_forward_and_backprop_error_match_reference_for_any_shape(n, n_in, n_out
                                **tol(dtype, n_out))
 
 
-@pytest.fixture(params=[1, 0], ids=["dispatched", "baseline"])
+@pytest.fixture(params=[2, 1, 0], ids=["avx512", "avx2", "baseline"])
 def simd_level(request):
-    """Run a test with the CPU-dispatched activation loops and with the baseline ones."""
-    yield _kernels.simd_level(request.param)
-    _kernels.simd_level(1)
+    """Run a test with each variant of the element-wise loops that this CPU can run."""
+    level = _kernels.simd_level(request.param)
+    if level != request.param:
+        _kernels.simd_level(2)
+        pytest.skip(f"this CPU has no SIMD level {request.param}")
+    yield level
+    _kernels.simd_level(2)
+
+
+def ulps(got, want, dtype):
+    """Distance in units of the last place (+0 and -0 are equal)."""
+    as_int = np.int64 if dtype == np.float64 else np.int32
+    got, want = np.asarray(got, dtype), np.asarray(want, dtype)
+    d = np.abs(got.view(as_int).astype(np.int64) - want.view(as_int).astype(np.int64))
+    return np.where(got == want, 0, d)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_vectorized_sigmoid_and_softmax_within_a_few_ulps_of_libm(simd_level, dtype):
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
+def test_vectorized_activations_within_a_few_ulps_of_libm(simd_level, dtype, activation):
     z = np.concatenate([np.linspace(-800, 800, 40001), np.linspace(-4, 4, 20001),
-                        [-0.0, 0.0, 1e-300, -1e-300, -745.5, -708.5, -103.9, 88.0]]).astype(dtype)
+                        np.linspace(-0.7, 0.7, 20001), [-0.0, 0.0, 1e-300, -1e-300, 1e-30, -745.5,
+                                                        -708.5, -103.9, 88.0, 0.625, -0.625]])
+    z = z.astype(dtype)
     got = bpfast.dense_forward(z.reshape(-1, 1), np.ones((1, 1), dtype), np.zeros(1, dtype),
-                               "sigmoid").ravel()
+                               activation).ravel()
     want = np.array(reference.dense_forward(z.astype(np.float64).reshape(-1, 1).tolist(),
-                                            [[1.0]], [0.0], "sigmoid")).ravel().astype(dtype)
-    as_int = np.int64 if dtype == np.float64 else np.int32
-    ulps = np.abs(got.view(as_int).astype(np.int64) - want.view(as_int).astype(np.int64))
-    assert ulps.max() <= 4
-    assert np.all(got[z == 0] == 0.5)
+                                            [[1.0]], [0.0], activation)).ravel()
+    assert ulps(got, want, dtype).max() <= 4
+    if activation == "sigmoid":
+        assert np.all(got[z == 0] == 0.5)
+    if activation == "tanh":
+        assert np.all(np.abs(got) <= 1) and np.array_equal(got, -got[::-1][::-1] * -1)
+    # The backward loops, on the same outputs: the same operations in the same order
+    # as the reference (float32: as NumPy does them in float32), so equal to the bit.
+    E = np.random.default_rng(0).normal(size=(got.size, 1)).astype(dtype)
+    A = got.reshape(-1, 1)
+    back = functional.activation_backward(E, A, activation)
+    if dtype == np.float64:
+        want_back = E.tolist()
+        reference.activation_backward(want_back, A.tolist(), activation)
+    else:
+        one = dtype(1)
+        want_back = {"sigmoid": E * (A * (one - A)), "tanh": E * (one - A * A),
+                     "relu": np.where(A > 0, E, 0), "identity": E}[activation]
+    assert ulps(back.ravel(), np.ravel(want_back), dtype).max() == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vectorized_softmax_matches_reference(simd_level, dtype):
     rows = np.random.default_rng(0).normal(scale=30, size=(50, 7)).astype(dtype)
     p = bpfast.dense_forward(rows, np.eye(7, dtype=dtype), np.zeros(7, dtype), "softmax")
     p_ref = reference.dense_forward(rows.astype(np.float64).tolist(), np.eye(7).tolist(),
@@ -197,3 +230,21 @@ def test_vectorized_sigmoid_and_softmax_within_a_few_ulps_of_libm(simd_level, dt
     # float32: z - max is rounded in float32 first, a relative error of |z - max| * 6e-8.
     np.testing.assert_allclose(p, p_ref, rtol=1e-14 if dtype == np.float64 else 2e-5,
                                atol=1e-300 if dtype == np.float64 else 1e-37)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_simd_level_trains_the_same_network_bit_for_bit(dtype):
+    """Built without FMA contraction, the variants round alike: same network on every CPU."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(64, 6)).astype(dtype), rng.uniform(size=(64, 3)).astype(dtype)
+    results = []
+    for level in (2, 1, 0):
+        if _kernels.simd_level(level) != level:
+            continue
+        net = bpfast.Network([6, 9, 3], activation="tanh", output_activation="sigmoid",
+                             dtype=dtype, seed=0)
+        net.fit(X, Y, epochs=5, batch_size=8, lr=0.5)
+        results.append(net.get_parameters())
+    _kernels.simd_level(2)
+    for r in results[1:]:
+        assert np.array_equal(r, results[0])

@@ -7,16 +7,19 @@ keeps memory safe (shapes and, through typed memoryviews, dtype and
 C-contiguity); friendly conversion and messages live in ``bpfast.functional``.
 """
 from cython cimport floating
-from libc.math cimport tanh, tanhf, log
+from libc.math cimport log
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cdef extern from "_vmath.h" nogil:
-    void bpf_sigmoid_d(Py_ssize_t n, Py_ssize_t m, const double* b, double* Z)
-    void bpf_sigmoid_f(Py_ssize_t n, Py_ssize_t m, const float* b, float* Z)
+    # Element-wise loops in C: vectorized, compiled per instruction set, picked at run time.
+    void bpf_bias_act_d(Py_ssize_t n, Py_ssize_t m, const double* b, double* Z, int act)
+    void bpf_bias_act_f(Py_ssize_t n, Py_ssize_t m, const float* b, float* Z, int act)
+    void bpf_act_backward_d(Py_ssize_t size, double* E, const double* A, int act)
+    void bpf_act_backward_f(Py_ssize_t size, float* E, const float* A, int act)
     double bpf_exp_shift_d(Py_ssize_t m, double shift, double* z)
     float bpf_exp_shift_f(Py_ssize_t m, float shift, float* z)
-    int bpf_has_avx2()
-    int bpf_set_cpu_level(int level)
+    int bpf_cpu_level()
+    int bpf_set_cpu_level(int cap)
 
 import numpy as np
 
@@ -116,31 +119,15 @@ cdef void softmax_rows(Py_ssize_t n, Py_ssize_t m, floating* Z) noexcept nogil:
 
 cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int activation,
                           floating* Z) noexcept nogil:
-    """Z := f(Z + b), one pass over Z (softmax: a second pass per row)."""
-    cdef Py_ssize_t i, j
-    cdef floating* z
-    if activation == ACT_SIGMOID:
-        # Vectorized, with the loop picked for the CPU at run time (_vmath.h).
-        if floating is double:
-            bpf_sigmoid_d(n, m, b, Z)
-        else:
-            bpf_sigmoid_f(n, m, b, Z)
-        return
-    for i in range(n):
-        z = Z + i * m
-        if activation == ACT_TANH:
-            for j in range(m):
-                if floating is double:
-                    z[j] = tanh(z[j] + b[j])
-                else:
-                    z[j] = tanhf(z[j] + b[j])
-        elif activation == ACT_RELU:
-            for j in range(m):
-                z[j] = z[j] + b[j]
-                z[j] = z[j] if z[j] > 0 else 0
-        else:
-            for j in range(m):
-                z[j] = z[j] + b[j]
+    """Z := f(Z + b), one pass over Z (softmax: a second pass per row).
+
+    The loops are vectorized and picked for the CPU at run time (_vmath.h).
+    """
+    cdef int act = ACT_IDENTITY if activation == ACT_SOFTMAX else activation
+    if floating is double:
+        bpf_bias_act_d(n, m, b, Z, act)
+    else:
+        bpf_bias_act_f(n, m, b, Z, act)
     if activation == ACT_SOFTMAX:
         softmax_rows(n, m, Z)
 
@@ -148,16 +135,10 @@ cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int act
 cdef void activation_backward_inplace(Py_ssize_t size, floating* E, const floating* A,
                                       int activation) noexcept nogil:
     """E := E * f'(Z), with f' written in terms of A = f(Z) (not for softmax)."""
-    cdef Py_ssize_t i
-    if activation == ACT_SIGMOID:
-        for i in range(size):
-            E[i] *= A[i] * (1 - A[i])
-    elif activation == ACT_TANH:
-        for i in range(size):
-            E[i] *= 1 - A[i] * A[i]
-    elif activation == ACT_RELU:
-        for i in range(size):
-            E[i] = E[i] if A[i] > 0 else 0
+    if floating is double:
+        bpf_act_backward_d(size, E, A, activation)
+    else:
+        bpf_act_backward_f(size, E, A, activation)
 
 
 # ---------------------------------------------------------------- the phases of a step
@@ -383,15 +364,15 @@ def sgd_fused_update(floating[:, ::1] W, floating[::1] b, floating[:, ::1] A_pre
                   &W[0, 0], &b[0])
 
 
-def simd_level(level=None):
-    """1 when the activation loops run AVX2+FMA code, 0 for baseline x86-64.
+def simd_level(cap=None):
+    """The instruction set of the element-wise loops: 0 baseline x86-64, 1 AVX2+FMA, 2 AVX-512.
 
-    level=0 forces the baseline loops and level=1 restores the automatic choice
-    (for tests that compare the two).
+    simd_level(cap) makes them use at most level `cap` and returns the level now in
+    use (tests run every variant the CPU has; simd_level(2) restores the default).
     """
-    if level is not None:
-        return bpf_set_cpu_level(int(level))
-    return bpf_has_avx2()
+    if cap is not None:
+        return bpf_set_cpu_level(int(cap))
+    return bpf_cpu_level()
 
 
 def is_finite(floating[::1] x):

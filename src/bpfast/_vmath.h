@@ -1,13 +1,16 @@
-/* Vectorizable exp() for the activation loops, chosen for the CPU at run time.
+/* The element-wise loops of the kernels, vectorized and chosen for the CPU at run time.
  *
- * libm's exp() is a scalar call, and a sigmoid layer spends most of its time
- * there. These are Cephes' exp and expf (about 1 ulp), written without branches
- * or calls so that the compiler vectorizes the loops around them. Every loop is
- * compiled twice, for baseline x86-64 (SSE2) and for AVX2+FMA, and the first call
- * picks the variant the CPU supports: a wheel built here runs on any x86-64.
+ * libm's exp() and tanh() are scalar calls, and a sigmoid or tanh layer spends
+ * most of its time there. These are Cephes' exp/expf and tanh/tanhf (1-3 ulp),
+ * written without branches or calls so that the compiler vectorizes the loops
+ * around them. Every loop is compiled three times, for baseline x86-64 (SSE2),
+ * AVX2+FMA and AVX-512, and the first call picks the best variant the CPU
+ * supports: a wheel built here runs on any x86-64. (Cython cannot attach target
+ * attributes to a function, hence C.)
  *
- * Only exp(x) for x <= 0 is needed (sigmoid uses exp(-|z|), softmax exp(z - max)),
- * so results lie in [0, 1]; 2^n is applied in two halves to reach subnormals.
+ * Only exp(x) for x <= 0 is needed (sigmoid uses exp(-|z|), softmax exp(z - max),
+ * tanh exp(-2|z|)), so results lie in [0, 1]; 2^n is applied in two halves to
+ * reach subnormals.
  */
 #ifndef BPFAST_VMATH_H
 #define BPFAST_VMATH_H
@@ -57,84 +60,151 @@ BPF_INLINE float bpf_exp_neg_f(float x) {
     return e * s1.f * s2.f;
 }
 
-/* The loops. Z := sigmoid(Z + b) over n rows of m; Z := exp(Z - shift) with its sum. */
-#define BPF_SIGMOID_LOOP(T, EXP, ABS)                                        \
-    for (ptrdiff_t i = 0; i < n; i++) {                                      \
-        T* z = Z + i * m;                                                    \
-        for (ptrdiff_t j = 0; j < m; j++) {                                  \
-            T v = z[j] + b[j];                                               \
-            T e = EXP(-ABS(v));         /* never overflows */                \
-            T s = (T)1 / ((T)1 + e);                                         \
-            z[j] = v >= 0 ? s : e * s;                                       \
-        }                                                                    \
-    }
-
-#define BPF_EXP_SHIFT_LOOP(T, EXP)                                           \
-    T sum = 0;                                                               \
-    for (ptrdiff_t j = 0; j < m; j++)   /* vectorized */                     \
-        z[j] = EXP(z[j] - shift);                                            \
-    for (ptrdiff_t j = 0; j < m; j++)   /* in order: no reassociation */     \
-        sum += z[j];                                                         \
-    return sum;
-
 BPF_INLINE double bpf_abs_d(double x) { return x < 0 ? -x : x; }
 BPF_INLINE float bpf_abs_f(float x) { return x < 0 ? -x : x; }
 
-#define BPF_DEFINE(NAME, TARGET, T, EXP, ABS)                                            \
-    TARGET static void NAME##_sigmoid(ptrdiff_t n, ptrdiff_t m, const T* b, T* Z) {     \
-        BPF_SIGMOID_LOOP(T, EXP, ABS)                                                    \
-    }                                                                                    \
-    TARGET static T NAME##_exp_shift(ptrdiff_t m, T shift, T* z) {                      \
-        BPF_EXP_SHIFT_LOOP(T, EXP)                                                       \
+/* tanh(x), double: Cephes' rational approximation below 0.625, else via exp(-2|x|). */
+BPF_INLINE double bpf_tanh_d(double x) {
+    double a = bpf_abs_d(x);
+    double e = bpf_exp_neg_d(-2.0 * a);
+    double big = (1.0 - e) / (1.0 + e);          /* e <= exp(-1.25): no cancellation */
+    big = x < 0 ? -big : big;
+    double z = x * x;
+    double p = (-9.64399179425052238628E-1 * z - 9.92877231001918586564E1) * z
+               - 1.61468768441708447952E3;
+    double q = ((z + 1.12811678491632931402E2) * z + 2.23548839060100448583E3) * z
+               + 4.84406305325125486048E3;
+    double small = x + x * z * (p / q);
+    return a < 0.625 ? small : big;
+}
+
+/* tanh(x), float (Cephes' tanhf). */
+BPF_INLINE float bpf_tanh_f(float x) {
+    float a = bpf_abs_f(x);
+    float e = bpf_exp_neg_f(-2.0f * a);
+    float big = (1.0f - e) / (1.0f + e);
+    big = x < 0 ? -big : big;
+    float z = x * x;
+    float small = ((((-5.70498872745E-3f * z + 2.06390887954E-2f) * z - 5.37397155531E-2f) * z
+                    + 1.33314422036E-1f) * z - 3.33332819422E-1f) * z * x + x;
+    return a < 0.625f ? small : big;
+}
+
+/* One family of loops per type and target:
+ *   bias_<f>(n, m, b, Z):  Z := f(Z + b) over n rows of m (f: identity, sigmoid, tanh, relu)
+ *   exp_shift(m, shift, z): z := exp(z - shift), returns the sum (softmax)
+ *   back_<f>(size, E, A):  E := E * f'(Z), written in terms of A = f(Z)
+ */
+#define BPF_ROWS(BODY)                                                               \
+    for (ptrdiff_t i = 0; i < n; i++) {                                              \
+        T* z = Z + i * m;                                                            \
+        for (ptrdiff_t j = 0; j < m; j++) { T v = z[j] + b[j]; BODY }                \
     }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define BPF_DEFINE(NAME, TARGET, T_, X)                                              \
+    typedef T_ NAME##_t;                                                             \
+    TARGET static void NAME##_bias_identity(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) { \
+        typedef T_ T; BPF_ROWS(z[j] = v;)                                            \
+    }                                                                                \
+    TARGET static void NAME##_bias_sigmoid(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) {  \
+        typedef T_ T;                                                                \
+        BPF_ROWS(T e = bpf_exp_neg_##X(-bpf_abs_##X(v));  /* never overflows */      \
+                 T s = (T)1 / ((T)1 + e);                                            \
+                 z[j] = v >= 0 ? s : e * s;)                                         \
+    }                                                                                \
+    TARGET static void NAME##_bias_tanh(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) {     \
+        typedef T_ T; BPF_ROWS(z[j] = bpf_tanh_##X(v);)                              \
+    }                                                                                \
+    TARGET static void NAME##_bias_relu(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) {     \
+        typedef T_ T; BPF_ROWS(z[j] = v > 0 ? v : 0;)                                \
+    }                                                                                \
+    TARGET static T_ NAME##_exp_shift(ptrdiff_t m, T_ shift, T_* z) {               \
+        T_ sum = 0;                                                                  \
+        for (ptrdiff_t j = 0; j < m; j++)   /* vectorized */                         \
+            z[j] = bpf_exp_neg_##X(z[j] - shift);                                    \
+        for (ptrdiff_t j = 0; j < m; j++)   /* in order: no reassociation */         \
+            sum += z[j];                                                             \
+        return sum;                                                                  \
+    }                                                                                \
+    TARGET static void NAME##_back_sigmoid(ptrdiff_t size, T_* E, const T_* A) {    \
+        for (ptrdiff_t i = 0; i < size; i++) E[i] *= A[i] * (1 - A[i]);              \
+    }                                                                                \
+    TARGET static void NAME##_back_tanh(ptrdiff_t size, T_* E, const T_* A) {       \
+        for (ptrdiff_t i = 0; i < size; i++) E[i] *= 1 - A[i] * A[i];                \
+    }                                                                                \
+    TARGET static void NAME##_back_relu(ptrdiff_t size, T_* E, const T_* A) {       \
+        for (ptrdiff_t i = 0; i < size; i++) E[i] = A[i] > 0 ? E[i] : 0;             \
+    }
+
+#if defined(__GNUC__) && defined(__x86_64__)
 #define BPF_DISPATCH 1
 #define BPF_AVX2 __attribute__((target("avx2,fma")))
-BPF_DEFINE(bpf_avx2_d, BPF_AVX2, double, bpf_exp_neg_d, bpf_abs_d)
-BPF_DEFINE(bpf_avx2_f, BPF_AVX2, float, bpf_exp_neg_f, bpf_abs_f)
+#define BPF_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+BPF_DEFINE(bpf_avx512_d, BPF_AVX512, double, d)
+BPF_DEFINE(bpf_avx512_f, BPF_AVX512, float, f)
+BPF_DEFINE(bpf_avx2_d, BPF_AVX2, double, d)
+BPF_DEFINE(bpf_avx2_f, BPF_AVX2, float, f)
 #endif
-BPF_DEFINE(bpf_base_d, , double, bpf_exp_neg_d, bpf_abs_d)
-BPF_DEFINE(bpf_base_f, , float, bpf_exp_neg_f, bpf_abs_f)
+BPF_DEFINE(bpf_base_d, , double, d)
+BPF_DEFINE(bpf_base_f, , float, f)
 
-static int bpf_cpu_level = -1;      /* -1: not yet asked, 0: baseline, 1: AVX2 + FMA */
+/* -1: not yet asked; 0: baseline x86-64; 1: AVX2 + FMA; 2: AVX-512 (F, DQ, VL). */
+static int bpf_level = -1;
+static int bpf_level_cap = 2;
 
-static inline int bpf_has_avx2(void) {
+static inline int bpf_cpu_level(void) {
+    if (bpf_level < 0) {
+        int level = 0;
 #ifdef BPF_DISPATCH
-    if (bpf_cpu_level < 0) {
         __builtin_cpu_init();
-        bpf_cpu_level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return bpf_cpu_level;
-#else
-    return 0;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+            level = 1;
+            if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+                    && __builtin_cpu_supports("avx512vl"))
+                level = 2;
+        }
 #endif
+        bpf_level = level < bpf_level_cap ? level : bpf_level_cap;
+    }
+    return bpf_level;
 }
 
-/* Force the baseline loops (for tests comparing the two variants). */
-static inline int bpf_set_cpu_level(int level) {
-    bpf_cpu_level = -1;
-    if (!(level && bpf_has_avx2())) bpf_cpu_level = 0;
-    return bpf_cpu_level;
+/* Use at most `cap` (0, 1 or 2): tests run every variant the CPU has. Returns the level used. */
+static inline int bpf_set_cpu_level(int cap) {
+    bpf_level_cap = cap;
+    bpf_level = -1;
+    return bpf_cpu_level();
 }
 
 #ifdef BPF_DISPATCH
-#define BPF_PICK(FN, ...) (bpf_has_avx2() ? bpf_avx2_##FN(__VA_ARGS__) : bpf_base_##FN(__VA_ARGS__))
+#define BPF_PICK(X, FN, ...)                                                         \
+    switch (bpf_cpu_level()) {                                                       \
+        case 2: return bpf_avx512_##X##_##FN(__VA_ARGS__);                           \
+        case 1: return bpf_avx2_##X##_##FN(__VA_ARGS__);                             \
+        default: return bpf_base_##X##_##FN(__VA_ARGS__);                            \
+    }
 #else
-#define BPF_PICK(FN, ...) bpf_base_##FN(__VA_ARGS__)
+#define BPF_PICK(X, FN, ...) return bpf_base_##X##_##FN(__VA_ARGS__);
 #endif
 
-static inline void bpf_sigmoid_d(ptrdiff_t n, ptrdiff_t m, const double* b, double* Z) {
-    BPF_PICK(d_sigmoid, n, m, b, Z);
-}
-static inline void bpf_sigmoid_f(ptrdiff_t n, ptrdiff_t m, const float* b, float* Z) {
-    BPF_PICK(f_sigmoid, n, m, b, Z);
-}
-static inline double bpf_exp_shift_d(ptrdiff_t m, double shift, double* z) {
-    return BPF_PICK(d_exp_shift, m, shift, z);
-}
-static inline float bpf_exp_shift_f(ptrdiff_t m, float shift, float* z) {
-    return BPF_PICK(f_exp_shift, m, shift, z);
-}
+/* The entry points, codes as in activations.py: 0 identity, 1 sigmoid, 2 tanh, 3 relu. */
+#define BPF_ENTRY(X, T)                                                              \
+    static inline void bpf_bias_act_##X(ptrdiff_t n, ptrdiff_t m, const T* b, T* Z, int act) { \
+        if (act == 1) { BPF_PICK(X, bias_sigmoid, n, m, b, Z) }                      \
+        if (act == 2) { BPF_PICK(X, bias_tanh, n, m, b, Z) }                         \
+        if (act == 3) { BPF_PICK(X, bias_relu, n, m, b, Z) }                         \
+        BPF_PICK(X, bias_identity, n, m, b, Z)                                       \
+    }                                                                                \
+    static inline T bpf_exp_shift_##X(ptrdiff_t m, T shift, T* z) {                 \
+        BPF_PICK(X, exp_shift, m, shift, z)                                          \
+    }                                                                                \
+    static inline void bpf_act_backward_##X(ptrdiff_t size, T* E, const T* A, int act) { \
+        if (act == 1) { BPF_PICK(X, back_sigmoid, size, E, A) }                      \
+        if (act == 2) { BPF_PICK(X, back_tanh, size, E, A) }                         \
+        if (act == 3) { BPF_PICK(X, back_relu, size, E, A) }                         \
+    }
+
+BPF_ENTRY(d, double)
+BPF_ENTRY(f, float)
 
 #endif
