@@ -67,7 +67,9 @@ BPF_INLINE float bpf_abs_f(float x) { return x < 0 ? -x : x; }
 BPF_INLINE double bpf_tanh_d(double x) {
     double a = bpf_abs_d(x);
     double e = bpf_exp_neg_d(-2.0 * a);
-    double big = (1.0 - e) / (1.0 + e);          /* e <= exp(-1.25): no cancellation */
+    /* (1 - e) / (1 + e) written as 1 - 2e / (1 + e): one rounding near 1, so
+     * saturated units round like libm's tanh and 1 - tanh^2 stays accurate. */
+    double big = 1.0 - 2.0 * e / (1.0 + e);
     big = x < 0 ? -big : big;
     double z = x * x;
     double p = (-9.64399179425052238628E-1 * z - 9.92877231001918586564E1) * z
@@ -82,7 +84,7 @@ BPF_INLINE double bpf_tanh_d(double x) {
 BPF_INLINE float bpf_tanh_f(float x) {
     float a = bpf_abs_f(x);
     float e = bpf_exp_neg_f(-2.0f * a);
-    float big = (1.0f - e) / (1.0f + e);
+    float big = 1.0f - 2.0f * e / (1.0f + e);
     big = x < 0 ? -big : big;
     float z = x * x;
     float small = ((((-5.70498872745E-3f * z + 2.06390887954E-2f) * z - 5.37397155531E-2f) * z
