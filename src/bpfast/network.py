@@ -47,9 +47,10 @@ class ParameterList(Sequence):
     into it after checking the shape. The list itself cannot grow or shrink.
     """
 
-    def __init__(self, arrays, name):
+    def __init__(self, arrays, name, lock=None):
         self._arrays = tuple(arrays)
         self._name = name
+        self._lock = lock       # the Network's: an assignment during another thread's fit is refused
 
     def __getitem__(self, i):
         # A fresh view each time: setting .shape on it cannot reshape the network's own.
@@ -72,7 +73,15 @@ class ParameterList(Sequence):
             raise ValueError(f"{self._name}[{i}] must have shape {target.shape}; got {arr.shape}")
         if not np.isfinite(arr).all():
             raise ValueError(f"{self._name}[{i}] contains NaN or infinity")
-        target[...] = arr
+        if self._lock is None:
+            target[...] = arr
+            return
+        if not self._lock.acquire(blocking=False):
+            raise _busy()
+        try:
+            target[...] = arr
+        finally:
+            self._lock.release()
 
     def __repr__(self):
         return f"ParameterList({list(self._arrays)!r})"
@@ -146,7 +155,7 @@ class Network:
             b = buf[off + n_in * n_out:off + n_in * n_out + n_out]
             out.append((W, b)[which])
             off += n_in * n_out + n_out
-        return ParameterList(out, name)
+        return ParameterList(out, name, self._lock)
 
     def _make_engine(self):
         if self.backend == "cython":
