@@ -313,21 +313,7 @@ cdef class Engine:
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != n:
             raise ValueError(f"Y has {Y.shape[0]} rows but the last forward() had {n}")
-        cdef double loss
-        cdef char* P = data(self.params)
-        cdef char* G = data(self.grads)
-        cdef char* x = data(self.last_X)
-        cdef char* y = data(Y)
-        cdef char* acts = self.work_ptr(0)
-        cdef char* e0 = self.work_ptr(self.acts_size(n))
-        cdef char* e1 = self.work_ptr(self.acts_size(n) + n * self.max_width)
-        with nogil:
-            if self.is_double:
-                loss = backward_all(&self.net, n, <double*>x, <double*>y, <double*>P,
-                                    <double*>acts, <double*>e0, <double*>e1, <double*>G, 0, 1)
-            else:
-                loss = backward_all(&self.net, n, <float*>x, <float*>y, <float*>P,
-                                    <float*>acts, <float*>e0, <float*>e1, <float*>G, 0, 1)
+        cdef double loss = self.step(data(self.last_X), data(Y), n, False, data(self.grads), 0, 1)
         self.batch = 0
         self.last_X = None
         return loss
@@ -372,7 +358,7 @@ cdef class Engine:
     cdef inline bint accepts(self, cnp.ndarray A, Py_ssize_t width):
         return (cnp.PyArray_NDIM(A) == 2 and cnp.PyArray_DIMS(A)[1] == width
                 and cnp.PyArray_DIMS(A)[0] >= 1 and cnp.PyArray_IS_C_CONTIGUOUS(A)
-                and cnp.PyArray_TYPE(A) == (cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT))
+                and cnp.PyArray_TYPE(A) == <int>(cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT))
 
     cdef double fused_step(self, cnp.ndarray X, cnp.ndarray Y, double lr,
                            double weight_decay) except? -1:
@@ -380,24 +366,33 @@ cdef class Engine:
         self.reserve(n, False)
         self.batch = 0
         self.last_X = None
+        return self.step(data(X), data(Y), n, True, NULL, lr, 1 - lr * weight_decay)
+
+    cdef double step(self, char* x, char* y, Py_ssize_t n, bint run, char* G, double lr,
+                     double w_scale) noexcept:
+        """Run (if `run`), compute the error and backpropagate one batch of n rows.
+
+        G != NULL: fill the gradient buffer G; G == NULL: fused SGD with lr and
+        w_scale (see backward_all). Returns the loss of the batch.
+        """
         cdef double loss
         cdef char* P = data(self.params)
-        cdef char* x = data(X)
-        cdef char* y = data(Y)
         cdef char* acts = self.work_ptr(0)
         cdef char* e0 = self.work_ptr(self.acts_size(n))
         cdef char* e1 = self.work_ptr(self.acts_size(n) + n * self.max_width)
         with nogil:
             if self.is_double:
-                forward_all(&self.net, n, <double*>x, <double*>P, <double*>acts)
+                if run:
+                    forward_all(&self.net, n, <double*>x, <double*>P, <double*>acts)
                 loss = backward_all(&self.net, n, <double*>x, <double*>y, <double*>P,
-                                    <double*>acts, <double*>e0, <double*>e1, <double*>NULL,
-                                    lr, 1 - lr * weight_decay)
+                                    <double*>acts, <double*>e0, <double*>e1, <double*>G,
+                                    lr, w_scale)
             else:
-                forward_all(&self.net, n, <float*>x, <float*>P, <float*>acts)
+                if run:
+                    forward_all(&self.net, n, <float*>x, <float*>P, <float*>acts)
                 loss = backward_all(&self.net, n, <float*>x, <float*>y, <float*>P,
-                                    <float*>acts, <float*>e0, <float*>e1, <float*>NULL,
-                                    <float>lr, <float>(1 - lr * weight_decay))
+                                    <float*>acts, <float*>e0, <float*>e1, <float*>G,
+                                    <float>lr, <float>w_scale)
         return loss
 
     def seed(self, uint64_t seed, Py_ssize_t n_samples):
