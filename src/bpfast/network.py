@@ -24,6 +24,7 @@ from bpfast.activations import activation_code, loss_code
 
 BACKENDS = ("cython", "reference")
 LR_SCHEDULES = ("constant", "invscaling", "step")
+_FIXED = ("sizes", "activation", "output_activation", "loss", "dtype", "backend")
 PREDICT_CHUNK = 8192        # rows per forward call in predict(): bounds the workspace
 
 
@@ -168,6 +169,11 @@ class Network:
         if name in ("weights", "biases", "grad_weights", "grad_biases") and name in self.__dict__:
             raise AttributeError(f"{name} cannot be replaced; assign into it instead "
                                  f"(net.{name}[i] = array, or net.{name}[i][...] = array)")
+        # The architecture is compiled into the engine: changing it here would only make
+        # validation, evaluate() and save() disagree with what is trained.
+        if name in _FIXED and name in self.__dict__:
+            raise AttributeError(f"{name} is fixed when a Network is built; build a new "
+                                 f"Network to change it")
         super().__setattr__(name, value)
 
     @contextmanager
