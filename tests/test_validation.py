@@ -875,3 +875,16 @@ def test_batch_size_beyond_the_data_is_the_whole_data(backend):
         net = net_of(backend)
         assert net.fit(X, Y, epochs=2, batch_size=bs, seed=1).n_updates == 2
         assert np.array_equal(net.get_parameters(), want.get_parameters())
+
+
+@pytest.mark.parametrize("attr, value", [("sizes", [3, 9, 2]), ("activation", "relu"),
+                                         ("output_activation", "identity"), ("loss", "sse"),
+                                         ("dtype", np.dtype(np.float32)), ("backend", "reference")])
+def test_the_architecture_cannot_be_reassigned(backend, attr, value):
+    """It is compiled into the engine; a new value would only make validation, evaluate()
+    and save() disagree with what is trained."""
+    net = net_of(backend)
+    before = getattr(net, attr)
+    with raises(AttributeError, attr):
+        setattr(net, attr, value)
+    assert getattr(net, attr) == before
