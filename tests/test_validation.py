@@ -273,11 +273,6 @@ def test_train_step_and_fit_invalidate_the_last_forward(backend, between):
         net.backward(Y)
 
 
-@pytest.mark.xfail(reason="KERNEL BUG (_engine.pyx): Engine.forward(keep=False), used by predict "
-                          "and evaluate, writes its activations over those the last forward() "
-                          "kept for backward(), so forward; predict; backward gives wrong "
-                          "gradients on the cython backend (the reference backend is right)",
-                   strict=False)
 def test_predict_between_forward_and_backward_does_not_change_the_gradients():
     X, Y = data(n=6)
     want = net_of("cython")
@@ -591,10 +586,6 @@ def test_byte_swapped_input_is_read_by_value(backend):
     assert np.array_equal(a.get_parameters(), b.get_parameters())
 
 
-@pytest.mark.xfail(reason="KERNEL BUG (_engine.pyx Engine.try_train_step/accepts): the fast path "
-                          "compares only the type number (NPY_DOUBLE), so a byte-swapped '>f8' "
-                          "array is taken as native and train_step trains on garbage values",
-                   strict=False)
 def test_byte_swapped_input_train_step():
     X, Y = data(n=4)
     a, b = net_of("cython"), net_of("cython")

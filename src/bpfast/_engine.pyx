@@ -213,7 +213,7 @@ cdef class Engine:
     cdef readonly bint is_double
     cdef Py_ssize_t n_params, max_width, work_size
     cdef readonly Py_ssize_t batch          # rows of the last forward; 0: none to backprop
-    cdef object params, grads, velocity, work, last_X, indices
+    cdef object params, grads, velocity, work, scratch, last_X, indices
     cdef uint64_t rng
 
     def __cinit__(self, sizes, int hidden_act, int output_act, int loss,
@@ -278,13 +278,23 @@ cdef class Engine:
         return n * (self.net.a_off[self.net.n_layers - 1] + self.net.sizes[self.net.n_layers])
 
     def forward(self, cnp.ndarray X, bint keep=True):
-        """Output of the network for X (a new array); keeps what backward needs."""
+        """Output of the network for X (a new array).
+
+        keep=True keeps the activations for backward(); keep=False (predict,
+        evaluate) runs in a scratch buffer of its own, so the kept ones survive.
+        """
         cdef Py_ssize_t n = X.shape[0]
         self.check(X, self.net.sizes[0], "X")
-        self.reserve(n, False)
+        if keep:
+            self.reserve(n, False)
+            buffer = self.work
+        else:
+            if self.scratch is None or self.scratch.shape[0] < self.acts_size(n):
+                self.scratch = np.empty(self.acts_size(n), dtype=self.params.dtype)
+            buffer = self.scratch
         cdef char* P = data(self.params)
         cdef char* x = data(X)
-        cdef char* acts = self.work_ptr(0)
+        cdef char* acts = data(buffer)
         with nogil:
             if self.is_double:
                 forward_all(&self.net, n, <double*>x, <double*>P, <double*>acts)
@@ -292,7 +302,7 @@ cdef class Engine:
                 forward_all(&self.net, n, <float*>x, <float*>P, <float*>acts)
         cdef Py_ssize_t m = self.net.sizes[self.net.n_layers]
         start = n * self.net.a_off[self.net.n_layers - 1]
-        out = self.work[start:start + n * m].reshape(n, m).copy()
+        out = buffer[start:start + n * m].reshape(n, m).copy()
         if keep:
             self.last_X = X
             self.batch = n
@@ -301,8 +311,9 @@ cdef class Engine:
     cdef check(self, cnp.ndarray A, Py_ssize_t width, str name):
         # Cheap C-level guards that keep memory safe; the friendly checks are in network.py.
         if (A.ndim != 2 or A.shape[1] != width or A.shape[0] < 1 or not A.flags.c_contiguous
-                or A.dtype != self.params.dtype):
-            raise ValueError(f"{name}: expected a C-contiguous {self.params.dtype} array of shape "
+                or not A.flags.aligned or A.dtype != self.params.dtype):
+            raise ValueError(f"{name}: expected an aligned, C-contiguous {self.params.dtype} "
+                             f"array of shape "
                              f"(n, {width}), got {A.dtype} {(<object>A).shape}")
 
     def backward(self, cnp.ndarray Y):
@@ -356,8 +367,10 @@ cdef class Engine:
         return self.fused_step(X, Y, rate, 0)
 
     cdef inline bint accepts(self, cnp.ndarray A, Py_ssize_t width):
+        # Native byte order and alignment too: the type number alone does not tell.
         return (cnp.PyArray_NDIM(A) == 2 and cnp.PyArray_DIMS(A)[1] == width
                 and cnp.PyArray_DIMS(A)[0] >= 1 and cnp.PyArray_IS_C_CONTIGUOUS(A)
+                and cnp.PyArray_ISALIGNED(A) and cnp.PyArray_ISNOTSWAPPED(A)
                 and cnp.PyArray_TYPE(A) == <int>(cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT))
 
     cdef double fused_step(self, cnp.ndarray X, cnp.ndarray Y, double lr,
