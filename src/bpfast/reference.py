@@ -90,7 +90,8 @@ def output_delta(A, Y, loss, activation):
             delta.append([(a * y_sum - y) / n for a, y in zip(a_row, y_row)])
         return value / n, delta
     scale = 1.0 / (n * m) if loss == "mse" else 1.0
-    value = scale * sum((a - y) ** 2 for a_row, y_row in zip(A, Y) for a, y in zip(a_row, y_row))
+    # (a - y) * (a - y), not ** 2: a huge difference gives inf, as in C, not OverflowError.
+    value = scale * sum((a - y) * (a - y) for a_row, y_row in zip(A, Y) for a, y in zip(a_row, y_row))
     # dLoss/dA, then through the activation to dLoss/dZ.
     G = [[2.0 * scale * (a - y) for a, y in zip(a_row, y_row)] for a_row, y_row in zip(A, Y)]
     if activation == "softmax":
