@@ -207,13 +207,48 @@ cdef int run_epoch(const Net* net, Py_ssize_t N, const floating* X, const floati
     return 0
 
 
+cdef Py_ssize_t run_epochs(const Net* net, Py_ssize_t N, const floating* X, const floating* Y,
+                           Py_ssize_t batch_size, floating* P, floating* G, floating* V,
+                           floating* backup, Py_ssize_t n_params, floating* acts, floating* err0,
+                           floating* err1, floating* Xb, floating* Yb, Py_ssize_t* idx,
+                           uint64_t* rng, bint shuffled, const double* lrs, Py_ssize_t n_epochs,
+                           floating mu, bint nesterov, floating weight_decay, double* losses,
+                           Py_ssize_t* n_updates, bint* diverged) noexcept nogil:
+    """Epochs back to back; returns how many completed, each loss in `losses`.
+
+    An epoch's loss is the mean over samples of its batch losses ('sse': their
+    sum) plus 0.5 * weight_decay * sum(W**2) at its end. When the loss or the
+    parameters stop being finite, the parameters go back to their copy from the
+    start of that epoch, `diverged` is set and the run stops.
+    """
+    cdef Py_ssize_t e
+    cdef double loss_sum, loss
+    cdef int status
+    diverged[0] = False
+    for e in range(n_epochs):
+        memcpy(backup, P, n_params * sizeof(floating))
+        loss_sum = 0
+        status = run_epoch(net, N, X, Y, batch_size, P, G, V, n_params, acts, err0, err1,
+                           Xb, Yb, idx, rng, shuffled, <floating>lrs[e], mu, nesterov,
+                           weight_decay, &loss_sum, n_updates)
+        loss = loss_sum if net.loss == LOSS_SSE else loss_sum / N
+        if weight_decay != 0:
+            loss += 0.5 * weight_decay * weight_sq_norm(net, P)
+        if status != 0 or not isfinite(loss) or not all_finite(n_params, P):
+            memcpy(P, backup, n_params * sizeof(floating))
+            diverged[0] = True
+            return e
+        losses[e] = loss
+    return n_epochs
+
+
 cdef class Engine:
     """The compiled backend of one Network: pointers into its buffers plus a workspace."""
     cdef Net net
     cdef readonly bint is_double
     cdef Py_ssize_t n_params, max_width, work_size
     cdef readonly Py_ssize_t batch          # rows of the last forward; 0: none to backprop
-    cdef object params, grads, velocity, work, scratch, last_X, indices
+    cdef object params, grads, velocity, backup, work, scratch, last_X, indices
     cdef uint64_t rng
 
     def __cinit__(self, sizes, int hidden_act, int output_act, int loss,
@@ -413,27 +448,31 @@ cdef class Engine:
         self.rng = seed
         self.indices = np.arange(n_samples, dtype=np.intp)
 
-    def epoch(self, cnp.ndarray X, cnp.ndarray Y, Py_ssize_t batch_size, bint shuffled,
-              double lr, double momentum, bint nesterov, double weight_decay):
-        """One epoch over (X, Y) in one nogil call; returns (epoch loss, n_updates, ok).
+    def epochs(self, cnp.ndarray X, cnp.ndarray Y, Py_ssize_t batch_size, bint shuffled,
+               double[::1] lrs, double momentum, bint nesterov, double weight_decay):
+        """len(lrs) epochs over (X, Y) in one nogil call, epoch e with learning rate lrs[e].
 
-        The epoch loss is the mean over samples of the batch losses ('sse': their sum).
+        Returns (losses of the completed epochs, n_updates, diverged); see run_epochs.
         """
-        cdef Py_ssize_t N = X.shape[0], n_updates = 0
+        cdef Py_ssize_t N = X.shape[0], n_updates = 0, n_epochs = lrs.shape[0], done = 0
         self.check(X, self.net.sizes[0], "X")
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != N or batch_size < 1 or self.indices is None or self.indices.shape[0] != N:
-            raise ValueError("epoch: X, Y, batch_size and seed() do not agree")
+            raise ValueError("epochs: X, Y, batch_size and seed() do not agree")
         cdef Py_ssize_t nb = min(batch_size, N)
         self.reserve(nb, True)
         self.batch = 0
         self.last_X = None
-        cdef double loss_sum = 0
-        cdef int status
+        if self.backup is None:
+            self.backup = np.empty_like(self.params)
+        losses = np.zeros(n_epochs)
+        cdef double[::1] loss_view = losses
+        cdef bint diverged = False
         cdef Py_ssize_t acts_n = self.acts_size(nb), mw = self.max_width
         cdef char* P = data(self.params)
         cdef char* G = data(self.grads)
         cdef char* V = data(self.velocity)
+        cdef char* B = data(self.backup)
         cdef char* x = data(X)
         cdef char* y = data(Y)
         cdef char* acts = self.work_ptr(0)
@@ -442,31 +481,24 @@ cdef class Engine:
         cdef char* xb = self.work_ptr(acts_n + 2 * nb * mw)
         cdef char* yb = self.work_ptr(acts_n + 2 * nb * mw + nb * self.net.sizes[0])
         cdef Py_ssize_t* idx = <Py_ssize_t*>data(self.indices)
+        if n_epochs == 0:
+            return losses, 0, False
         with nogil:
             if self.is_double:
-                status = run_epoch(&self.net, N, <double*>x, <double*>y, nb, <double*>P,
-                                   <double*>G, <double*>V, self.n_params, <double*>acts,
-                                   <double*>e0, <double*>e1, <double*>xb, <double*>yb, idx,
-                                   &self.rng, shuffled, lr, momentum, nesterov, weight_decay,
-                                   &loss_sum, &n_updates)
+                done = run_epochs(&self.net, N, <double*>x, <double*>y, nb, <double*>P,
+                                  <double*>G, <double*>V, <double*>B, self.n_params,
+                                  <double*>acts, <double*>e0, <double*>e1, <double*>xb,
+                                  <double*>yb, idx, &self.rng, shuffled, &lrs[0], n_epochs,
+                                  momentum, nesterov, weight_decay, &loss_view[0], &n_updates,
+                                  &diverged)
             else:
-                status = run_epoch(&self.net, N, <float*>x, <float*>y, nb, <float*>P,
-                                   <float*>G, <float*>V, self.n_params, <float*>acts,
-                                   <float*>e0, <float*>e1, <float*>xb, <float*>yb, idx,
-                                   &self.rng, shuffled, <float>lr, <float>momentum, nesterov,
-                                   <float>weight_decay, &loss_sum, &n_updates)
-        return (loss_sum if self.net.loss == LOSS_SSE else loss_sum / N), n_updates, status == 0
-
-    def weight_sq_norm(self):
-        """sum of W**2 over all layers, for the L2 term of the loss."""
-        cdef char* P = data(self.params)
-        cdef double s
-        with nogil:
-            if self.is_double:
-                s = weight_sq_norm(&self.net, <double*>P)
-            else:
-                s = weight_sq_norm(&self.net, <float*>P)
-        return s
+                done = run_epochs(&self.net, N, <float*>x, <float*>y, nb, <float*>P,
+                                  <float*>G, <float*>V, <float*>B, self.n_params,
+                                  <float*>acts, <float*>e0, <float*>e1, <float*>xb,
+                                  <float*>yb, idx, &self.rng, shuffled, &lrs[0], n_epochs,
+                                  <float>momentum, nesterov, <float>weight_decay, &loss_view[0],
+                                  &n_updates, &diverged)
+        return losses[:done], n_updates, diverged
 
     def params_finite(self):
         """True when no parameter is NaN or infinite."""

@@ -147,8 +147,24 @@ class ReferenceEngine:
         self.rng = int(seed) & _MASK
         self.indices = list(range(n_samples))
 
-    def epoch(self, X, Y, batch_size, shuffled, lr, momentum, nesterov, weight_decay):
+    def epochs(self, X, Y, batch_size, shuffled, lrs, momentum, nesterov, weight_decay):
+        """As _engine.Engine.epochs: (losses of the completed epochs, n_updates, diverged)."""
         self.batch, self.acts = 0, None
+        losses, n_updates = [], 0
+        for lr in lrs:
+            backup = self.params.copy()
+            loss, n, ok = self._epoch(X, Y, batch_size, shuffled, float(lr), momentum, nesterov,
+                                      weight_decay)
+            n_updates += n
+            if weight_decay:
+                loss += 0.5 * weight_decay * self._weight_sq_norm()
+            if not (ok and math.isfinite(loss) and self.params_finite()):
+                self.params[...] = backup
+                return np.array(losses), n_updates, True
+            losses.append(loss)
+        return np.array(losses), n_updates, False
+
+    def _epoch(self, X, Y, batch_size, shuffled, lr, momentum, nesterov, weight_decay):
         N = X.shape[0]
         if shuffled:
             self.rng = shuffle(self.indices, self.rng)
@@ -164,7 +180,7 @@ class ReferenceEngine:
             loss_sum += loss if self.loss == "sse" else loss * len(rows)
         return (loss_sum if self.loss == "sse" else loss_sum / N), n_updates, True
 
-    def weight_sq_norm(self):
+    def _weight_sq_norm(self):
         return float(sum(np.dot(self.params[w].astype(np.float64), self.params[w]) for w, _, _ in self.views))
 
     def params_finite(self):

@@ -338,7 +338,9 @@ class Network:
 
         history = History()
         bar = _progress_bar(epochs) if progress else None
-        backup = np.empty_like(self._params)
+        # Without per-epoch Python work, all epochs run in one native call.
+        per_epoch = (callback is not None or validation_data is not None or bar is not None
+                     or callable(lr_schedule))
         with self._exclusive():
             if not self._engine.params_finite():
                 raise ValueError("the parameters contain NaN or infinity (set from outside?); "
@@ -347,28 +349,27 @@ class Network:
                 seed = int(self._rng.integers(0, 2 ** 63))
             self._engine.seed(seed, X.shape[0])
             self._velocity[...] = 0
-            for epoch in range(epochs):
-                lr_e = schedule(epoch)
-                backup[...] = self._params
-                loss, n_updates, ok = self._engine.epoch(X, Y, batch_size, shuffle, lr_e,
-                                                         momentum, nesterov, weight_decay)
+            epoch = 0
+            while epoch < epochs:
+                lrs = [schedule(e) for e in range(epoch, epoch + 1 if per_epoch else epochs)]
+                losses, n_updates, diverged = self._engine.epochs(
+                    X, Y, batch_size, shuffle, np.array(lrs), momentum, nesterov, weight_decay)
                 history.n_updates += n_updates
-                if weight_decay:
-                    loss += 0.5 * weight_decay * self._engine.weight_sq_norm()
-                if not (ok and math.isfinite(loss) and self._engine.params_finite()):
-                    self._params[...] = backup
+                history.loss.extend(float(loss) for loss in losses)
+                history.lr.extend(lrs[:len(losses)])
+                epoch += len(losses)
+                if diverged:
                     raise FloatingPointError(
                         f"training diverged in epoch {epoch + 1} (of {epochs}) with "
-                        f"lr={lr_e:g}: the loss or the parameters stopped being finite; the "
-                        f"parameters were restored to the start of that epoch. Try a smaller lr.")
-                history.loss.append(float(loss))
-                history.lr.append(lr_e)
+                        f"lr={lrs[len(losses)]:g}: the loss or the parameters stopped being "
+                        f"finite; the parameters were restored to the start of that epoch. "
+                        f"Try a smaller lr.")
                 if validation_data is not None:
                     history.val_loss.append(self._unlocked_evaluate(Xv, Yv))
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4g}")
-                if callback is not None and callback(epoch, history) is False:
+                    bar.set_postfix(loss=f"{history.loss[-1]:.4g}")
+                if callback is not None and callback(epoch - 1, history) is False:
                     break
         if bar is not None:
             bar.close()
