@@ -169,3 +169,24 @@ def test_overflow_inside_the_loss_is_a_divergence_on_both_backends(backend):
     exc, snaps = diverge(net, np.ones((4, 2)), np.zeros((4, 1)), lr=1e-3, batch_size=2)
     check(exc, snaps, net, 1e-3)
     assert (net.weights[0] == 1e200).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("options", [
+    dict(lr=0.01, lr_schedule="step", step_size=4, gamma=1e35),       # explodes in epoch 5
+    dict(lr=1e3), dict(lr=1e3, momentum=0.9), dict(lr=1e3, weight_decay=0.1, shuffle=False),
+])
+def test_all_epochs_in_one_native_call_restore_the_same_way(backend, dtype, options):
+    """Without callback, validation data or a callable schedule, fit runs every epoch in one
+    native call, so the restore happens there. It must leave exactly what the per-epoch
+    path -- checked against snapshots above -- leaves, with the same message."""
+    cfg = CONFIGS["tanh-identity-mse"]
+    X, Y = data(cfg)
+    nets = [bpfast.Network([3, 5, 2], dtype=dtype, backend=backend, seed=1, **cfg) for _ in range(2)]
+    with pytest.raises(FloatingPointError) as one_call:
+        nets[0].fit(X, Y, epochs=30, batch_size=4, seed=2, **options)
+    exc, snaps = diverge(nets[1], X, Y, epochs=30, batch_size=4, seed=2, **options)
+    assert str(one_call.value) == str(exc)
+    check(exc, snaps, nets[1], float(re.search(r"lr=(\S+):", str(exc)).group(1)))
+    assert np.array_equal(nets[0].get_parameters(), nets[1].get_parameters())
