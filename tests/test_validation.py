@@ -879,3 +879,50 @@ def test_the_architecture_cannot_be_reassigned(backend, attr, value):
     with raises(AttributeError, attr):
         setattr(net, attr, value)
     assert getattr(net, attr) == before
+
+
+class Counting:
+    """An array-like that counts how often it is converted (NumPy calls __array__)."""
+
+    def __init__(self, a):
+        self.a, self.n = np.asarray(a), 0
+
+    def __array__(self, dtype=None, copy=None):
+        self.n += 1
+        return self.a if dtype is None else self.a.astype(dtype)
+
+
+def test_network_arguments_are_converted_exactly_once(backend):
+    X, Y = data(n=6)
+    calls = {
+        "forward": lambda x, y: net.forward(x), "predict": lambda x, y: net.predict(x),
+        "evaluate": lambda x, y: net.evaluate(x, y), "train_step": lambda x, y: net.train_step(x, y, 0.1),
+        "fit": lambda x, y: net.fit(x, y, epochs=2, batch_size=4),
+        "fit-validation": lambda x, y: net.fit(X, Y, epochs=2, validation_data=(x, y)),
+        "backward": lambda x, y: (net.forward(X), net.backward(y)),
+    }
+    for name, call in calls.items():
+        net = net_of(backend)
+        x, y = Counting(X), Counting(Y)
+        call(x, y)
+        assert x.n <= 1 and y.n <= 1, (name, x.n, y.n)
+
+
+def test_functional_arguments_are_converted_exactly_once():
+    X, W, b, D = fdata()
+    args = [Counting(a) for a in (X, W, b)]
+    bpfast.dense_forward(*args, "tanh")
+    assert [a.n for a in args] == [1, 1, 1]
+    args = [Counting(a) for a in (D, W)]
+    bpfast.backprop_error(*args)
+    assert [a.n for a in args] == [1, 1]
+    for fn, arrays in [(functional.output_delta, (np.abs(D), D)), (functional.weight_gradients, (X, D)),
+                       (functional.activation_backward, (D, np.tanh(D)))]:
+        args = [Counting(a) for a in arrays]
+        extra = {"output_delta": ("mse", "relu"), "weight_gradients": (),
+                 "activation_backward": ("tanh",)}[fn.__name__]
+        fn(*args, *extra)
+        assert [a.n for a in args] == [1, 1], fn.__name__
+    g = Counting(np.ones_like(W))
+    bpfast.sgd_update(W.copy(), g, 0.1)
+    assert g.n == 1
