@@ -25,9 +25,11 @@ import numpy as np
 
 from bpfast.activations import ACTIVATIONS, LOSSES
 
-# Below this many multiply-adds a BLAS call costs more than the arithmetic,
-# so the direct loops run instead (measured in benchmarks/bench_gemm_threshold.py).
-cdef Py_ssize_t SMALL_GEMM = 4096
+# Up to this many multiply-adds a BLAS call costs more than the arithmetic, so the
+# direct loops run instead. Measured by benchmarks/bench_gemm_threshold.py: OpenBLAS's
+# small-matrix kernels win from about a hundred multiply-adds on (4-16-3 at batch 16
+# trains 1.8x faster than with loops up to 4096), plain loops below (2-2-1: 2x).
+cdef Py_ssize_t SMALL_GEMM = 64
 
 
 # ---------------------------------------------------------------- matrix products
@@ -60,40 +62,35 @@ cdef void gemm_loops(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_
                      floating alpha, const floating* A, Py_ssize_t lda,
                      const floating* B, Py_ssize_t ldb,
                      floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
-    """The same product as gemm() in direct loops, for tiny shapes and as a test oracle.
+    """The same product as gemm() in direct loops: one dot product per element of C.
 
-    The loop order keeps the innermost loop on contiguous memory: over a row
-    of B and C when B is not transposed, a dot product of two rows when it is.
+    For the tiniest shapes, where even setting up vectorized loops costs more than
+    the few multiply-adds, and as the test oracle of gemm(). beta == 0 never reads C.
     """
-    cdef Py_ssize_t i, j, p
-    cdef floating a, s
-    cdef floating* c
-    cdef const floating* bp
+    cdef Py_ssize_t i, j, p, sa_i, sa_p, sb_p, sb_j
+    cdef floating s
+    # op(A)[i, p] is A[i * sa_i + p * sa_p]; op(B)[p, j] is B[p * sb_p + j * sb_j].
+    if trans_a:
+        sa_i = 1
+        sa_p = lda
+    else:
+        sa_i = lda
+        sa_p = 1
+    if trans_b:
+        sb_p = 1
+        sb_j = ldb
+    else:
+        sb_p = ldb
+        sb_j = 1
     for i in range(m):
-        c = C + i * ldc
-        if beta == 0:
-            for j in range(n):
-                c[j] = 0          # beta == 0 must not read C: it may hold garbage
-        elif beta != 1:
-            for j in range(n):
-                c[j] *= beta
-        if not trans_b:
+        for j in range(n):
+            s = 0
             for p in range(k):
-                a = alpha * (A[p * lda + i] if trans_a else A[i * lda + p])
-                bp = B + p * ldb
-                for j in range(n):
-                    c[j] += a * bp[j]
-        else:
-            for j in range(n):
-                bp = B + j * ldb
-                s = 0
-                if trans_a:
-                    for p in range(k):
-                        s += A[p * lda + i] * bp[p]
-                else:
-                    for p in range(k):
-                        s += A[i * lda + p] * bp[p]
-                c[j] += alpha * s
+                s += A[i * sa_i + p * sa_p] * B[p * sb_p + j * sb_j]
+            if beta == 0:
+                C[i * ldc + j] = alpha * s
+            else:
+                C[i * ldc + j] = alpha * s + beta * C[i * ldc + j]
 
 
 # ---------------------------------------------------------------- activations
@@ -362,6 +359,14 @@ def sgd_fused_update(floating[:, ::1] W, floating[::1] b, floating[:, ::1] A_pre
     with nogil:
         sgd_fused(n, n_in, n_out, &A_prev[0, 0], &delta[0, 0], <floating>lr, <floating>1,
                   &W[0, 0], &b[0])
+
+
+def gemm_threshold(small=None):
+    """Products of at most this many multiply-adds skip BLAS; set it to measure."""
+    global SMALL_GEMM
+    if small is not None:
+        SMALL_GEMM = small
+    return SMALL_GEMM
 
 
 def simd_level(cap=None):
