@@ -63,6 +63,37 @@ BPF_INLINE float bpf_exp_neg_f(float x) {
 BPF_INLINE double bpf_abs_d(double x) { return x < 0 ? -x : x; }
 BPF_INLINE float bpf_abs_f(float x) { return x < 0 ? -x : x; }
 
+/* sigmoid(v), double, with one division instead of two: Cephes' exp(-|v|) is
+ * R 2^k with R = (q + p) / (q - p), so 1 / (1 + exp(-|v|)) = (q - p) / ((q - p) + (q + p) 2^k)
+ * and exp(-|v|) / (1 + exp(-|v|)) = (q + p) 2^k / (the same). Never overflows. */
+BPF_INLINE double bpf_sigmoid_d(double v) {
+    const double magic = 6755399441055744.0;
+    double x = v < 0 ? v : -v;
+    x = x < -746.0 ? -746.0 : x;
+    double n = (x * 1.4426950408889634073599 + magic) - magic;
+    double r = x - n * 6.93145751953125E-1 - n * 1.42860682030941723212E-6;
+    double rr = r * r;
+    double px = r * ((1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr
+                     + 9.99999999999999999910E-1);
+    double qx = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr
+                 + 2.27265548208155028766E-1) * rr + 2.00000000000000000009E0;
+    int32_t k = (int32_t)n;
+    int32_t k1 = k >> 1, k2 = k - k1;
+    bpf_d64 s1, s2;
+    s1.i = (int64_t)(k1 + 1023) << 52;
+    s2.i = (int64_t)(k2 + 1023) << 52;
+    double den = qx - px, num = (qx + px) * s1.d * s2.d;
+    double inv = 1.0 / (den + num);
+    return v >= 0 ? den * inv : num * inv;
+}
+
+/* sigmoid(v), float: expf has no division, so 1 / (1 + e) is the only one. */
+BPF_INLINE float bpf_sigmoid_f(float v) {
+    float e = bpf_exp_neg_f(-bpf_abs_f(v));
+    float s = 1.0f / (1.0f + e);
+    return v >= 0 ? s : e * s;
+}
+
 /* tanh(x), double: Cephes' rational approximation below 0.625, else via exp(-2|x|). */
 BPF_INLINE double bpf_tanh_d(double x) {
     double a = bpf_abs_d(x);
@@ -110,9 +141,7 @@ BPF_INLINE float bpf_tanh_f(float x) {
     }                                                                                \
     TARGET static void NAME##_bias_sigmoid(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) {  \
         typedef T_ T;                                                                \
-        BPF_ROWS(T e = bpf_exp_neg_##X(-bpf_abs_##X(v));  /* never overflows */      \
-                 T s = (T)1 / ((T)1 + e);                                            \
-                 z[j] = v >= 0 ? s : e * s;)                                         \
+        BPF_ROWS(z[j] = bpf_sigmoid_##X(v);)                                         \
     }                                                                                \
     TARGET static void NAME##_bias_tanh(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) {     \
         typedef T_ T; BPF_ROWS(z[j] = bpf_tanh_##X(v);)                              \
