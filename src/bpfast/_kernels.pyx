@@ -42,7 +42,7 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     if m == 0 or n == 0:
         return
     if m * n * k <= SMALL_GEMM or k == 0:
-        gemm_loops(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        dot_products(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     # BLAS is column-major: a row-major C is a column-major C.T = op(B).T @ op(A).T,
     # so pass the operands swapped and the transposes as they are.
@@ -67,6 +67,14 @@ cdef void gemm_loops(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_
     For the tiniest shapes, where even setting up vectorized loops costs more than
     the few multiply-adds, and as the test oracle of gemm(). beta == 0 never reads C.
     """
+    dot_products(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+cdef inline void dot_products(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                              Py_ssize_t k, floating alpha, const floating* A, Py_ssize_t lda,
+                              const floating* B, Py_ssize_t ldb,
+                              floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
+    # gemm_loops' body, inline so that gemm() specializes it for each call site.
     cdef Py_ssize_t i, j, p, sa_i, sa_p, sb_p, sb_j
     cdef floating s
     # op(A)[i, p] is A[i * sa_i + p * sa_p]; op(B)[p, j] is B[p * sb_p + j * sb_j].
