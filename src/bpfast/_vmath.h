@@ -23,24 +23,32 @@
 typedef union { double d; int64_t i; } bpf_d64;
 typedef union { float f; int32_t i; } bpf_f32;
 
-/* exp(x) for x <= 0 (and x not NaN), double. */
-BPF_INLINE double bpf_exp_neg_d(double x) {
+/* Cephes' exp(x) for x <= 0 (and x not NaN), double, in parts: exp(x) = R 2^k with
+ * R = (q + p) / (q - p) and 2^k = s1 s2 (two halves, each normal, to reach subnormals). */
+BPF_INLINE void bpf_exp_parts_d(double x, double* p, double* q, double* s1, double* s2) {
     const double magic = 6755399441055744.0;           /* 1.5 * 2^52: rounds to an integer */
     x = x < -746.0 ? -746.0 : x;                         /* exp(-746) == 0 in double */
     double n = (x * 1.4426950408889634073599 + magic) - magic;
     double r = x - n * 6.93145751953125E-1 - n * 1.42860682030941723212E-6;
     double rr = r * r;
-    double px = r * ((1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr
-                     + 9.99999999999999999910E-1);
-    double qx = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr
-                 + 2.27265548208155028766E-1) * rr + 2.00000000000000000009E0;
-    double e = 1.0 + 2.0 * px / (qx - px);
+    *p = r * ((1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr
+              + 9.99999999999999999910E-1);
+    *q = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr
+          + 2.27265548208155028766E-1) * rr + 2.00000000000000000009E0;
     int32_t k = (int32_t)n;
-    int32_t k1 = k >> 1, k2 = k - k1;                    /* 2^k = 2^k1 * 2^k2, each normal */
-    bpf_d64 s1, s2;
-    s1.i = (int64_t)(k1 + 1023) << 52;
-    s2.i = (int64_t)(k2 + 1023) << 52;
-    return e * s1.d * s2.d;
+    int32_t k1 = k >> 1, k2 = k - k1;
+    bpf_d64 h1, h2;
+    h1.i = (int64_t)(k1 + 1023) << 52;
+    h2.i = (int64_t)(k2 + 1023) << 52;
+    *s1 = h1.d;
+    *s2 = h2.d;
+}
+
+/* exp(x) for x <= 0 (and x not NaN), double. */
+BPF_INLINE double bpf_exp_neg_d(double x) {
+    double p, q, s1, s2;
+    bpf_exp_parts_d(x, &p, &q, &s1, &s2);
+    return (1.0 + 2.0 * p / (q - p)) * s1 * s2;           /* R as Cephes writes it */
 }
 
 /* exp(x) for x <= 0 (and x not NaN), float. */
@@ -63,26 +71,13 @@ BPF_INLINE float bpf_exp_neg_f(float x) {
 BPF_INLINE double bpf_abs_d(double x) { return x < 0 ? -x : x; }
 BPF_INLINE float bpf_abs_f(float x) { return x < 0 ? -x : x; }
 
-/* sigmoid(v), double, with one division instead of two: Cephes' exp(-|v|) is
- * R 2^k with R = (q + p) / (q - p), so 1 / (1 + exp(-|v|)) = (q - p) / ((q - p) + (q + p) 2^k)
- * and exp(-|v|) / (1 + exp(-|v|)) = (q + p) 2^k / (the same). Never overflows. */
+/* sigmoid(v), double, with one division instead of two: from exp(-|v|) = R 2^k with
+ * R = (q + p) / (q - p), 1 / (1 + exp(-|v|)) = (q - p) / ((q - p) + (q + p) 2^k) and
+ * exp(-|v|) / (1 + exp(-|v|)) = (q + p) 2^k / (the same). Never overflows. */
 BPF_INLINE double bpf_sigmoid_d(double v) {
-    const double magic = 6755399441055744.0;
-    double x = v < 0 ? v : -v;
-    x = x < -746.0 ? -746.0 : x;
-    double n = (x * 1.4426950408889634073599 + magic) - magic;
-    double r = x - n * 6.93145751953125E-1 - n * 1.42860682030941723212E-6;
-    double rr = r * r;
-    double px = r * ((1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr
-                     + 9.99999999999999999910E-1);
-    double qx = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr
-                 + 2.27265548208155028766E-1) * rr + 2.00000000000000000009E0;
-    int32_t k = (int32_t)n;
-    int32_t k1 = k >> 1, k2 = k - k1;
-    bpf_d64 s1, s2;
-    s1.i = (int64_t)(k1 + 1023) << 52;
-    s2.i = (int64_t)(k2 + 1023) << 52;
-    double den = qx - px, num = (qx + px) * s1.d * s2.d;
+    double p, q, s1, s2;
+    bpf_exp_parts_d(v < 0 ? v : -v, &p, &q, &s1, &s2);
+    double den = q - p, num = (q + p) * s1 * s2;
     double inv = 1.0 / (den + num);
     return v >= 0 ? den * inv : num * inv;
 }
