@@ -110,25 +110,37 @@ cdef double weight_sq_norm(const Net* net, const floating* P) noexcept nogil:
     return s
 
 
-cdef void momentum_update(const Net* net, Py_ssize_t size, floating* P, floating* G,
-                          floating* V, floating lr, floating mu, floating weight_decay,
+cdef inline void momentum_range(Py_ssize_t start, Py_ssize_t end, floating* P,
+                                const floating* G, floating* V, floating lr, floating mu,
+                                floating decay, bint nesterov) noexcept nogil:
+    """Over P[start:end]: g = G + decay * P;  v := mu * v - lr * g;  p += v (or mu * v - lr * g)."""
+    cdef Py_ssize_t i
+    cdef floating g
+    if nesterov:
+        for i in range(start, end):
+            g = G[i] + decay * P[i]
+            V[i] = mu * V[i] - lr * g
+            P[i] += mu * V[i] - lr * g
+    else:
+        for i in range(start, end):
+            g = G[i] + decay * P[i]
+            V[i] = mu * V[i] - lr * g
+            P[i] += V[i]
+
+
+cdef void momentum_update(const Net* net, floating* P, const floating* G, floating* V,
+                          floating lr, floating mu, floating weight_decay,
                           bint nesterov) noexcept nogil:
     """v := mu * v - lr * g;  p += v, or p += mu * v - lr * g with Nesterov.
 
-    g is the gradient plus weight_decay * W on weights (L2, not on biases).
+    g is the gradient plus weight_decay * W on weights (L2, not on biases); one
+    pass over each layer's weights and one over its biases.
     """
-    cdef Py_ssize_t i
     cdef int l
-    if weight_decay != 0:
-        for l in range(net.n_layers):
-            for i in range(net.w_off[l], net.b_off[l]):
-                G[i] += weight_decay * P[i]
-    for i in range(size):
-        V[i] = mu * V[i] - lr * G[i]
-        if nesterov:
-            P[i] += mu * V[i] - lr * G[i]
-        else:
-            P[i] += V[i]
+    for l in range(net.n_layers):
+        momentum_range(net.w_off[l], net.b_off[l], P, G, V, lr, mu, weight_decay, nesterov)
+        momentum_range(net.b_off[l], net.b_off[l] + net.sizes[l + 1], P, G, V, lr, mu,
+                       <floating>0, nesterov)
 
 
 cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
@@ -198,7 +210,7 @@ cdef int run_epoch(const Net* net, Py_ssize_t N, const floating* X, const floati
                                 1 - lr * weight_decay)
         else:
             loss = backward_all(net, n, xb, yb, P, acts, err0, err1, G, lr, 1)
-            momentum_update(net, n_params, P, G, V, lr, mu, weight_decay, nesterov)
+            momentum_update(net, P, G, V, lr, mu, weight_decay, nesterov)
         n_updates[0] += 1
         if not isfinite(loss):
             return 1
