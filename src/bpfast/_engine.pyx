@@ -19,7 +19,7 @@ import numpy as np
 
 from bpfast._kernels cimport (
     forward_layer, backprop_error_into, activation_backward_inplace, output_delta_into,
-    weight_gradients_into, sgd_fused, all_finite, LOSS_SSE,
+    weight_gradients_into, sgd_fused, momentum_step, all_finite, LOSS_SSE,
 )
 
 cnp.import_array()
@@ -110,24 +110,6 @@ cdef double weight_sq_norm(const Net* net, const floating* P) noexcept nogil:
     return s
 
 
-cdef inline void momentum_range(Py_ssize_t start, Py_ssize_t end, floating* P,
-                                const floating* G, floating* V, floating lr, floating mu,
-                                floating decay, bint nesterov) noexcept nogil:
-    """Over P[start:end]: g = G + decay * P;  v := mu * v - lr * g;  p += v (or mu * v - lr * g)."""
-    cdef Py_ssize_t i
-    cdef floating g
-    if nesterov:
-        for i in range(start, end):
-            g = G[i] + decay * P[i]
-            V[i] = mu * V[i] - lr * g
-            P[i] += mu * V[i] - lr * g
-    else:
-        for i in range(start, end):
-            g = G[i] + decay * P[i]
-            V[i] = mu * V[i] - lr * g
-            P[i] += V[i]
-
-
 cdef void momentum_update(const Net* net, floating* P, const floating* G, floating* V,
                           floating lr, floating mu, floating weight_decay,
                           bint nesterov) noexcept nogil:
@@ -137,10 +119,12 @@ cdef void momentum_update(const Net* net, floating* P, const floating* G, floati
     pass over each layer's weights and one over its biases.
     """
     cdef int l
+    cdef Py_ssize_t w, b
     for l in range(net.n_layers):
-        momentum_range(net.w_off[l], net.b_off[l], P, G, V, lr, mu, weight_decay, nesterov)
-        momentum_range(net.b_off[l], net.b_off[l] + net.sizes[l + 1], P, G, V, lr, mu,
-                       <floating>0, nesterov)
+        w = net.w_off[l]
+        b = net.b_off[l]
+        momentum_step(b - w, P + w, G + w, V + w, lr, mu, weight_decay, nesterov)
+        momentum_step(net.sizes[l + 1], P + b, G + b, V + b, lr, mu, <floating>0, nesterov)
 
 
 cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:

@@ -18,6 +18,10 @@ cdef extern from "_vmath.h" nogil:
     void bpf_act_backward_f(Py_ssize_t size, float* E, const float* A, int act)
     double bpf_exp_shift_d(Py_ssize_t m, double shift, double* z)
     float bpf_exp_shift_f(Py_ssize_t m, float shift, float* z)
+    void bpf_momentum_d(Py_ssize_t size, double* P, const double* G, double* V, double lr,
+                        double mu, double decay, int nesterov)
+    void bpf_momentum_f(Py_ssize_t size, float* P, const float* G, float* V, float lr,
+                        float mu, float decay, int nesterov)
     int bpf_cpu_level()
     int bpf_set_cpu_level(int cap)
 
@@ -229,6 +233,15 @@ cdef void sgd_fused(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     """
     gemm(True, False, n_in, n_out, n, -lr, A_prev, n_in, delta, n_out, w_scale, W, n_out)
     column_sums(n, n_out, delta, -lr, <floating>1, b)
+
+
+cdef void momentum_step(Py_ssize_t size, floating* P, const floating* G, floating* V,
+                        floating lr, floating mu, floating decay, bint nesterov) noexcept nogil:
+    """g = G + decay * P;  V := mu * V - lr * g;  P += V, or P += mu * V - lr * g (Nesterov)."""
+    if floating is double:
+        bpf_momentum_d(size, P, G, V, lr, mu, decay, nesterov)
+    else:
+        bpf_momentum_f(size, P, G, V, lr, mu, decay, nesterov)
 
 
 cdef void sgd_update_into(Py_ssize_t size, floating lr, const floating* grad,

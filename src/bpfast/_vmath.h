@@ -122,6 +122,8 @@ BPF_INLINE float bpf_tanh_f(float x) {
  *   bias_<f>(n, m, b, Z):  Z := f(Z + b) over n rows of m (f: identity, sigmoid, tanh, relu)
  *   exp_shift(m, shift, z): z := exp(z - shift), returns the sum (softmax)
  *   back_<f>(size, E, A):  E := E * f'(Z), written in terms of A = f(Z)
+ *   momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
+ *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
  */
 #define BPF_ROWS(BODY)                                                               \
     for (ptrdiff_t i = 0; i < n; i++) {                                              \
@@ -160,6 +162,22 @@ BPF_INLINE float bpf_tanh_f(float x) {
     }                                                                                \
     TARGET static void NAME##_back_relu(ptrdiff_t size, T_* E, const T_* A) {       \
         for (ptrdiff_t i = 0; i < size; i++) E[i] = A[i] > 0 ? E[i] : 0;             \
+    }                                                                                \
+    TARGET static void NAME##_momentum(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
+                                       T_* restrict V, T_ lr, T_ mu, T_ decay, int nesterov) { \
+        if (nesterov) {                                                              \
+            for (ptrdiff_t i = 0; i < size; i++) {                                   \
+                T_ g = G[i] + decay * P[i];                                          \
+                V[i] = mu * V[i] - lr * g;                                           \
+                P[i] += mu * V[i] - lr * g;                                          \
+            }                                                                        \
+        } else {                                                                     \
+            for (ptrdiff_t i = 0; i < size; i++) {                                   \
+                T_ g = G[i] + decay * P[i];                                          \
+                V[i] = mu * V[i] - lr * g;                                           \
+                P[i] += V[i];                                                        \
+            }                                                                        \
+        }                                                                            \
     }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -223,6 +241,10 @@ static inline int bpf_set_cpu_level(int cap) {
     }                                                                                \
     static inline T bpf_exp_shift_##X(ptrdiff_t m, T shift, T* z) {                 \
         BPF_PICK(X, exp_shift, m, shift, z)                                          \
+    }                                                                                \
+    static inline void bpf_momentum_##X(ptrdiff_t size, T* P, const T* G, T* V, T lr, T mu,  \
+                                        T decay, int nesterov) {                     \
+        BPF_PICK(X, momentum, size, P, G, V, lr, mu, decay, nesterov)                \
     }                                                                                \
     static inline void bpf_act_backward_##X(ptrdiff_t size, T* E, const T* A, int act) { \
         if (act == 1) { BPF_PICK(X, back_sigmoid, size, E, A) }                      \
