@@ -879,6 +879,16 @@ def plot(cases, results, path):
 
 
 # ----------------------------------------------------------------------------- main
+def digits_section(repeats):
+    """examples/digits.py's output: bpfast.sklearn vs scikit-learn's MLP on the digits."""
+    script = os.path.join(ROOT, "examples", "digits.py")
+    if not os.path.exists(script):
+        return "(examples/digits.py not found)"
+    run = subprocess.run([sys.executable, script, "--repeats", str(repeats)],
+                         capture_output=True, text=True, timeout=600)
+    return "\n".join("    " + line for line in (run.stdout + run.stderr).strip().splitlines())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -921,6 +931,8 @@ def main(argv=None):
                 log(f"  CHECK FAILED: {name}: weights rel. err {ew:.2e}, update rel. err {eu:.2e}")
         log(f"[{c.name}] timing")
         results[c.name] = measure_case(c, args, log)
+    full_run = not args.quick and not args.cases
+    digits = digits_section(5) if full_run else None
     elapsed = time.time() - started
 
     med_table, ratio_table = tables(cases, results)
@@ -970,7 +982,7 @@ Reproduce (from the repository root{', with ' + ' and '.join(unset) + ' unset' i
 On a shared machine the medians move by several percent from run to run (see the min/max
 spread in the raw table): a verdict within ~5% of its threshold is not conclusive.
 
-## How it was measured
+{'## Digits: bpfast.sklearn against scikit-learn' + chr(10) + chr(10) + 'scikit-learn' + chr(39) + 's bundled digits at the same settings (`python examples/digits.py --repeats 5`, one BLAS thread as above; fit time is the fastest of 5 fits each):' + chr(10) + chr(10) + digits + chr(10) + chr(10) if digits else ''}## How it was measured
 
 - **bpfast fit**: `Network.fit(X, Y, epochs=k, batch_size=B, lr={LR}, shuffle=False)` over a data
   set of the row count above; time of the whole call (validation, per-epoch bookkeeping
