@@ -16,8 +16,8 @@ cdef extern from "_vmath.h" nogil:
     void bpf_bias_act_f(Py_ssize_t n, Py_ssize_t m, const float* b, float* Z, int act)
     void bpf_act_backward_d(Py_ssize_t size, double* E, const double* A, int act)
     void bpf_act_backward_f(Py_ssize_t size, float* E, const float* A, int act)
-    double bpf_exp_shift_d(Py_ssize_t m, double shift, double* z)
-    float bpf_exp_shift_f(Py_ssize_t m, float shift, float* z)
+    void bpf_softmax_d(Py_ssize_t n, Py_ssize_t m, double* Z)
+    void bpf_softmax_f(Py_ssize_t n, Py_ssize_t m, float* Z)
     void bpf_momentum_d(Py_ssize_t size, double* P, const double* G, double* V, double lr,
                         double mu, double decay, int nesterov)
     void bpf_momentum_f(Py_ssize_t size, float* P, const float* G, float* V, float lr,
@@ -107,25 +107,6 @@ cdef inline void dot_products(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize
 
 # ---------------------------------------------------------------- activations
 
-cdef void softmax_rows(Py_ssize_t n, Py_ssize_t m, floating* Z) noexcept nogil:
-    """Z[i] := softmax(Z[i]) row by row, shifted by the row max so exp() <= 1."""
-    cdef Py_ssize_t i, j
-    cdef floating zmax, s
-    cdef floating* z
-    for i in range(n):
-        z = Z + i * m
-        zmax = z[0]
-        for j in range(1, m):
-            if z[j] > zmax:
-                zmax = z[j]
-        if floating is double:
-            s = bpf_exp_shift_d(m, zmax, z)
-        else:
-            s = bpf_exp_shift_f(m, zmax, z)
-        for j in range(m):
-            z[j] = z[j] / s
-
-
 cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int activation,
                           floating* Z) noexcept nogil:
     """Z := f(Z + b), one pass over Z (softmax: a second pass per row).
@@ -138,7 +119,10 @@ cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int act
     else:
         bpf_bias_act_f(n, m, b, Z, act)
     if activation == ACT_SOFTMAX:
-        softmax_rows(n, m, Z)
+        if floating is double:
+            bpf_softmax_d(n, m, Z)
+        else:
+            bpf_softmax_f(n, m, Z)
 
 
 cdef void activation_backward_inplace(Py_ssize_t size, floating* E, const floating* A,

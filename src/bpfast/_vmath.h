@@ -120,7 +120,8 @@ BPF_INLINE float bpf_tanh_f(float x) {
 
 /* One family of loops per type and target:
  *   bias_<f>(n, m, b, Z):  Z := f(Z + b) over n rows of m (f: identity, sigmoid, tanh, relu)
- *   exp_shift(m, shift, z): z := exp(z - shift), returns the sum (softmax)
+ *   softmax(n, m, Z):      Z[i] := softmax(Z[i]) row by row, shifted by the row max
+ *                          so that exp() <= 1
  *   back_<f>(size, E, A):  E := E * f'(Z), written in terms of A = f(Z)
  *   momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
  *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
@@ -146,13 +147,17 @@ BPF_INLINE float bpf_tanh_f(float x) {
     TARGET static void NAME##_bias_relu(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) {     \
         typedef T_ T; BPF_ROWS(z[j] = v > 0 ? v : 0;)                                \
     }                                                                                \
-    TARGET static T_ NAME##_exp_shift(ptrdiff_t m, T_ shift, T_* z) {               \
-        T_ sum = 0;                                                                  \
-        for (ptrdiff_t j = 0; j < m; j++)   /* vectorized */                         \
-            z[j] = bpf_exp_neg_##X(z[j] - shift);                                    \
-        for (ptrdiff_t j = 0; j < m; j++)   /* in order: no reassociation */         \
-            sum += z[j];                                                             \
-        return sum;                                                                  \
+    TARGET static void NAME##_softmax(ptrdiff_t n, ptrdiff_t m, T_* Z) {            \
+        for (ptrdiff_t i = 0; i < n; i++) {                                          \
+            T_* restrict z = Z + i * m;                                              \
+            T_ zmax = z[0], sum = 0;                                                 \
+            for (ptrdiff_t j = 1; j < m; j++) zmax = z[j] > zmax ? z[j] : zmax;      \
+            for (ptrdiff_t j = 0; j < m; j++)   /* vectorized */                     \
+                z[j] = bpf_exp_neg_##X(z[j] - zmax);                                 \
+            for (ptrdiff_t j = 0; j < m; j++)   /* in order: no reassociation */     \
+                sum += z[j];                                                         \
+            for (ptrdiff_t j = 0; j < m; j++) z[j] = z[j] / sum;                     \
+        }                                                                            \
     }                                                                                \
     TARGET static void NAME##_back_sigmoid(ptrdiff_t size, T_* E, const T_* A) {    \
         for (ptrdiff_t i = 0; i < size; i++) E[i] *= A[i] * (1 - A[i]);              \
@@ -239,8 +244,8 @@ static inline int bpf_set_cpu_level(int cap) {
         if (act == 3) { BPF_PICK(X, bias_relu, n, m, b, Z) }                         \
         BPF_PICK(X, bias_identity, n, m, b, Z)                                       \
     }                                                                                \
-    static inline T bpf_exp_shift_##X(ptrdiff_t m, T shift, T* z) {                 \
-        BPF_PICK(X, exp_shift, m, shift, z)                                          \
+    static inline void bpf_softmax_##X(ptrdiff_t n, ptrdiff_t m, T* Z) {            \
+        BPF_PICK(X, softmax, n, m, Z)                                                \
     }                                                                                \
     static inline void bpf_momentum_##X(ptrdiff_t size, T* P, const T* G, T* V, T lr, T mu,  \
                                         T decay, int nesterov) {                     \
