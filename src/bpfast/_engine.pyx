@@ -360,13 +360,13 @@ cdef class Engine:
         self.last_X = None
         return loss
 
-    def train_step(self, cnp.ndarray X, cnp.ndarray Y, double lr, double weight_decay=0):
+    def train_step(self, cnp.ndarray X, cnp.ndarray Y, double lr):
         """forward + backward + fused SGD update for one batch; returns the loss before the step."""
         self.check(X, self.net.sizes[0], "X")
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
-        return self.fused_step(X, Y, lr, weight_decay)
+        return self.fused_step(X, Y, lr)
 
     def try_train_step(self, X, Y, lr):
         """train_step for arguments that are exactly what the kernels need, checked in C.
@@ -395,7 +395,7 @@ cdef class Engine:
                 finite = all_finite(nx, <float*>x) and all_finite(ny, <float*>y)
         if not finite:
             raise NeedsValidation
-        return self.fused_step(X, Y, rate, 0)
+        return self.fused_step(X, Y, rate)
 
     cdef inline bint accepts(self, cnp.ndarray A, Py_ssize_t width):
         # Native byte order and alignment too: the type number alone does not tell.
@@ -404,13 +404,12 @@ cdef class Engine:
                 and cnp.PyArray_ISALIGNED(A) and cnp.PyArray_ISNOTSWAPPED(A)
                 and cnp.PyArray_TYPE(A) == <int>(cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT))
 
-    cdef double fused_step(self, cnp.ndarray X, cnp.ndarray Y, double lr,
-                           double weight_decay) except? -1:
+    cdef double fused_step(self, cnp.ndarray X, cnp.ndarray Y, double lr) except? -1:
         cdef Py_ssize_t n = cnp.PyArray_DIMS(X)[0]
         self.reserve(n, False)
         self.batch = 0
         self.last_X = None
-        return self.step(data(X), data(Y), n, True, NULL, lr, 1 - lr * weight_decay)
+        return self.step(data(X), data(Y), n, True, NULL, lr, 1)
 
     cdef double step(self, char* x, char* y, Py_ssize_t n, bint run, char* G, double lr,
                      double w_scale) noexcept:

@@ -139,9 +139,9 @@ class ReferenceEngine:
     def try_train_step(self, X, Y, lr):
         raise NeedsValidation     # no fast path: the Network validates first
 
-    def train_step(self, X, Y, lr, weight_decay=0.0):
+    def train_step(self, X, Y, lr):
         self.batch, self.acts = 0, None
-        return self._train_batch(X.tolist(), Y.tolist(), lr, 0.0, False, weight_decay)
+        return self._train_batch(X.tolist(), Y.tolist(), lr, 0.0, False, 0.0)
 
     def seed(self, seed, n_samples):
         self.rng = int(seed) & _MASK

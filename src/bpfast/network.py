@@ -255,16 +255,22 @@ class Network:
         """Output for X, shape (n, sizes[-1]); nothing is kept for ``backward``."""
         X = self._X(X)
         with self._exclusive():
-            if X.shape[0] <= PREDICT_CHUNK:
-                return self._engine.forward(X, keep=False)
-            return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], keep=False)
-                                   for i in range(0, X.shape[0], PREDICT_CHUNK)])
+            return self._outputs(X)
 
     def evaluate(self, X, Y) -> float:
         """The loss on (X, Y) without training (the same definition as ``fit`` reports)."""
         out = self.predict(X)
-        Y = self._Y(Y, out.shape[0])
-        return _kernels.output_delta(out, Y, self.loss, self.output_activation)[0]
+        return self._loss_of(out, self._Y(Y, out.shape[0]))
+
+    def _outputs(self, X):
+        """Forward of validated X in chunks of PREDICT_CHUNK rows (the caller holds the lock)."""
+        if X.shape[0] <= PREDICT_CHUNK:
+            return self._engine.forward(X, keep=False)
+        return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], keep=False)
+                               for i in range(0, X.shape[0], PREDICT_CHUNK)])
+
+    def _loss_of(self, out, Y):
+        return float(_kernels.output_delta(out, Y, self.loss, self.output_activation)[0])
 
     def fit(self, X, Y, epochs: int = 10, batch_size: int = 32, lr: float = 0.1,
             shuffle: bool = True, seed: Optional[int] = None, momentum: float = 0.0,
@@ -365,7 +371,7 @@ class Network:
                         f"finite; the parameters were restored to the start of that epoch. "
                         f"Try a smaller lr.")
                 if validation_data is not None:
-                    history.val_loss.append(self._unlocked_evaluate(Xv, Yv))
+                    history.val_loss.append(self._loss_of(self._outputs(Xv), Yv))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{history.loss[-1]:.4g}")
@@ -374,11 +380,6 @@ class Network:
         if bar is not None:
             bar.close()
         return history
-
-    def _unlocked_evaluate(self, X, Y):
-        out = np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], keep=False)
-                              for i in range(0, X.shape[0], PREDICT_CHUNK)])
-        return float(_kernels.output_delta(out, Y, self.loss, self.output_activation)[0])
 
     @staticmethod
     def _schedule(lr, lr_schedule, power_t, step_size, gamma):
