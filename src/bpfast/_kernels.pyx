@@ -18,6 +18,10 @@ cdef extern from "_vmath.h" nogil:
     void bpf_act_backward_f(Py_ssize_t size, float* E, const float* A, int act)
     void bpf_softmax_d(Py_ssize_t n, Py_ssize_t m, double* Z)
     void bpf_softmax_f(Py_ssize_t n, Py_ssize_t m, float* Z)
+    void bpf_column_sums_d(Py_ssize_t n, Py_ssize_t m, const double* D, double alpha,
+                           int accumulate, double* db)
+    void bpf_column_sums_f(Py_ssize_t n, Py_ssize_t m, const float* D, float alpha,
+                           int accumulate, float* db)
     void bpf_momentum_d(Py_ssize_t size, double* P, const double* G, double* V, double lr,
                         double mu, double decay, int nesterov)
     void bpf_momentum_f(Py_ssize_t size, float* P, const float* G, float* V, float lr,
@@ -187,15 +191,12 @@ cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, con
 
 
 cdef void column_sums(Py_ssize_t n, Py_ssize_t m, const floating* delta, floating alpha,
-                      floating beta, floating* db) noexcept nogil:
-    """db := alpha * delta.sum(axis=0) + beta * db (beta is 0 or 1)."""
-    cdef Py_ssize_t i, j
-    if beta == 0:
-        for j in range(m):
-            db[j] = 0
-    for i in range(n):
-        for j in range(m):
-            db[j] += alpha * delta[i * m + j]
+                      bint accumulate, floating* db) noexcept nogil:
+    """db := alpha * delta.sum(axis=0), added to db with accumulate (summed row by row)."""
+    if floating is double:
+        bpf_column_sums_d(n, m, delta, alpha, accumulate, db)
+    else:
+        bpf_column_sums_f(n, m, delta, alpha, accumulate, db)
 
 
 cdef void weight_gradients_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
@@ -204,7 +205,7 @@ cdef void weight_gradients_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     """dW := A_prev.T @ delta,  db := delta.sum(axis=0)."""
     gemm(True, False, n_in, n_out, n, <floating>1, A_prev, n_in, delta, n_out,
          <floating>0, dW, n_out)
-    column_sums(n, n_out, delta, <floating>1, <floating>0, db)
+    column_sums(n, n_out, delta, <floating>1, False, db)
 
 
 cdef void sgd_fused(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
@@ -216,7 +217,7 @@ cdef void sgd_fused(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     w_scale = 1 - lr * weight_decay applies L2 decay in the same call.
     """
     gemm(True, False, n_in, n_out, n, -lr, A_prev, n_in, delta, n_out, w_scale, W, n_out)
-    column_sums(n, n_out, delta, -lr, <floating>1, b)
+    column_sums(n, n_out, delta, -lr, True, b)
 
 
 cdef void momentum_step(Py_ssize_t size, floating* P, const floating* G, floating* V,

@@ -123,6 +123,7 @@ BPF_INLINE float bpf_tanh_f(float x) {
  *   softmax(n, m, Z):      Z[i] := softmax(Z[i]) row by row, shifted by the row max
  *                          so that exp() <= 1
  *   back_<f>(size, E, A):  E := E * f'(Z), written in terms of A = f(Z)
+ *   column_sums(n, m, D, alpha, accumulate, db): db (or 0) += alpha * D[i] for each row i
  *   momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
  *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
  */
@@ -131,6 +132,10 @@ BPF_INLINE float bpf_tanh_f(float x) {
         T* z = Z + i * m;                                                            \
         for (ptrdiff_t j = 0; j < m; j++) { T v = z[j] + b[j]; BODY }                \
     }
+
+/* softmax: rows of up to BPF_SOFTMAX_WIDTH go through in blocks of BPF_SOFTMAX_ROWS. */
+#define BPF_SOFTMAX_WIDTH 32
+#define BPF_SOFTMAX_ROWS 8
 
 #define BPF_DEFINE(NAME, TARGET, T_, X)                                              \
     typedef T_ NAME##_t;                                                             \
@@ -148,7 +153,36 @@ BPF_INLINE float bpf_tanh_f(float x) {
         typedef T_ T; BPF_ROWS(z[j] = v > 0 ? v : 0;)                                \
     }                                                                                \
     TARGET static void NAME##_softmax(ptrdiff_t n, ptrdiff_t m, T_* Z) {            \
-        for (ptrdiff_t i = 0; i < n; i++) {                                          \
+        ptrdiff_t i = 0;                                                             \
+        if (m <= BPF_SOFTMAX_WIDTH) {                                                \
+            /* Narrow rows (a few classes) leave vector lanes empty and chain the  \
+             * max and sum: work on BPF_SOFTMAX_ROWS rows at once instead, held   \
+             * transposed so that every lane is a row. Same operations, in the     \
+             * same order per row, as the loop below: the same bits. */           \
+            T_ t[BPF_SOFTMAX_WIDTH][BPF_SOFTMAX_ROWS], zmax[BPF_SOFTMAX_ROWS];       \
+            T_ sum[BPF_SOFTMAX_ROWS];                                                \
+            for (; i + BPF_SOFTMAX_ROWS <= n; i += BPF_SOFTMAX_ROWS) {               \
+                T_* restrict z = Z + i * m;                                          \
+                for (ptrdiff_t j = 0; j < m; j++)                                    \
+                    for (int r = 0; r < BPF_SOFTMAX_ROWS; r++) t[j][r] = z[r * m + j]; \
+                for (int r = 0; r < BPF_SOFTMAX_ROWS; r++) {                         \
+                    zmax[r] = t[0][r];                                               \
+                    sum[r] = 0;                                                      \
+                }                                                                    \
+                for (ptrdiff_t j = 1; j < m; j++)                                    \
+                    for (int r = 0; r < BPF_SOFTMAX_ROWS; r++)                       \
+                        zmax[r] = t[j][r] > zmax[r] ? t[j][r] : zmax[r];             \
+                for (ptrdiff_t j = 0; j < m; j++)                                    \
+                    for (int r = 0; r < BPF_SOFTMAX_ROWS; r++) {                     \
+                        t[j][r] = bpf_exp_neg_##X(t[j][r] - zmax[r]);                \
+                        sum[r] += t[j][r];                                           \
+                    }                                                                \
+                for (ptrdiff_t j = 0; j < m; j++)                                    \
+                    for (int r = 0; r < BPF_SOFTMAX_ROWS; r++)                       \
+                        z[r * m + j] = t[j][r] / sum[r];                             \
+            }                                                                        \
+        }                                                                            \
+        for (; i < n; i++) {                                                         \
             T_* restrict z = Z + i * m;                                              \
             T_ zmax = z[0], sum = 0;                                                 \
             for (ptrdiff_t j = 1; j < m; j++) zmax = z[j] > zmax ? z[j] : zmax;      \
@@ -158,6 +192,13 @@ BPF_INLINE float bpf_tanh_f(float x) {
                 sum += z[j];                                                         \
             for (ptrdiff_t j = 0; j < m; j++) z[j] = z[j] / sum;                     \
         }                                                                            \
+    }                                                                                \
+    TARGET static void NAME##_column_sums(ptrdiff_t n, ptrdiff_t m, const T_* restrict D, \
+                                          T_ alpha, int accumulate, T_* restrict db) { \
+        if (!accumulate)                                                             \
+            for (ptrdiff_t j = 0; j < m; j++) db[j] = 0;                             \
+        for (ptrdiff_t i = 0; i < n; i++)   /* rows in order, vectorized along j */  \
+            for (ptrdiff_t j = 0; j < m; j++) db[j] += alpha * D[i * m + j];         \
     }                                                                                \
     TARGET static void NAME##_back_sigmoid(ptrdiff_t size, T_* E, const T_* A) {    \
         for (ptrdiff_t i = 0; i < size; i++) E[i] *= A[i] * (1 - A[i]);              \
@@ -246,6 +287,10 @@ static inline int bpf_set_cpu_level(int cap) {
     }                                                                                \
     static inline void bpf_softmax_##X(ptrdiff_t n, ptrdiff_t m, T* Z) {            \
         BPF_PICK(X, softmax, n, m, Z)                                                \
+    }                                                                                \
+    static inline void bpf_column_sums_##X(ptrdiff_t n, ptrdiff_t m, const T* D, T alpha,  \
+                                           int accumulate, T* db) {                  \
+        BPF_PICK(X, column_sums, n, m, D, alpha, accumulate, db)                     \
     }                                                                                \
     static inline void bpf_momentum_##X(ptrdiff_t size, T* P, const T* G, T* V, T lr, T mu,  \
                                         T decay, int nesterov) {                     \
