@@ -49,6 +49,37 @@ def test_fit_update_rules_match_plain_numpy(options, cfg):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("backend", ["cython", "reference"])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_keep_momentum_continues_training_as_one_longer_fit(backend, nesterov):
+    X, Y = data()
+    opts = dict(batch_size=4, lr=0.05, shuffle=False, momentum=0.8, nesterov=nesterov,
+                weight_decay=0.01)
+    whole, parts, fresh = (bpfast.Network(**CFG, backend=backend, seed=4) for _ in range(3))
+    whole.fit(X, Y, epochs=3, **opts)
+    parts.fit(X, Y, epochs=1, **opts)
+    parts.fit(X, Y, epochs=2, keep_momentum=True, **opts)
+    fresh.fit(X, Y, epochs=1, **opts)
+    fresh.fit(X, Y, epochs=2, **opts)              # velocities back at 0: another path
+    assert np.array_equal(parts.get_parameters(), whole.get_parameters())
+    assert not np.allclose(fresh.get_parameters(), whole.get_parameters())
+
+
+@pytest.mark.parametrize("backend", ["cython", "reference"])
+def test_a_diverged_fit_leaves_no_velocity_to_keep(backend):
+    cfg = dict(sizes=[5, 6, 3], activation="relu", output_activation="identity", loss="mse")
+    X, Y = data(sizes=cfg["sizes"])
+    net, twin = (bpfast.Network(**cfg, backend=backend, seed=5) for _ in range(2))
+    net.fit(X, Y, epochs=1, batch_size=4, lr=0.01, momentum=0.9)
+    with pytest.raises(FloatingPointError):
+        net.fit(X * 1e3, Y, epochs=30, batch_size=4, lr=1e3, momentum=0.9, keep_momentum=True)
+    twin.set_parameters(net.get_parameters())      # restored to the start of the bad epoch
+    opts = dict(epochs=2, batch_size=4, lr=0.01, momentum=0.9, shuffle=False)
+    net.fit(X, Y, keep_momentum=True, **opts)
+    twin.fit(X, Y, **opts)
+    assert np.array_equal(net.get_parameters(), twin.get_parameters())
+
+
 def test_weight_decay_adds_its_term_to_the_reported_loss():
     X, Y = data()
     net = bpfast.Network(**CFG, seed=3)

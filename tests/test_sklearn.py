@@ -173,6 +173,23 @@ def test_partial_fit():
         MLPRegressor(early_stopping=True).partial_fit(X, y.astype(float))
 
 
+@pytest.mark.parametrize("nesterovs_momentum", [False, True])
+def test_partial_fit_keeps_the_momentum_like_scikit_learn(nesterovs_momentum):
+    """Each partial_fit is one more epoch of the same optimizer: velocities carry over."""
+    X, y = _blobs()
+    kw = dict(hidden_layer_sizes=(8,), learning_rate_init=0.05, momentum=0.9, shuffle=False,
+              nesterovs_momentum=nesterovs_momentum, random_state=0, n_iter_no_change=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = MLPClassifier(max_iter=3, **kw).fit(X, y)
+    parts = MLPClassifier(**kw)
+    for _ in range(3):
+        parts.partial_fit(X, y, classes=[0, 1, 2])
+    for got, want in zip(parts.coefs_ + parts.intercepts_, whole.coefs_ + whole.intercepts_):
+        assert np.array_equal(got, want)
+    np.testing.assert_allclose(parts.loss_curve_, whole.loss_curve_, rtol=1e-12)
+
+
 def test_warm_start_continues():
     X, y = _blobs()
     with warnings.catch_warnings():

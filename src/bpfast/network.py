@@ -277,7 +277,7 @@ class Network:
             nesterov: bool = False, weight_decay: float = 0.0, lr_schedule="constant",
             power_t: float = 0.5, step_size: int = 10, gamma: float = 0.5,
             validation_data=None, callback: Optional[Callable] = None,
-            progress: bool = False) -> History:
+            progress: bool = False, keep_momentum: bool = False) -> History:
         """Mini-batch gradient descent over whole epochs, each in one native call.
 
         Parameters
@@ -294,7 +294,8 @@ class Network:
             None draws it from the Network's own seeded generator.
         momentum : float in [0, 1)
             Classical momentum ``v = momentum * v - lr * g; W += v``; with
-            ``nesterov=True``, ``W += momentum * v - lr * g``. Velocities start at 0.
+            ``nesterov=True``, ``W += momentum * v - lr * g``. Velocities start at 0
+            unless ``keep_momentum``.
         weight_decay : float >= 0
             L2 penalty on weights (not biases): the loss gains
             ``0.5 * weight_decay * sum(W ** 2)`` and the gradient ``weight_decay * W``.
@@ -308,6 +309,10 @@ class Network:
             ``callback(epoch, history)`` after every epoch; returning False stops.
         progress : bool
             Show a progress bar (needs tqdm).
+        keep_momentum : bool
+            Continue from the velocities that the previous ``fit`` left (incremental
+            training, as scikit-learn's ``partial_fit`` does); they are reset to 0
+            after a diverged fit.
 
         Returns
         -------
@@ -354,7 +359,8 @@ class Network:
             if seed is None:
                 seed = int(self._rng.integers(0, 2 ** 63))
             self._engine.seed(seed, X.shape[0])
-            self._velocity[...] = 0
+            if not keep_momentum:
+                self._velocity[...] = 0
             epoch = 0
             while epoch < epochs:
                 lrs = [schedule(e) for e in range(epoch, epoch + 1 if per_epoch else epochs)]
@@ -365,6 +371,7 @@ class Network:
                 history.lr.extend(lrs[:len(losses)])
                 epoch += len(losses)
                 if diverged:
+                    self._velocity[...] = 0     # not finite either; a later fit starts afresh
                     raise FloatingPointError(
                         f"training diverged in epoch {epoch + 1} (of {epochs}) with "
                         f"lr={lrs[len(losses)]:g}: the loss or the parameters stopped being "

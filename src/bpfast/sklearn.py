@@ -24,8 +24,8 @@ Differences from scikit-learn's own MLP, all deliberate and documented:
 - the L2 penalty uses the nominal batch size for every batch (scikit-learn
   divides by the actual size of the last, possibly smaller, batch), and the
   L2 part of ``loss_curve_`` is computed with the weights at the end of the epoch.
-- ``partial_fit`` keeps the learning rate between calls but not the momentum
-  velocities (``Network.fit`` starts them at zero on every call).
+- ``partial_fit`` keeps the optimizer's state between calls, as scikit-learn
+  does: the learning rate and the momentum velocities.
 - ``momentum`` must be < 1.
 """
 from __future__ import annotations
@@ -339,7 +339,8 @@ class _BaseMLP(BaseEstimator):
             net.fit(X, Y, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
                     lr=float(self.learning_rate_init), shuffle=bool(self.shuffle), seed=seed,
                     momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum),
-                    weight_decay=weight_decay, lr_schedule=schedule, callback=callback)
+                    weight_decay=weight_decay, lr_schedule=schedule, callback=callback,
+                    keep_momentum=incremental)
         except FloatingPointError as exc:
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed, or "
