@@ -36,3 +36,19 @@ def test_bench_quick_writes_results_table(tmp_path):
         assert not png.exists()
     else:
         assert png.stat().st_size > 0
+
+
+def test_step_phases_runs_and_the_products_are_part_of_the_step(tmp_path):
+    """bench_step_phases.py builds its Cython module (skipped without Cython) and reports."""
+    import pytest
+    pytest.importorskip("Cython")
+    env = dict(os.environ, HOME=str(tmp_path))          # pyximport builds under ~/.pyxbld
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_step_phases.py"),
+                           "--reps", "50"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    shares = re.findall(r"(float32|float64): phases 1-7 sum to ([\d.]+) µs, of which the "
+                        r"products ([\d.]+) µs", proc.stdout)
+    assert [s[0] for s in shares] == ["float32", "float64"], proc.stdout
+    for _, step, products in shares:
+        assert 0 < float(products) and 0 < float(step)
