@@ -1,5 +1,10 @@
 """Where the time of one 64-64-10 step goes: each phase timed in native code.
 
+Second table: the error sent back through a layer, E = delta @ W.T, as one BLAS
+call with W.T as the operand and as bpfast's backprop_error_into(), which for
+narrow layers (<= 16 outputs, W of <= 1024 elements, batch >= 16) transposes W into
+a stack buffer first so that BLAS runs its faster non-transposed kernels.
+
 Shows how much of a step is matrix products (OpenBLAS through scipy's cython_blas)
 and how much the element-wise work around them, for float32 and float64, and what
 the products alone would give against the NumPy step of bench.py. Builds a small
@@ -60,6 +65,21 @@ def main(argv=None):
         step = sum(results[dtype][1:])
         print(f"{np.dtype(dtype).name}: phases 1-7 sum to {step:.2f} µs, of which the products "
               f"{results[dtype][0]:.2f} µs ({100 * results[dtype][0] / step:.0f}%)")
+    backprop_table(reps)
+
+
+def backprop_table(reps):
+    print()
+    print("E = delta @ W.T, µs per call: BLAS with W.T / backprop_error_into (float64)")
+    print(f"{'batch':>6}{'n_in':>6}{'n_out':>6}{'W.T':>10}{'bpfast':>10}{'speedup':>9}")
+    rng = np.random.default_rng(0)
+    for n, n_in, n_out in ((32, 64, 10), (64, 64, 10), (16, 16, 3), (32, 128, 8),
+                           (256, 64, 16), (32, 1024, 1), (8, 64, 10), (32, 64, 32)):
+        delta, W = rng.normal(size=(n, n_out)), rng.normal(size=(n_in, n_out))
+        E = np.empty((n, n_in))
+        calls = max(10, reps * 4096 // (n * n_in * n_out))
+        plain, auto = (step_phases.time_backprop(delta, W, E, p, calls) * 1e6 for p in (True, False))
+        print(f"{n:>6}{n_in:>6}{n_out:>6}{plain:>10.3f}{auto:>10.3f}{plain / auto:>8.2f}x")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ cdef void phase(int which, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_
     if which == 0:      # the five matrix products alone, as the step calls them
         gemm(False, False, n, d1, d0, <floating>1, X, d0, W1, d1, <floating>0, H, d1)
         gemm(False, False, n, d2, d1, <floating>1, H, d1, W2, d2, <floating>0, O, d2)
-        gemm(False, True, n, d1, d2, <floating>1, D2, d2, W2, d2, <floating>0, E, d1)
+        backprop_error_into(n, d1, d2, D2, W2, E)       # a product (W2 transposed first)
         gemm(True, False, d1, d2, n, <floating>-0.0, H, d1, D2, d2, <floating>1, W2, d2)
         gemm(True, False, d0, d1, n, <floating>-0.0, X, d0, E, d1, <floating>1, W1, d1)
     elif which == 1:
@@ -53,5 +53,24 @@ def time_phase(int which, floating[:, ::1] X, floating[:, ::1] W1, floating[::1]
             for r in range(reps):
                 phase(which, n, d0, d1, d2, &X[0, 0], &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
                       &Y[0, 0], &H[0, 0], &O[0, 0], &D2[0, 0], &E[0, 0])
+            best = min(best, (now() - t0) / reps)
+    return best
+
+
+def time_backprop(floating[:, ::1] delta, floating[:, ::1] W, floating[:, ::1] E, bint plain,
+                  int reps):
+    """Seconds per E = delta @ W.T: plain BLAS with W.T (plain) or backprop_error_into."""
+    cdef Py_ssize_t n = delta.shape[0], n_out = delta.shape[1], n_in = W.shape[0]
+    cdef double t0, best = 1e300
+    cdef int r, k
+    with nogil:
+        for k in range(5):
+            t0 = now()
+            for r in range(reps):
+                if plain:
+                    gemm(False, True, n, n_in, n_out, <floating>1, &delta[0, 0], n_out,
+                         &W[0, 0], n_out, <floating>0, &E[0, 0], n_in)
+                else:
+                    backprop_error_into(n, n_in, n_out, &delta[0, 0], &W[0, 0], &E[0, 0])
             best = min(best, (now() - t0) / reps)
     return best

@@ -171,6 +171,19 @@ def test_forward_and_backprop_error_match_reference_for_any_shape(n, n_in, n_out
                                **tol(dtype, n_out))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(16, 64, 10), (15, 64, 10), (32, 64, 16), (32, 64, 17),
+                                   (32, 1024, 1), (32, 1025, 1), (64, 16, 3), (16, 2, 2)])
+def test_backprop_error_on_both_sides_of_the_narrow_layer_path(dtype, shape):
+    """Narrow W (few outputs) is transposed into a buffer first; results as by NumPy."""
+    n, n_in, n_out = shape
+    rng = np.random.default_rng(n * n_in + n_out)
+    delta = rng.normal(size=(n, n_out)).astype(dtype)
+    W = rng.normal(size=(n_in, n_out)).astype(dtype)
+    want = delta.astype(np.float64) @ W.astype(np.float64).T
+    np.testing.assert_allclose(bpfast.backprop_error(delta, W), want, **tol(dtype, n_out))
+
+
 @pytest.fixture(params=[2, 1, 0], ids=["avx512", "avx2", "baseline"])
 def simd_level(request):
     """Run a test with each variant of the element-wise loops that this CPU can run."""

@@ -39,6 +39,10 @@ from bpfast.activations import ACTIVATIONS, LOSSES
 # trains 1.8x faster than with loops up to 4096), plain loops below (2-2-1: 2x).
 cdef Py_ssize_t SMALL_GEMM = 64
 
+# backprop_error_into() transposes W of up to this many elements (8 KB in float64).
+cdef enum:
+    NARROW_W = 1024
+
 
 # ---------------------------------------------------------------- matrix products
 
@@ -151,8 +155,24 @@ cdef void forward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, const f
 cdef void backprop_error_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                               const floating* delta, const floating* W,
                               floating* E) noexcept nogil:
-    """E := delta @ W.T, (n, n_out) @ (n_out, n_in): the error sent back through W."""
-    gemm(False, True, n, n_in, n_out, <floating>1, delta, n_out, W, n_out, <floating>0, E, n_in)
+    """E := delta @ W.T, (n, n_out) @ (n_out, n_in): the error sent back through W.
+
+    Behind a narrow layer (a few outputs), OpenBLAS is slow with W.T as the operand
+    (64-64-10 at batch 32: 1.46 µs in float64) and faster with W transposed first
+    into a small buffer on the stack (0.87 µs + the copy); see
+    benchmarks/bench_step_phases.py for shapes on both sides of the rule.
+    """
+    cdef floating Wt[NARROW_W]
+    cdef Py_ssize_t i, j
+    if n >= 16 and n_out <= 16 and n_in * n_out <= NARROW_W and n * n_in * n_out > SMALL_GEMM:
+        for i in range(n_in):
+            for j in range(n_out):
+                Wt[j * n_in + i] = W[i * n_out + j]
+        gemm(False, False, n, n_in, n_out, <floating>1, delta, n_out, Wt, n_in, <floating>0,
+             E, n_in)
+    else:
+        gemm(False, True, n, n_in, n_out, <floating>1, delta, n_out, W, n_out, <floating>0,
+             E, n_in)
 
 
 cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
