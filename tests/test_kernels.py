@@ -248,7 +248,7 @@ def test_vectorized_softmax_matches_reference(simd_level, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("width", [1, 2, 7, 10, 32, 33])
 def test_softmax_of_a_row_does_not_depend_on_its_batch(simd_level, dtype, width):
-    """Narrow rows go through in blocks of rows, the rest one by one: the same bits."""
+    """softmax runs exp() over the whole batch in one loop: a row alone gets the same bits."""
     rows = np.random.default_rng(width).normal(scale=20, size=(19, width)).astype(dtype)
     rows[3, 0] = 1e4 if width > 1 else rows[3, 0]     # a saturated row
     eye, zeros = np.eye(width, dtype=dtype), np.zeros(width, dtype)

@@ -133,10 +133,6 @@ BPF_INLINE float bpf_tanh_f(float x) {
         for (ptrdiff_t j = 0; j < m; j++) { T v = z[j] + b[j]; BODY }                \
     }
 
-/* softmax: rows of up to BPF_SOFTMAX_WIDTH go through in blocks of BPF_SOFTMAX_ROWS. */
-#define BPF_SOFTMAX_WIDTH 32
-#define BPF_SOFTMAX_ROWS 8
-
 #define BPF_DEFINE(NAME, TARGET, T_, X)                                              \
     typedef T_ NAME##_t;                                                             \
     TARGET static void NAME##_bias_identity(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) { \
@@ -152,42 +148,20 @@ BPF_INLINE float bpf_tanh_f(float x) {
     TARGET static void NAME##_bias_relu(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) {     \
         typedef T_ T; BPF_ROWS(z[j] = v > 0 ? v : 0;)                                \
     }                                                                                \
-    TARGET static void NAME##_softmax(ptrdiff_t n, ptrdiff_t m, T_* Z) {            \
-        ptrdiff_t i = 0;                                                             \
-        if (m <= BPF_SOFTMAX_WIDTH) {                                                \
-            /* Narrow rows (a few classes) leave vector lanes empty and chain the  \
-             * max and sum: work on BPF_SOFTMAX_ROWS rows at once instead, held   \
-             * transposed so that every lane is a row. Same operations, in the     \
-             * same order per row, as the loop below: the same bits. */           \
-            T_ t[BPF_SOFTMAX_WIDTH][BPF_SOFTMAX_ROWS], zmax[BPF_SOFTMAX_ROWS];       \
-            T_ sum[BPF_SOFTMAX_ROWS];                                                \
-            for (; i + BPF_SOFTMAX_ROWS <= n; i += BPF_SOFTMAX_ROWS) {               \
-                T_* restrict z = Z + i * m;                                          \
-                for (ptrdiff_t j = 0; j < m; j++)                                    \
-                    for (int r = 0; r < BPF_SOFTMAX_ROWS; r++) t[j][r] = z[r * m + j]; \
-                for (int r = 0; r < BPF_SOFTMAX_ROWS; r++) {                         \
-                    zmax[r] = t[0][r];                                               \
-                    sum[r] = 0;                                                      \
-                }                                                                    \
-                for (ptrdiff_t j = 1; j < m; j++)                                    \
-                    for (int r = 0; r < BPF_SOFTMAX_ROWS; r++)                       \
-                        zmax[r] = t[j][r] > zmax[r] ? t[j][r] : zmax[r];             \
-                for (ptrdiff_t j = 0; j < m; j++)                                    \
-                    for (int r = 0; r < BPF_SOFTMAX_ROWS; r++) {                     \
-                        t[j][r] = bpf_exp_neg_##X(t[j][r] - zmax[r]);                \
-                        sum[r] += t[j][r];                                           \
-                    }                                                                \
-                for (ptrdiff_t j = 0; j < m; j++)                                    \
-                    for (int r = 0; r < BPF_SOFTMAX_ROWS; r++)                       \
-                        z[r * m + j] = t[j][r] / sum[r];                             \
-            }                                                                        \
-        }                                                                            \
-        for (; i < n; i++) {                                                         \
-            T_* restrict z = Z + i * m;                                              \
-            T_ zmax = z[0], sum = 0;                                                 \
+    TARGET static void NAME##_softmax(ptrdiff_t n, ptrdiff_t m, T_* restrict Z) {   \
+        /* Three sweeps so that the exp() of the whole block is one vectorized loop \
+         * (rows of a few classes would leave most vector lanes empty): shift      \
+         * each row by its max, exp() everything, normalize each row. */           \
+        for (ptrdiff_t i = 0; i < n; i++) {                                          \
+            T_* z = Z + i * m;                                                       \
+            T_ zmax = z[0];                                                          \
             for (ptrdiff_t j = 1; j < m; j++) zmax = z[j] > zmax ? z[j] : zmax;      \
-            for (ptrdiff_t j = 0; j < m; j++)   /* vectorized */                     \
-                z[j] = bpf_exp_neg_##X(z[j] - zmax);                                 \
+            for (ptrdiff_t j = 0; j < m; j++) z[j] -= zmax;                          \
+        }                                                                            \
+        for (ptrdiff_t k = 0; k < n * m; k++) Z[k] = bpf_exp_neg_##X(Z[k]);         \
+        for (ptrdiff_t i = 0; i < n; i++) {                                          \
+            T_* z = Z + i * m;                                                       \
+            T_ sum = 0;                                                              \
             for (ptrdiff_t j = 0; j < m; j++)   /* in order: no reassociation */     \
                 sum += z[j];                                                         \
             for (ptrdiff_t j = 0; j < m; j++) z[j] = z[j] / sum;                     \
