@@ -64,33 +64,39 @@ cdef void forward_all(const Net* net, Py_ssize_t n, const floating* X, const flo
 
 cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
                          floating* P, floating* acts, floating* err0, floating* err1,
-                         floating* G, floating lr, floating w_scale) noexcept nogil:
+                         floating* G, floating* V, floating lr, floating w_scale, floating mu,
+                         floating decay, bint nesterov) noexcept nogil:
     """Compute the error and backpropagate it; returns the loss of the batch.
 
-    With G != NULL, G receives dLoss/dW and dLoss/db and P is untouched. With
-    G == NULL, each layer is updated in place by fused SGD (W := w_scale * W -
+    G == NULL: each layer is updated in place by fused SGD (W := w_scale * W -
     lr * dW) right after its error has been sent back through the old W.
+    G != NULL: G receives dLoss/dW and dLoss/db; with V != NULL each layer then
+    takes its momentum step (momentum_step: mu, L2 decay, nesterov) while its
+    gradient is still in cache, else P is untouched.
     """
     cdef int l, L = net.n_layers
     cdef floating* delta = err0
     cdef floating* E = err1
     cdef floating* swap
     cdef const floating* A_prev
-    cdef Py_ssize_t n_in, n_out
+    cdef Py_ssize_t n_in, n_out, w, b
     cdef double loss = output_delta_into(n, net.sizes[L], layer_output(net, n, acts, L - 1), Y,
                                          net.loss, net.output_act, delta)
     for l in range(L - 1, -1, -1):
         n_in = net.sizes[l]
         n_out = net.sizes[l + 1]
+        w = net.w_off[l]
+        b = net.b_off[l]
         A_prev = X if l == 0 else layer_output(net, n, acts, l - 1)
         if l > 0:
-            backprop_error_into(n, n_in, n_out, delta, P + net.w_off[l], E)
+            backprop_error_into(n, n_in, n_out, delta, P + w, E)
         if G == NULL:
-            sgd_fused(n, n_in, n_out, A_prev, delta, lr, w_scale, P + net.w_off[l],
-                      P + net.b_off[l])
+            sgd_fused(n, n_in, n_out, A_prev, delta, lr, w_scale, P + w, P + b)
         else:
-            weight_gradients_into(n, n_in, n_out, A_prev, delta, G + net.w_off[l],
-                                  G + net.b_off[l])
+            weight_gradients_into(n, n_in, n_out, A_prev, delta, G + w, G + b)
+            if V != NULL:
+                momentum_step(n_in * n_out, P + w, G + w, V + w, lr, mu, decay, nesterov)
+                momentum_step(n_out, P + b, G + b, V + b, lr, mu, <floating>0, nesterov)
         if l > 0:
             activation_backward_inplace(n * n_in, E, A_prev, net.hidden_act)
             swap = delta
@@ -108,23 +114,6 @@ cdef double weight_sq_norm(const Net* net, const floating* P) noexcept nogil:
         for i in range(net.w_off[l], net.b_off[l]):
             s += <double>P[i] * P[i]
     return s
-
-
-cdef void momentum_update(const Net* net, floating* P, const floating* G, floating* V,
-                          floating lr, floating mu, floating weight_decay,
-                          bint nesterov) noexcept nogil:
-    """v := mu * v - lr * g;  p += v, or p += mu * v - lr * g with Nesterov.
-
-    g is the gradient plus weight_decay * W on weights (L2, not on biases); one
-    pass over each layer's weights and one over its biases.
-    """
-    cdef int l
-    cdef Py_ssize_t w, b
-    for l in range(net.n_layers):
-        w = net.w_off[l]
-        b = net.b_off[l]
-        momentum_step(b - w, P + w, G + w, V + w, lr, mu, weight_decay, nesterov)
-        momentum_step(net.sizes[l + 1], P + b, G + b, V + b, lr, mu, <floating>0, nesterov)
 
 
 cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
@@ -190,11 +179,11 @@ cdef int run_epoch(const Net* net, Py_ssize_t N, const floating* X, const floati
         forward_all(net, n, xb, P, acts)
         if plain:
             # Plain SGD: the buffer-free fused update, decay folded into the GEMM's beta.
-            loss = backward_all(net, n, xb, yb, P, acts, err0, err1, <floating*>NULL, lr,
-                                1 - lr * weight_decay)
+            loss = backward_all(net, n, xb, yb, P, acts, err0, err1, <floating*>NULL,
+                                <floating*>NULL, lr, 1 - lr * weight_decay, 0, 0, False)
         else:
-            loss = backward_all(net, n, xb, yb, P, acts, err0, err1, G, lr, 1)
-            momentum_update(net, P, G, V, lr, mu, weight_decay, nesterov)
+            loss = backward_all(net, n, xb, yb, P, acts, err0, err1, G, V, lr, 1, mu,
+                                weight_decay, nesterov)
         n_updates[0] += 1
         if not isfinite(loss):
             return 1
@@ -429,13 +418,13 @@ cdef class Engine:
                     forward_all(&self.net, n, <double*>x, <double*>P, <double*>acts)
                 loss = backward_all(&self.net, n, <double*>x, <double*>y, <double*>P,
                                     <double*>acts, <double*>e0, <double*>e1, <double*>G,
-                                    lr, w_scale)
+                                    <double*>NULL, lr, w_scale, 0, 0, False)
             else:
                 if run:
                     forward_all(&self.net, n, <float*>x, <float*>P, <float*>acts)
                 loss = backward_all(&self.net, n, <float*>x, <float*>y, <float*>P,
                                     <float*>acts, <float*>e0, <float*>e1, <float*>G,
-                                    <float>lr, <float>w_scale)
+                                    <float*>NULL, <float>lr, <float>w_scale, 0, 0, False)
         return loss
 
     def seed(self, uint64_t seed, Py_ssize_t n_samples):
