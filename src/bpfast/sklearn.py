@@ -516,17 +516,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validate_input(self, X, y, incremental, first_pass, classes):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first_pass)
         check_classification_targets(y)
+        labels = unique_labels(y)
         if first_pass:
             if incremental:
                 if classes is None:
                     raise ValueError("classes must be passed on the first call to partial_fit.")
                 self.classes_ = unique_labels(classes)
             else:
-                self.classes_ = unique_labels(y)
+                self.classes_ = labels
         elif incremental and classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
             raise ValueError(f"`classes={unique_labels(classes)!r}` is not the same as on the last "
                              f"call to partial_fit, was: {self.classes_!r}")
-        labels = unique_labels(y)
         if not first_pass and self.warm_start and not incremental:
             if set(labels) != set(self.classes_):
                 raise ValueError("warm_start can only be used where `y` has the same classes as "
