@@ -18,10 +18,6 @@ cdef extern from "_vmath.h" nogil:
     void bpf_act_backward_f(Py_ssize_t size, float* E, const float* A, int act)
     void bpf_softmax_d(Py_ssize_t n, Py_ssize_t m, double* Z)
     void bpf_softmax_f(Py_ssize_t n, Py_ssize_t m, float* Z)
-    void bpf_column_sums_d(Py_ssize_t n, Py_ssize_t m, const double* D, double alpha,
-                           int accumulate, double* db)
-    void bpf_column_sums_f(Py_ssize_t n, Py_ssize_t m, const float* D, float alpha,
-                           int accumulate, float* db)
     void bpf_momentum_d(Py_ssize_t size, double* P, const double* G, double* V, double lr,
                         double mu, double decay, int nesterov)
     void bpf_momentum_f(Py_ssize_t size, float* P, const float* G, float* V, float lr,
@@ -212,11 +208,17 @@ cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, con
 
 cdef void column_sums(Py_ssize_t n, Py_ssize_t m, const floating* delta, floating alpha,
                       bint accumulate, floating* db) noexcept nogil:
-    """db := alpha * delta.sum(axis=0), added to db with accumulate (summed row by row)."""
-    if floating is double:
-        bpf_column_sums_d(n, m, delta, alpha, accumulate, db)
-    else:
-        bpf_column_sums_f(n, m, delta, alpha, accumulate, db)
+    """db := alpha * delta.sum(axis=0), added to db with accumulate (summed row by row).
+
+    Inline loops: a dispatched call (_vmath.h) costs more than it saves on tiny layers.
+    """
+    cdef Py_ssize_t i, j
+    if not accumulate:
+        for j in range(m):
+            db[j] = 0
+    for i in range(n):
+        for j in range(m):
+            db[j] += alpha * delta[i * m + j]
 
 
 cdef void weight_gradients_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,

@@ -123,7 +123,6 @@ BPF_INLINE float bpf_tanh_f(float x) {
  *   softmax(n, m, Z):      Z[i] := softmax(Z[i]) row by row, shifted by the row max
  *                          so that exp() <= 1
  *   back_<f>(size, E, A):  E := E * f'(Z), written in terms of A = f(Z)
- *   column_sums(n, m, D, alpha, accumulate, db): db (or 0) += alpha * D[i] for each row i
  *   momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
  *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
  */
@@ -166,13 +165,6 @@ BPF_INLINE float bpf_tanh_f(float x) {
                 sum += z[j];                                                         \
             for (ptrdiff_t j = 0; j < m; j++) z[j] = z[j] / sum;                     \
         }                                                                            \
-    }                                                                                \
-    TARGET static void NAME##_column_sums(ptrdiff_t n, ptrdiff_t m, const T_* restrict D, \
-                                          T_ alpha, int accumulate, T_* restrict db) { \
-        if (!accumulate)                                                             \
-            for (ptrdiff_t j = 0; j < m; j++) db[j] = 0;                             \
-        for (ptrdiff_t i = 0; i < n; i++)   /* rows in order, vectorized along j */  \
-            for (ptrdiff_t j = 0; j < m; j++) db[j] += alpha * D[i * m + j];         \
     }                                                                                \
     TARGET static void NAME##_back_sigmoid(ptrdiff_t size, T_* E, const T_* A) {    \
         for (ptrdiff_t i = 0; i < size; i++) E[i] *= A[i] * (1 - A[i]);              \
@@ -261,10 +253,6 @@ static inline int bpf_set_cpu_level(int cap) {
     }                                                                                \
     static inline void bpf_softmax_##X(ptrdiff_t n, ptrdiff_t m, T* Z) {            \
         BPF_PICK(X, softmax, n, m, Z)                                                \
-    }                                                                                \
-    static inline void bpf_column_sums_##X(ptrdiff_t n, ptrdiff_t m, const T* D, T alpha,  \
-                                           int accumulate, T* db) {                  \
-        BPF_PICK(X, column_sums, n, m, D, alpha, accumulate, db)                     \
     }                                                                                \
     static inline void bpf_momentum_##X(ptrdiff_t size, T* P, const T* G, T* V, T lr, T mu,  \
                                         T decay, int nesterov) {                     \
