@@ -72,13 +72,11 @@ def backprop_table(reps):
     print()
     print("E = delta @ W.T, µs per call: BLAS with W.T / backprop_error_into (float64)")
     print(f"{'batch':>6}{'n_in':>6}{'n_out':>6}{'W.T':>10}{'bpfast':>10}{'speedup':>9}")
-    rng = np.random.default_rng(0)
     for n, n_in, n_out in ((32, 64, 10), (64, 64, 10), (16, 16, 3), (32, 128, 8),
                            (256, 64, 16), (32, 1024, 1), (8, 64, 10), (32, 64, 32)):
-        delta, W = rng.normal(size=(n, n_out)), rng.normal(size=(n_in, n_out))
-        E = np.empty((n, n_in))
+        args = arrays(np.float64, n=n, sizes=(1, n_in, n_out))
         calls = max(10, reps * 4096 // (n * n_in * n_out))
-        plain, auto = (step_phases.time_backprop(delta, W, E, p, calls) * 1e6 for p in (True, False))
+        plain, auto = (step_phases.time_phase(w, *args, calls) * 1e6 for w in (8, 4))
         print(f"{n:>6}{n_in:>6}{n_out:>6}{plain:>10.3f}{auto:>10.3f}{plain / auto:>8.2f}x")
 
 

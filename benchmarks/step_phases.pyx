@@ -38,6 +38,8 @@ cdef void phase(int which, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_
         sgd_fused(n, d1, d2, H, D2, <floating>0, <floating>1, W2, b2)
     elif which == 7:
         sgd_fused(n, d0, d1, X, E, <floating>0, <floating>1, W1, b1)
+    elif which == 8:    # phase 4 as one BLAS call with W2.T as the operand
+        gemm(False, True, n, d1, d2, <floating>1, D2, d2, W2, d2, <floating>0, E, d1)
 
 
 def time_phase(int which, floating[:, ::1] X, floating[:, ::1] W1, floating[::1] b1,
@@ -56,21 +58,3 @@ def time_phase(int which, floating[:, ::1] X, floating[:, ::1] W1, floating[::1]
             best = min(best, (now() - t0) / reps)
     return best
 
-
-def time_backprop(floating[:, ::1] delta, floating[:, ::1] W, floating[:, ::1] E, bint plain,
-                  int reps):
-    """Seconds per E = delta @ W.T: plain BLAS with W.T (plain) or backprop_error_into."""
-    cdef Py_ssize_t n = delta.shape[0], n_out = delta.shape[1], n_in = W.shape[0]
-    cdef double t0, best = 1e300
-    cdef int r, k
-    with nogil:
-        for k in range(5):
-            t0 = now()
-            for r in range(reps):
-                if plain:
-                    gemm(False, True, n, n_in, n_out, <floating>1, &delta[0, 0], n_out,
-                         &W[0, 0], n_out, <floating>0, &E[0, 0], n_in)
-                else:
-                    backprop_error_into(n, n_in, n_out, &delta[0, 0], &W[0, 0], &E[0, 0])
-            best = min(best, (now() - t0) / reps)
-    return best
