@@ -498,21 +498,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     _output_activation = "softmax"
     _loss = "cross_entropy"
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="sgd",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, dtype=None, backend="cython"):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend)
-
     def _validate_input(self, X, y, incremental, first_pass, classes):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first_pass)
         check_classification_targets(y)
@@ -666,21 +651,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _output_activation = "identity"
     _loss = "mse"
-
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="sgd",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, dtype=None, backend="cython"):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend)
 
     def _validate_input(self, X, y, incremental, first_pass, classes):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
