@@ -46,34 +46,28 @@ class CLIError(Exception):
 
 
 # ====================================================================== helpers
-def _positive_int(text: str) -> int:
+def _checked(text: str, convert, ok, expected: str, out_of_range: Optional[str] = None):
+    """convert(text) if ok() accepts it, else argparse's "expected <expected>, got <text>"."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {out_of_range or expected}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _checked(text, int, lambda v: v >= 1, "a whole number >= 1")
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    return _checked(text, float, lambda v: math.isfinite(v) and v > 0, "a number > 0",
+                    "a finite number > 0")
 
 
 def _momentum(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+    return _checked(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _layer_sizes(text: str) -> List[int]:
