@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "bench.py")
 
@@ -38,9 +40,8 @@ def test_bench_quick_writes_results_table(tmp_path):
         assert png.stat().st_size > 0
 
 
-def test_step_phases_runs_and_the_products_are_part_of_the_step(tmp_path):
+def test_step_phases_runs_and_reports_both_dtypes(tmp_path):
     """bench_step_phases.py builds its Cython module (skipped without Cython) and reports."""
-    import pytest
     pytest.importorskip("Cython")
     env = dict(os.environ, HOME=str(tmp_path))          # pyximport builds under ~/.pyxbld
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_step_phases.py"),
