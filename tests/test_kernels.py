@@ -259,6 +259,22 @@ def test_softmax_of_a_row_does_not_depend_on_its_batch(simd_level, dtype, width)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, m", [(1, 1), (5, 7), (2, 40), (32, 10), (7, 33), (32, 64), (3, 100)])
+def test_bias_gradients_are_row_by_row_sums_at_every_simd_level(simd_level, dtype, n, m):
+    """db sums delta's rows in order (register-blocked from 64 elements on): exact bits."""
+    rng = np.random.default_rng(n * m)
+    X, delta = rng.normal(size=(n, 3)).astype(dtype), rng.normal(size=(n, m)).astype(dtype)
+    b, W = rng.normal(size=m).astype(dtype), rng.normal(size=(3, m)).astype(dtype)
+    want_db, want_b, step = np.zeros(m, dtype), b.copy(), dtype(-0.05)
+    for row in delta:
+        want_db = want_db + row
+        want_b = want_b + step * row
+    assert np.array_equal(functional.weight_gradients(X, delta)[1], want_db)
+    _kernels.sgd_fused_update(W, b, X, delta, 0.05)
+    assert np.array_equal(b, want_b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_every_simd_level_trains_the_same_network_bit_for_bit(dtype):
     """Built without FMA contraction, the variants round alike: same network on every CPU."""
     rng = np.random.default_rng(0)

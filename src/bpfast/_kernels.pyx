@@ -18,6 +18,8 @@ cdef extern from "_vmath.h" nogil:
     void bpf_act_backward_f(Py_ssize_t size, float* E, const float* A, int act)
     void bpf_softmax_d(Py_ssize_t n, Py_ssize_t m, double* Z)
     void bpf_softmax_f(Py_ssize_t n, Py_ssize_t m, float* Z)
+    void bpf_column_sums_d(Py_ssize_t n, Py_ssize_t m, const double* D, double alpha, double* db)
+    void bpf_column_sums_f(Py_ssize_t n, Py_ssize_t m, const float* D, float alpha, float* db)
     void bpf_momentum_d(Py_ssize_t size, double* P, const double* G, double* V, double lr,
                         double mu, double decay, int nesterov)
     void bpf_momentum_f(Py_ssize_t size, float* P, const float* G, float* V, float lr,
@@ -34,6 +36,9 @@ from bpfast.activations import ACTIVATIONS, LOSSES
 # small-matrix kernels win from about a hundred multiply-adds on (4-16-3 at batch 16
 # trains 1.8x faster than with loops up to 4096), plain loops below (2-2-1: 2x).
 cdef Py_ssize_t SMALL_GEMM = 64
+
+# column_sums() hands layers of at least this many elements to its vectorized C loop.
+cdef Py_ssize_t COLUMN_SUMS_C = 64
 
 # backprop_error_into() transposes W of up to this many elements (8 KB in float64).
 cdef enum:
@@ -210,12 +215,21 @@ cdef void column_sums(Py_ssize_t n, Py_ssize_t m, const floating* delta, floatin
                       bint accumulate, floating* db) noexcept nogil:
     """db := alpha * delta.sum(axis=0), added to db with accumulate (summed row by row).
 
-    Inline loops: a dispatched call (_vmath.h) costs more than it saves on tiny layers.
+    Tiny layers use inline loops: there a dispatched call costs more than it saves.
+    From COLUMN_SUMS_C elements on, _vmath.h sums blocks of columns in vector
+    registers (64-64-10 at batch 32: 0.35 -> 0.10 µs); the same additions in the
+    same order, so the same bits.
     """
     cdef Py_ssize_t i, j
     if not accumulate:
         for j in range(m):
             db[j] = 0
+    if n * m >= COLUMN_SUMS_C:
+        if floating is double:
+            bpf_column_sums_d(n, m, delta, alpha, db)
+        else:
+            bpf_column_sums_f(n, m, delta, alpha, db)
+        return
     for i in range(n):
         for j in range(m):
             db[j] += alpha * delta[i * m + j]

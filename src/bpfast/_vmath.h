@@ -123,6 +123,7 @@ BPF_INLINE float bpf_tanh_f(float x) {
  *   softmax(n, m, Z):      Z[i] := softmax(Z[i]) row by row, shifted by the row max
  *                          so that exp() <= 1
  *   back_<f>(size, E, A):  E := E * f'(Z), written in terms of A = f(Z)
+ *   column_sums(n, m, D, alpha, db): db[j] += alpha * sum of D[i, j] over rows i
  *   momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
  *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
  */
@@ -130,6 +131,17 @@ BPF_INLINE float bpf_tanh_f(float x) {
     for (ptrdiff_t i = 0; i < n; i++) {                                              \
         T* z = Z + i * m;                                                            \
         for (ptrdiff_t j = 0; j < m; j++) { T v = z[j] + b[j]; BODY }                \
+    }
+
+#define BPF_COLUMN_BLOCK(T_, B)                                                      \
+    for (; j0 + B <= m; j0 += B) {                                                   \
+        T_ acc[B];                                                                   \
+        for (int k = 0; k < B; k++) acc[k] = db[j0 + k];                             \
+        for (ptrdiff_t i = 0; i < n; i++) {                                          \
+            const T_* row = D + i * m + j0;                                          \
+            for (int k = 0; k < B; k++) acc[k] += alpha * row[k];                    \
+        }                                                                            \
+        for (int k = 0; k < B; k++) db[j0 + k] = acc[k];                             \
     }
 
 #define BPF_DEFINE(NAME, TARGET, T_, X)                                              \
@@ -174,6 +186,16 @@ BPF_INLINE float bpf_tanh_f(float x) {
     }                                                                                \
     TARGET static void NAME##_back_relu(ptrdiff_t size, T_* E, const T_* A) {       \
         for (ptrdiff_t i = 0; i < size; i++) E[i] = A[i] > 0 ? E[i] : 0;             \
+    }                                                                                \
+    TARGET static void NAME##_column_sums(ptrdiff_t n, ptrdiff_t m, const T_* restrict D, \
+                                          T_ alpha, T_* restrict db) {               \
+        /* db[j] += alpha * D[i, j], rows in order (the bits of the plain double loop): \
+         * a block of columns is summed in registers, stored once. */               \
+        ptrdiff_t j0 = 0;                                                            \
+        BPF_COLUMN_BLOCK(T_, 32)                                                     \
+        BPF_COLUMN_BLOCK(T_, 8)                                                      \
+        for (ptrdiff_t i = 0; i < n; i++)                                            \
+            for (ptrdiff_t j = j0; j < m; j++) db[j] += alpha * D[i * m + j];        \
     }                                                                                \
     TARGET static void NAME##_momentum(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
                                        T_* restrict V, T_ lr, T_ mu, T_ decay, int nesterov) { \
@@ -257,6 +279,9 @@ static inline int bpf_set_cpu_level(int cap) {
     static inline void bpf_momentum_##X(ptrdiff_t size, T* P, const T* G, T* V, T lr, T mu,  \
                                         T decay, int nesterov) {                     \
         BPF_PICK(X, momentum, size, P, G, V, lr, mu, decay, nesterov)                \
+    }                                                                                \
+    static inline void bpf_column_sums_##X(ptrdiff_t n, ptrdiff_t m, const T* D, T alpha, T* db) { \
+        BPF_PICK(X, column_sums, n, m, D, alpha, db)                                 \
     }                                                                                \
     static inline void bpf_act_backward_##X(ptrdiff_t size, T* E, const T* A, int act) { \
         if (act == 1) { BPF_PICK(X, back_sigmoid, size, E, A) }                      \
