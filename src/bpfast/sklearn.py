@@ -291,6 +291,10 @@ class _BaseMLP(BaseEstimator):
         data_factor = 1.0 if self._loss == "cross_entropy" else 0.5
         l2 = float(self.alpha) / batch_size            # scikit-learn: alpha / n_batch * W
         weight_decay = l2 / scale
+        # An epoch's loss from bpfast is data + 0.5 * weight_decay * sq (sq = sum(W**2) at
+        # its end); scikit-learn's is data_factor * data + 0.5 * l2 * sq, the same up to
+        # sq_coef * sq -- and sq_coef is 0 unless a regressor has several outputs.
+        sq_coef = 0.5 * (l2 - data_factor * weight_decay)
         seed = int(rng.randint(np.iinfo(np.int32).max)) if self.shuffle else 0
         self.n_iter_ = 0
         stopped = False
@@ -300,12 +304,9 @@ class _BaseMLP(BaseEstimator):
 
         def callback(epoch: int, history) -> bool:
             nonlocal stopped
-            loss = history.loss[-1]
-            sq = 0.0
-            if weight_decay:
-                sq = sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights)
-                loss -= 0.5 * weight_decay * sq
-            loss = data_factor * loss + 0.5 * l2 * sq
+            loss = data_factor * history.loss[-1]
+            if sq_coef:
+                loss += sq_coef * sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights)
             self.n_iter_ += 1
             self.loss_ = loss
             self.t_ += n
@@ -500,8 +501,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, first_pass, classes):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first_pass)
-        check_classification_targets(y)
-        labels = unique_labels(y)
+        if y.ndim == 1 and y.dtype.kind in "biu":
+            labels = np.unique(y)       # integer labels are classes: skip type_of_target
+        else:
+            check_classification_targets(y)
+            labels = unique_labels(y)
         if first_pass:
             if incremental:
                 if classes is None:
@@ -517,7 +521,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise ValueError("warm_start can only be used where `y` has the same classes as "
                                  f"in the previous call to fit. Previously got {self.classes_}, "
                                  f"`y` has {labels}")
-        elif len(np.setdiff1d(labels, self.classes_)):
+        elif labels is not self.classes_ and len(np.setdiff1d(labels, self.classes_)):
             raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                              f"{self.classes_}. 'y' has {labels}.")
         Y = (y[:, None] == self.classes_[None, :]).astype(X.dtype)
