@@ -18,6 +18,10 @@ cdef extern from "_vmath.h" nogil:
     void bpf_act_backward_f(Py_ssize_t size, float* E, const float* A, int act)
     void bpf_softmax_d(Py_ssize_t n, Py_ssize_t m, double* Z)
     void bpf_softmax_f(Py_ssize_t n, Py_ssize_t m, float* Z)
+    double bpf_xent_delta_d(Py_ssize_t n, Py_ssize_t m, const double* A, const double* Y,
+                            double* delta)
+    double bpf_xent_delta_f(Py_ssize_t n, Py_ssize_t m, const float* A, const float* Y,
+                            float* delta)
     void bpf_column_sums_d(Py_ssize_t n, Py_ssize_t m, const double* D, double alpha, double* db)
     void bpf_column_sums_f(Py_ssize_t n, Py_ssize_t m, const float* D, float alpha, float* db)
     void bpf_momentum_d(Py_ssize_t size, double* P, const double* G, double* V, double lr,
@@ -184,15 +188,10 @@ cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, con
     cdef floating g, s, y_sum
     if loss == LOSS_CROSS_ENTROPY:
         # Softmax + cross-entropy fused: dLoss/dZ = (A * sum(Y) - Y) / n, no division by A.
-        for i in range(n):
-            y_sum = 0
-            for j in range(m):
-                y_sum += Y[i * m + j]
-                if Y[i * m + j] != 0:   # 0 * log(0) counts as 0
-                    value -= Y[i * m + j] * log(A[i * m + j] if A[i * m + j] > 0 else 5e-324)
-            for j in range(m):
-                delta[i * m + j] = (A[i * m + j] * y_sum - Y[i * m + j]) / n
-        return value / n
+        if floating is double:
+            return bpf_xent_delta_d(n, m, A, Y, delta)
+        else:
+            return bpf_xent_delta_f(n, m, A, Y, delta)
     scale = 1.0 / size if loss == LOSS_MSE else 1.0
     for i in range(size):
         diff = <double>A[i] - <double>Y[i]

@@ -15,6 +15,7 @@
 #ifndef BPFAST_VMATH_H
 #define BPFAST_VMATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -123,6 +124,7 @@ BPF_INLINE float bpf_tanh_f(float x) {
  *   softmax(n, m, Z):      Z[i] := softmax(Z[i]) row by row, shifted by the row max
  *                          so that exp() <= 1
  *   back_<f>(size, E, A):  E := E * f'(Z), written in terms of A = f(Z)
+ *   xent_delta(n, m, A, Y, delta): softmax + cross-entropy output delta, returns the loss
  *   column_sums(n, m, D, alpha, db): db[j] += alpha * sum of D[i, j] over rows i
  *   momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
  *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
@@ -196,6 +198,31 @@ BPF_INLINE float bpf_tanh_f(float x) {
         BPF_COLUMN_BLOCK(T_, 8)                                                      \
         for (ptrdiff_t i = 0; i < n; i++)                                            \
             for (ptrdiff_t j = j0; j < m; j++) db[j] += alpha * D[i * m + j];        \
+    }                                                                                \
+    TARGET static double NAME##_xent_delta(ptrdiff_t n, ptrdiff_t m, const T_* restrict A, \
+                                           const T_* restrict Y, T_* restrict delta) {  \
+        /* Softmax + cross-entropy: delta = (A * sum(Y_row) - Y) / n; returns          \
+         * -sum(Y log A) / n (0 log 0 counts as 0). A power-of-two n is a multiply by  \
+         * its exact reciprocal: the same bits as the division, without its cost. */  \
+        double loss = 0;                                                             \
+        int pow2 = (n & (n - 1)) == 0;                                               \
+        T_ inv = (T_)1 / (T_)n, tn = (T_)n;                                          \
+        for (ptrdiff_t i = 0; i < n; i++) {                                          \
+            const T_* a = A + i * m;                                                 \
+            const T_* y = Y + i * m;                                                 \
+            T_* d = delta + i * m;                                                   \
+            T_ y_sum = 0;                                                            \
+            for (ptrdiff_t j = 0; j < m; j++) {                                      \
+                y_sum += y[j];                                                       \
+                if (y[j] != 0)                                                       \
+                    loss -= (double)y[j] * log(a[j] > 0 ? (double)a[j] : 5e-324);    \
+            }                                                                        \
+            if (pow2)                                                                \
+                for (ptrdiff_t j = 0; j < m; j++) d[j] = (a[j] * y_sum - y[j]) * inv;  \
+            else                                                                     \
+                for (ptrdiff_t j = 0; j < m; j++) d[j] = (a[j] * y_sum - y[j]) / tn;   \
+        }                                                                            \
+        return loss / n;                                                             \
     }                                                                                \
     TARGET static void NAME##_momentum(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
                                        T_* restrict V, T_ lr, T_ mu, T_ decay, int nesterov) { \
@@ -282,6 +309,9 @@ static inline int bpf_set_cpu_level(int cap) {
     }                                                                                \
     static inline void bpf_column_sums_##X(ptrdiff_t n, ptrdiff_t m, const T* D, T alpha, T* db) { \
         BPF_PICK(X, column_sums, n, m, D, alpha, db)                                 \
+    }                                                                                \
+    static inline double bpf_xent_delta_##X(ptrdiff_t n, ptrdiff_t m, const T* A, const T* Y, T* delta) { \
+        BPF_PICK(X, xent_delta, n, m, A, Y, delta)                                   \
     }                                                                                \
     static inline void bpf_act_backward_##X(ptrdiff_t size, T* E, const T* A, int act) { \
         if (act == 1) { BPF_PICK(X, back_sigmoid, size, E, A) }                      \
