@@ -118,8 +118,10 @@ def test_warns_when_max_iter_reached():
 
 def test_learns_blobs_with_shuffling():
     X, y = _blobs()
+    # tol=1e-3: with the default 1e-4 this problem stops anywhere from 33 to past 100
+    # epochs depending on the shuffle (scikit-learn's SGD likewise: 40 to 92).
     clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.1, batch_size=16,
-                        max_iter=100, random_state=0).fit(X, y)
+                        max_iter=100, random_state=0, tol=1e-3).fit(X, y)
     assert clf.score(X, y) > 0.9
     assert clf.n_iter_ < 100          # converged (tol) before max_iter
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]

@@ -26,14 +26,17 @@ def splitmix64(state):
 
 
 def shuffle(idx, state):
-    """Fisher-Yates with rejection sampling, as in _engine.pyx; returns the new state."""
+    """Fisher-Yates with Lemire's bounded draws, as in _engine.pyx; returns the new state."""
     for i in range(len(idx) - 1, 0, -1):
         bound = i + 1
-        limit = _MASK - (_MASK % bound)
         state, r = splitmix64(state)
-        while r >= limit:
-            state, r = splitmix64(state)
-        j = r % bound
+        product = r * bound                     # j is its high 64 bits
+        if product & _MASK < bound:
+            threshold = (_MASK + 1 - bound) % bound     # 2^64 mod bound
+            while product & _MASK < threshold:
+                state, r = splitmix64(state)
+                product = r * bound
+        j = product >> 64
         idx[i], idx[j] = idx[j], idx[i]
     return state
 
