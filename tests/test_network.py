@@ -138,6 +138,40 @@ def test_fit_learns_xor_and_reports_history():
     assert np.array_equal(net.predict(X) > 0.5, Y > 0.5)
 
 
+@pytest.mark.parametrize("backend", ["cython", "reference"])
+def test_callback_returning_k_is_next_called_after_k_epochs_with_the_same_result(backend):
+    cfg = CONFIGS[1]
+    X, Y = make_data(cfg, n=20)
+    kw = dict(epochs=10, batch_size=6, lr=0.05, momentum=0.9, nesterov=True, shuffle=True, seed=4)
+    calls, lengths = [], []
+
+    def every_third(epoch, history):
+        calls.append(epoch)
+        lengths.append(len(history.loss))
+        return 3
+
+    chunked, per_epoch = (bpfast.Network(**cfg, backend=backend, seed=0) for _ in range(2))
+    h = chunked.fit(X, Y, callback=every_third, **kw)
+    h_ref = per_epoch.fit(X, Y, callback=lambda e, hist: True, **kw)
+    assert calls == [0, 3, 6, 9] and lengths == [1, 4, 7, 10]
+    assert h.loss == h_ref.loss and h.n_updates == h_ref.n_updates == 40
+    assert np.array_equal(chunked.get_parameters(), per_epoch.get_parameters())
+
+
+def test_callback_return_values():
+    cfg = CONFIGS[1]
+    X, Y = make_data(cfg, n=20)
+    net = bpfast.Network(**cfg, seed=0)
+    assert len(net.fit(X, Y, epochs=5, callback=lambda e, h: np.False_).loss) == 1
+    assert len(net.fit(X, Y, epochs=5, callback=lambda e, h: None).loss) == 5
+    # Validation data is scored every epoch whatever the callback asks.
+    h = net.fit(X, Y, epochs=5, validation_data=(X, Y), callback=lambda e, h: 4)
+    assert len(h.val_loss) == 5
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=f"callback returned {bad}"):
+            net.fit(X, Y, epochs=3, callback=lambda e, h: bad)
+
+
 def test_fit_validation_data_callback_stop_and_schedules():
     cfg = CONFIGS[1]
     X, Y = make_data(cfg, n=20)

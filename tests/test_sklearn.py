@@ -98,6 +98,30 @@ def test_regressor_loss_curve_includes_the_l2_term_with_several_outputs():
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=0.03)
 
 
+@pytest.mark.parametrize("learning_rate", ["constant", "adaptive"])
+def test_epochs_run_in_chunks_give_the_same_fit_as_one_by_one(learning_rate, monkeypatch):
+    """Without anything to see every epoch, the epochs that cannot stop run in one call."""
+    import bpfast.network
+    chunks = []
+    original = bpfast.network._epochs_until_next_call
+    monkeypatch.setattr(bpfast.network, "_epochs_until_next_call",
+                        lambda verdict: chunks.append(original(verdict)) or chunks[-1])
+    X, y = _blobs()
+    kw = dict(hidden_layer_sizes=(8,), learning_rate_init=0.2, batch_size=16, max_iter=60,
+              random_state=0, tol=1e-3, n_iter_no_change=3, learning_rate=learning_rate)
+    chunked = MLPClassifier(**kw).fit(X, y)
+    assert max(chunks) == 4 and len(chunks) < chunked.n_iter_
+    chunks.clear()
+    # invscaling with power_t=0 is the constant rate, but is looked at after every epoch.
+    one_by_one = MLPClassifier(**dict(kw, learning_rate="invscaling", power_t=0.0)).fit(X, y)
+    assert set(chunks) == {1}
+    if learning_rate == "constant":
+        assert chunked.n_iter_ == one_by_one.n_iter_ < 60
+        assert chunked.loss_curve_ == one_by_one.loss_curve_
+        assert _max_diff(chunked.coefs_, one_by_one.coefs_) == 0
+    assert len(chunked.loss_curve_) == chunked.n_iter_
+
+
 # ---------------------------------------------------------------- behaviour
 def test_stops_on_tol_without_warning():
     X, y = _blobs()

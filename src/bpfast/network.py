@@ -8,6 +8,7 @@ shape) but never resized or replaced: the kernels can hold raw pointers.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -307,6 +308,10 @@ class Network:
             Its loss is recorded after every epoch in ``History.val_loss``.
         callback : callable or None
             ``callback(epoch, history)`` after every epoch; returning False stops.
+            Returning an int k >= 1 (not a bool) asks for the next call after k more
+            epochs, which then run in one native call: a stopping rule that cannot
+            fire for a while need not cost a round trip to Python per epoch (a
+            callable ``lr_schedule`` is then evaluated for those epochs up front).
         progress : bool
             Show a progress bar (needs tqdm).
         keep_momentum : bool
@@ -362,8 +367,9 @@ class Network:
             if not keep_momentum:
                 self._velocity[...] = 0
             epoch = 0
+            chunk = 1 if per_epoch else epochs      # epochs in the next native call
             while epoch < epochs:
-                lrs = [schedule(e) for e in range(epoch, epoch + 1 if per_epoch else epochs)]
+                lrs = [schedule(e) for e in range(epoch, min(epoch + chunk, epochs))]
                 losses, n_updates, diverged = self._engine.epochs(
                     X, Y, batch_size, shuffle, np.array(lrs), momentum, nesterov, weight_decay)
                 history.n_updates += n_updates
@@ -382,8 +388,12 @@ class Network:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{history.loss[-1]:.4g}")
-                if callback is not None and callback(epoch - 1, history) is False:
-                    break
+                if callback is not None:
+                    verdict = callback(epoch - 1, history)
+                    if verdict is False or verdict is np.False_:
+                        break
+                    if validation_data is None and bar is None:
+                        chunk = _epochs_until_next_call(verdict)
         if bar is not None:
             bar.close()
         return history
@@ -425,6 +435,16 @@ class Network:
             raise ValueError("flat parameters must be finite real numbers")
         with self._exclusive():
             self._params[...] = flat
+
+
+def _epochs_until_next_call(verdict) -> int:
+    """What a fit callback's return value (other than False) asks for: 1, or its int k."""
+    if isinstance(verdict, numbers.Integral) and not isinstance(verdict, (bool, np.bool_)):
+        if verdict < 1:
+            raise ValueError(f"callback returned {verdict!r}: return False to stop, or an int "
+                             f">= 1 of epochs to run before the next call")
+        return int(verdict)
+    return 1
 
 
 def _busy():

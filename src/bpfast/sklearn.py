@@ -302,39 +302,23 @@ class _BaseMLP(BaseEstimator):
         def schedule(epoch: int) -> float:
             return self._optimizer_lr * scale
 
-        def callback(epoch: int, history) -> bool:
-            nonlocal stopped
-            loss = data_factor * history.loss[-1]
-            if sq_coef:
-                loss += sq_coef * sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights)
-            self.n_iter_ += 1
-            self.loss_ = loss
-            self.t_ += n
-            self.loss_curve_.append(loss)
-            if self.verbose:
-                print("Iteration %d, loss = %.8f" % (self.n_iter_, loss))
-            self._update_no_improvement_count(X_val, y_val, shadow)
-            if self.learning_rate == "invscaling":
-                self._optimizer_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-            if self._no_improvement_count > self.n_iter_no_change:
-                what = "Validation score" if self.early_stopping else "Training loss"
-                msg = (f"{what} did not improve more than tol={self.tol:f} for "
-                       f"{self.n_iter_no_change} consecutive epochs.")
-                if self.learning_rate != "adaptive":
-                    if self.verbose:
-                        print(msg + " Stopping.")
+        # The stopping rule reads each epoch's loss, but the count it compares with
+        # n_iter_no_change grows by at most 1 per epoch: unless something must be seen
+        # every epoch, the callback asks for the epochs that cannot stop to run in one go.
+        every_epoch = (self.early_stopping or bool(self.verbose) or sq_coef != 0
+                       or self.learning_rate == "invscaling")
+        seen = 0
+
+        def callback(epoch: int, history):
+            nonlocal stopped, seen
+            for loss in history.loss[seen:]:
+                seen += 1
+                if not self._end_of_epoch(data_factor * loss, sq_coef, n, X_val, y_val, shadow):
                     stopped = True
                     return False
-                if self._optimizer_lr <= 1e-6:
-                    if self.verbose:
-                        print(msg + " Learning rate too small. Stopping.")
-                    stopped = True
-                    return False
-                self._optimizer_lr /= 5.0
-                if self.verbose:
-                    print(msg + " Setting learning rate to %f" % self._optimizer_lr)
-                self._no_improvement_count = 0
-            return True
+            if every_epoch:
+                return True
+            return self.n_iter_no_change + 1 - self._no_improvement_count
 
         try:
             net.fit(X, Y, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
@@ -354,6 +338,37 @@ class _BaseMLP(BaseEstimator):
                           stacklevel=3)
         if self.early_stopping:
             net.set_parameters(self._best_params)
+
+    def _end_of_epoch(self, loss, sq_coef, n, X_val, y_val, shadow) -> bool:
+        """scikit-learn's bookkeeping after an epoch; False when training must stop."""
+        if sq_coef:
+            loss += sq_coef * sum(float(np.dot(W.ravel(), W.ravel())) for W in self.network_.weights)
+        self.n_iter_ += 1
+        self.loss_ = loss
+        self.t_ += n
+        self.loss_curve_.append(loss)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, loss))
+        self._update_no_improvement_count(X_val, y_val, shadow)
+        if self.learning_rate == "invscaling":
+            self._optimizer_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+        if self._no_improvement_count > self.n_iter_no_change:
+            what = "Validation score" if self.early_stopping else "Training loss"
+            msg = (f"{what} did not improve more than tol={self.tol:f} for "
+                   f"{self.n_iter_no_change} consecutive epochs.")
+            if self.learning_rate != "adaptive":
+                if self.verbose:
+                    print(msg + " Stopping.")
+                return False
+            if self._optimizer_lr <= 1e-6:
+                if self.verbose:
+                    print(msg + " Learning rate too small. Stopping.")
+                return False
+            self._optimizer_lr /= 5.0
+            if self.verbose:
+                print(msg + " Setting learning rate to %f" % self._optimizer_lr)
+            self._no_improvement_count = 0
+        return True
 
     def _update_no_improvement_count(self, X_val, y_val, shadow) -> None:
         if self.early_stopping:
