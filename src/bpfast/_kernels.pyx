@@ -7,7 +7,6 @@ keeps memory safe (shapes and, through typed memoryviews, dtype and
 C-contiguity); friendly conversion and messages live in ``bpfast.functional``.
 """
 from cython cimport floating
-from libc.math cimport log
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cdef extern from "_vmath.h" nogil:
@@ -185,7 +184,7 @@ cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, con
     """delta := dLoss/dZ of the output layer; returns the loss (accumulated in double)."""
     cdef Py_ssize_t i, j, size = n * m
     cdef double value = 0, diff, scale
-    cdef floating g, s, y_sum
+    cdef floating s
     if loss == LOSS_CROSS_ENTROPY:
         # Softmax + cross-entropy fused: dLoss/dZ = (A * sum(Y) - Y) / n, no division by A.
         if floating is double:

@@ -4,8 +4,8 @@ They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` with
 ``solver='sgd'``: the same parameter names, defaults and meanings, the same
 Glorot-uniform initialisation drawn from the same ``random_state`` stream, the
 same momentum / Nesterov update, L2 penalty, learning-rate schedules and
-stopping rule -- but every epoch runs in one native call of
-:meth:`bpfast.Network.fit`.
+stopping rule -- but the epochs run in bpfast's native engine, as many at a
+time as the stopping rule allows, through :meth:`bpfast.Network.fit`.
 
     >>> from bpfast.sklearn import MLPClassifier            # doctest: +SKIP
     >>> clf = MLPClassifier(hidden_layer_sizes=(64,), learning_rate_init=0.1,
@@ -342,7 +342,8 @@ class _BaseMLP(BaseEstimator):
     def _end_of_epoch(self, loss, sq_coef, n, X_val, y_val, shadow) -> bool:
         """scikit-learn's bookkeeping after an epoch; False when training must stop."""
         if sq_coef:
-            loss += sq_coef * sum(float(np.dot(W.ravel(), W.ravel())) for W in self.network_.weights)
+            weights = self.network_.weights
+            loss += sq_coef * sum(float(np.dot(W.ravel(), W.ravel())) for W in weights)
         self.n_iter_ += 1
         self.loss_ = loss
         self.t_ += n
