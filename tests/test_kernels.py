@@ -275,6 +275,22 @@ def test_bias_gradients_are_row_by_row_sums_at_every_simd_level(simd_level, dtyp
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [1, 63, 64, 65, 1000])
+def test_finiteness_check_at_every_simd_level(simd_level, dtype, size):
+    """The check fit makes after every epoch and train_step on X and Y (C from 64 on)."""
+    info = np.finfo(dtype)
+    x = np.linspace(-1, 1, size).astype(dtype)
+    x[::7] = info.max
+    x[1::7] = info.tiny / 4          # subnormal
+    assert _kernels.is_finite(x)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in {0, size // 2, size - 1}:
+            y = x.copy()
+            y[where] = bad
+            assert not _kernels.is_finite(y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_every_simd_level_trains_the_same_network_bit_for_bit(dtype):
     """Built without FMA contraction, the variants round alike: same network on every CPU."""
     rng = np.random.default_rng(0)

@@ -21,6 +21,8 @@ cdef extern from "_vmath.h" nogil:
                             double* delta)
     double bpf_xent_delta_f(Py_ssize_t n, Py_ssize_t m, const float* A, const float* Y,
                             float* delta)
+    bint bpf_all_finite_d(Py_ssize_t size, const double* x)
+    bint bpf_all_finite_f(Py_ssize_t size, const float* x)
     void bpf_column_sums_d(Py_ssize_t n, Py_ssize_t m, const double* D, double alpha, double* db)
     void bpf_column_sums_f(Py_ssize_t n, Py_ssize_t m, const float* D, float alpha, float* db)
     void bpf_momentum_d(Py_ssize_t size, double* P, const double* G, double* V, double lr,
@@ -40,8 +42,9 @@ from bpfast.activations import ACTIVATIONS, LOSSES
 # trains 1.8x faster than with loops up to 4096), plain loops below (2-2-1: 2x).
 cdef Py_ssize_t SMALL_GEMM = 64
 
-# column_sums() hands layers of at least this many elements to its vectorized C loop.
+# column_sums() and all_finite() hand at least this many elements to their C loops.
 cdef Py_ssize_t COLUMN_SUMS_C = 64
+cdef Py_ssize_t ALL_FINITE_C = 64
 
 # backprop_error_into() transposes W of up to this many elements (8 KB in float64).
 cdef enum:
@@ -272,10 +275,20 @@ cdef void sgd_update_into(Py_ssize_t size, floating lr, const floating* grad,
 
 
 cdef bint all_finite(Py_ssize_t size, const floating* x) noexcept nogil:
-    """True when no element is NaN or infinite."""
+    """True when no element is NaN or infinite.
+
+    From ALL_FINITE_C elements on, the dispatched loop of _vmath.h: the baseline
+    build of this loop does not vectorize (4810 doubles: 2.6 µs; AVX-512: 0.37 µs),
+    and fit checks the parameters after every epoch, train_step its X and Y.
+    """
     cdef Py_ssize_t i
     cdef int bad = 0
-    # x - x is 0 for finite x and NaN otherwise; an integer OR vectorizes.
+    if size >= ALL_FINITE_C:
+        if floating is double:
+            return bpf_all_finite_d(size, x)
+        else:
+            return bpf_all_finite_f(size, x)
+    # x - x is 0 for finite x and NaN otherwise.
     for i in range(size):
         bad |= not (x[i] - x[i] == 0)
     return not bad

@@ -125,6 +125,7 @@ BPF_INLINE float bpf_tanh_f(float x) {
  *                          so that exp() <= 1
  *   back_<f>(size, E, A):  E := E * f'(Z), written in terms of A = f(Z)
  *   xent_delta(n, m, A, Y, delta): softmax + cross-entropy output delta, returns the loss
+ *   all_finite(size, x):   1 when no element is NaN or infinite
  *   column_sums(n, m, D, alpha, db): db[j] += alpha * sum of D[i, j] over rows i
  *   momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
  *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
@@ -188,6 +189,12 @@ BPF_INLINE float bpf_tanh_f(float x) {
     }                                                                                \
     TARGET static void NAME##_back_relu(ptrdiff_t size, T_* E, const T_* A) {       \
         for (ptrdiff_t i = 0; i < size; i++) E[i] = A[i] > 0 ? E[i] : 0;             \
+    }                                                                                \
+    TARGET static int NAME##_all_finite(ptrdiff_t size, const T_* x) {               \
+        /* x - x is 0 for a finite x, NaN otherwise; an integer OR vectorizes. */    \
+        int bad = 0;                                                                 \
+        for (ptrdiff_t i = 0; i < size; i++) bad |= !(x[i] - x[i] == 0);             \
+        return !bad;                                                                 \
     }                                                                                \
     TARGET static void NAME##_column_sums(ptrdiff_t n, ptrdiff_t m, const T_* restrict D, \
                                           T_ alpha, T_* restrict db) {               \
@@ -306,6 +313,9 @@ static inline int bpf_set_cpu_level(int cap) {
     static inline void bpf_momentum_##X(ptrdiff_t size, T* P, const T* G, T* V, T lr, T mu,  \
                                         T decay, int nesterov) {                     \
         BPF_PICK(X, momentum, size, P, G, V, lr, mu, decay, nesterov)                \
+    }                                                                                \
+    static inline int bpf_all_finite_##X(ptrdiff_t size, const T* x) {               \
+        BPF_PICK(X, all_finite, size, x)                                             \
     }                                                                                \
     static inline void bpf_column_sums_##X(ptrdiff_t n, ptrdiff_t m, const T* D, T alpha, T* db) { \
         BPF_PICK(X, column_sums, n, m, D, alpha, db)                                 \
