@@ -302,9 +302,10 @@ def test_every_simd_level_trains_the_same_network_bit_for_bit(dtype):
         net = bpfast.Network([6, 9, 3], activation="tanh", output_activation="sigmoid",
                              dtype=dtype, seed=0)
         net.fit(X, Y, epochs=5, batch_size=8, lr=0.5)
-        net.fit(X, Y, epochs=2, batch_size=8, lr=0.1, momentum=0.9, nesterov=True,
-                weight_decay=0.01)
-        results.append(net.get_parameters())
+        history = net.fit(X, Y, epochs=2, batch_size=8, lr=0.1, momentum=0.9, nesterov=True,
+                          weight_decay=0.01)    # its loss has the L2 term: sum of squares
+        results.append((net.get_parameters(), history.loss))
     _kernels.simd_level(2)
-    for r in results[1:]:
-        assert np.array_equal(r, results[0])
+    for params, loss in results[1:]:
+        assert np.array_equal(params, results[0][0])
+        assert loss == results[0][1]

@@ -19,7 +19,7 @@ import numpy as np
 
 from bpfast._kernels cimport (
     forward_layer, backprop_error_into, activation_backward_inplace, output_delta_into,
-    weight_gradients_into, sgd_fused, momentum_step, all_finite, LOSS_SSE,
+    weight_gradients_into, sgd_fused, momentum_step, all_finite, sum_squares, LOSS_SSE,
 )
 
 cnp.import_array()
@@ -122,11 +122,9 @@ cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const 
 cdef double weight_sq_norm(const Net* net, const floating* P) noexcept nogil:
     """sum of W[l]**2 over all layers (biases are not regularised)."""
     cdef double s = 0
-    cdef Py_ssize_t i
     cdef int l
     for l in range(net.n_layers):
-        for i in range(net.w_off[l], net.b_off[l]):
-            s += <double>P[i] * P[i]
+        s += sum_squares(net.b_off[l] - net.w_off[l], P + net.w_off[l])
     return s
 
 

@@ -55,4 +55,6 @@ cdef void momentum_step(Py_ssize_t size, floating* P, const floating* G, floatin
 cdef void sgd_update_into(Py_ssize_t size, floating lr, const floating* grad,
                           floating* W) noexcept nogil
 
+cdef double sum_squares(Py_ssize_t size, const floating* x) noexcept nogil
+
 cdef bint all_finite(Py_ssize_t size, const floating* x) noexcept nogil

@@ -23,6 +23,8 @@ cdef extern from "_vmath.h" nogil:
                             float* delta)
     bint bpf_all_finite_d(Py_ssize_t size, const double* x)
     bint bpf_all_finite_f(Py_ssize_t size, const float* x)
+    double bpf_sum_squares_d(Py_ssize_t size, const double* x)
+    double bpf_sum_squares_f(Py_ssize_t size, const float* x)
     void bpf_column_sums_d(Py_ssize_t n, Py_ssize_t m, const double* D, double alpha, double* db)
     void bpf_column_sums_f(Py_ssize_t n, Py_ssize_t m, const float* D, float alpha, float* db)
     void bpf_momentum_d(Py_ssize_t size, double* P, const double* G, double* V, double lr,
@@ -272,6 +274,14 @@ cdef void sgd_update_into(Py_ssize_t size, floating lr, const floating* grad,
     cdef Py_ssize_t i
     for i in range(size):
         W[i] -= lr * grad[i]
+
+
+cdef double sum_squares(Py_ssize_t size, const floating* x) noexcept nogil:
+    """The sum of x[i]**2 in double (8 partial sums: see _vmath.h)."""
+    if floating is double:
+        return bpf_sum_squares_d(size, x)
+    else:
+        return bpf_sum_squares_f(size, x)
 
 
 cdef bint all_finite(Py_ssize_t size, const floating* x) noexcept nogil:

@@ -126,6 +126,7 @@ BPF_INLINE float bpf_tanh_f(float x) {
  *   back_<f>(size, E, A):  E := E * f'(Z), written in terms of A = f(Z)
  *   xent_delta(n, m, A, Y, delta): softmax + cross-entropy output delta, returns the loss
  *   all_finite(size, x):   1 when no element is NaN or infinite
+ *   sum_squares(size, x):  the sum of x[i]^2, in double
  *   column_sums(n, m, D, alpha, db): db[j] += alpha * sum of D[i, j] over rows i
  *   momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
  *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
@@ -195,6 +196,18 @@ BPF_INLINE float bpf_tanh_f(float x) {
         int bad = 0;                                                                 \
         for (ptrdiff_t i = 0; i < size; i++) bad |= !(x[i] - x[i] == 0);             \
         return !bad;                                                                 \
+    }                                                                                \
+    TARGET static double NAME##_sum_squares(ptrdiff_t size, const T_* x) {           \
+        /* In double, in 8 partial sums (part[k] takes x[k], x[k + 8], ...) added in a\
+         * fixed order: 8 chains of additions instead of one, and the same bits at   \
+         * every SIMD level. */                                                      \
+        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0;                         \
+        ptrdiff_t i = 0;                                                             \
+        for (; i + 8 <= size; i += 8)                                                \
+            for (int k = 0; k < 8; k++) part[k] += (double)x[i + k] * (double)x[i + k];\
+        for (; i < size; i++) tail += (double)x[i] * (double)x[i];                   \
+        return (((part[0] + part[1]) + (part[2] + part[3]))                          \
+                + ((part[4] + part[5]) + (part[6] + part[7]))) + tail;               \
     }                                                                                \
     TARGET static void NAME##_column_sums(ptrdiff_t n, ptrdiff_t m, const T_* restrict D, \
                                           T_ alpha, T_* restrict db) {               \
@@ -316,6 +329,9 @@ static inline int bpf_set_cpu_level(int cap) {
     }                                                                                \
     static inline int bpf_all_finite_##X(ptrdiff_t size, const T* x) {               \
         BPF_PICK(X, all_finite, size, x)                                             \
+    }                                                                                \
+    static inline double bpf_sum_squares_##X(ptrdiff_t size, const T* x) {           \
+        BPF_PICK(X, sum_squares, size, x)                                            \
     }                                                                                \
     static inline void bpf_column_sums_##X(ptrdiff_t n, ptrdiff_t m, const T* D, T alpha, T* db) { \
         BPF_PICK(X, column_sums, n, m, D, alpha, db)                                 \
