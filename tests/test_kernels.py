@@ -173,7 +173,8 @@ def test_forward_and_backprop_error_match_reference_for_any_shape(n, n_in, n_out
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(16, 64, 10), (15, 64, 10), (32, 64, 16), (32, 64, 17),
-                                   (32, 1024, 1), (32, 1025, 1), (64, 16, 3), (16, 2, 2)])
+                                   (32, 1024, 1), (32, 1025, 1), (64, 16, 3), (16, 2, 2),
+                                   (32, 13, 5), (16, 7, 16), (20, 100, 10)])  # rows not 8k
 def test_backprop_error_on_both_sides_of_the_narrow_layer_path(dtype, shape):
     """Narrow W (few outputs) is transposed into a buffer first; results as by NumPy."""
     n, n_in, n_out = shape

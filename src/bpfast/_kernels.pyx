@@ -172,11 +172,19 @@ cdef void backprop_error_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     benchmarks/bench_step_phases.py for shapes on both sides of the rule.
     """
     cdef floating Wt[NARROW_W]
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i = 0, j, k
     if n >= 16 and n_out <= 16 and n_in * n_out <= NARROW_W and n * n_in * n_out > SMALL_GEMM:
-        for i in range(n_in):
+        # 8 rows of W at a time, so that each store run into Wt is 8 contiguous
+        # elements (64x10: 0.21 -> 0.11 µs).
+        while i + 8 <= n_in:
+            for j in range(n_out):
+                for k in range(8):
+                    Wt[j * n_in + i + k] = W[(i + k) * n_out + j]
+            i += 8
+        while i < n_in:
             for j in range(n_out):
                 Wt[j * n_in + i] = W[i * n_out + j]
+            i += 1
         gemm(False, False, n, n_in, n_out, <floating>1, delta, n_out, Wt, n_in, <floating>0,
              E, n_in)
     else:
