@@ -1033,7 +1033,7 @@ Reproduce (from the repository root{', with ' + ' and '.join(unset) + ' unset' i
 On a shared machine the medians move by several percent from run to run (see the min/max
 spread in the raw table): a verdict within ~5% of its threshold is not conclusive.
 
-{'## Digits: bpfast.sklearn against scikit-learn' + chr(10) + chr(10) + 'scikit-learn' + chr(39) + 's bundled digits at the same settings (`python examples/digits.py --repeats 5`, one BLAS thread as above; fit time is the fastest of 5 fits each):' + chr(10) + chr(10) + digits + chr(10) + chr(10) if digits else ''}## How it was measured
+{'## Digits: bpfast.sklearn against scikit-learn' + chr(10) + chr(10) + 'scikit-learn' + chr(39) + 's bundled digits at the same settings (`python examples/digits.py --repeats 5`, one BLAS thread as above; fit time is the median of 5 fits each, the two estimators taking turns):' + chr(10) + chr(10) + digits + chr(10) + chr(10) if digits else ''}## How it was measured
 
 - **bpfast fit**: `Network.fit(X, Y, epochs=k, batch_size=B, lr={LR}, shuffle=False)` over a data
   set of the row count above; time of the whole call (validation, per-epoch bookkeeping
