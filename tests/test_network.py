@@ -170,6 +170,9 @@ def test_callback_return_values():
     for bad in (0, -2):
         with pytest.raises(ValueError, match=f"callback returned {bad}"):
             net.fit(X, Y, epochs=3, callback=lambda e, h: bad)
+    calls = []
+    h = net.fit(X, Y, epochs=7, callback=lambda e, h: calls.append(e) or np.int64(10 ** 18))
+    assert calls == [0, 6] and len(h.loss) == 7      # a NumPy int; capped at the epochs left
 
 
 def test_fit_validation_data_callback_stop_and_schedules():
