@@ -165,7 +165,7 @@ cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* i
 
 cdef int run_epoch(const Net* net, Py_ssize_t N, const floating* X, const floating* Y,
                    Py_ssize_t batch_size, floating* P, floating* G, floating* V,
-                   Py_ssize_t n_params, floating* acts, floating* err0, floating* err1,
+                   floating* acts, floating* err0, floating* err1,
                    floating* Xb, floating* Yb, Py_ssize_t* idx, uint64_t* rng, bint shuffled,
                    floating lr, floating mu, bint nesterov, floating weight_decay,
                    double* loss_sum, Py_ssize_t* n_updates) noexcept nogil:
@@ -230,7 +230,7 @@ cdef Py_ssize_t run_epochs(const Net* net, Py_ssize_t N, const floating* X, cons
     for e in range(n_epochs):
         memcpy(backup, P, n_params * sizeof(floating))
         loss_sum = 0
-        status = run_epoch(net, N, X, Y, batch_size, P, G, V, n_params, acts, err0, err1,
+        status = run_epoch(net, N, X, Y, batch_size, P, G, V, acts, err0, err1,
                            Xb, Yb, idx, rng, shuffled, <floating>lrs[e], mu, nesterov,
                            weight_decay, &loss_sum, n_updates)
         loss = loss_sum if net.loss == LOSS_SSE else loss_sum / N

@@ -126,7 +126,7 @@ cdef inline void dot_products(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize
 
 cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int activation,
                           floating* Z) noexcept nogil:
-    """Z := f(Z + b), one pass over Z (softmax: a second pass per row).
+    """Z := f(Z + b), one pass over Z (softmax: then its three sweeps, see _vmath.h).
 
     The loops are vectorized and picked for the CPU at run time (_vmath.h).
     """

@@ -246,18 +246,10 @@ BPF_INLINE float bpf_tanh_f(float x) {
     }                                                                                \
     TARGET static void NAME##_momentum(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
                                        T_* restrict V, T_ lr, T_ mu, T_ decay, int nesterov) { \
-        if (nesterov) {                                                              \
-            for (ptrdiff_t i = 0; i < size; i++) {                                   \
-                T_ g = G[i] + decay * P[i];                                          \
-                V[i] = mu * V[i] - lr * g;                                           \
-                P[i] += mu * V[i] - lr * g;                                          \
-            }                                                                        \
-        } else {                                                                     \
-            for (ptrdiff_t i = 0; i < size; i++) {                                   \
-                T_ g = G[i] + decay * P[i];                                          \
-                V[i] = mu * V[i] - lr * g;                                           \
-                P[i] += V[i];                                                        \
-            }                                                                        \
+        for (ptrdiff_t i = 0; i < size; i++) {                                       \
+            T_ g = G[i] + decay * P[i];                                              \
+            V[i] = mu * V[i] - lr * g;                                               \
+            P[i] += nesterov ? mu * V[i] - lr * g : V[i];                            \
         }                                                                            \
     }
 

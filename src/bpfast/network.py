@@ -7,7 +7,6 @@ shape) but never resized or replaced: the kernels can hold raw pointers.
 """
 from __future__ import annotations
 
-import math
 import numbers
 import threading
 from contextlib import contextmanager
@@ -279,7 +278,7 @@ class Network:
             power_t: float = 0.5, step_size: int = 10, gamma: float = 0.5,
             validation_data=None, callback: Optional[Callable] = None,
             progress: bool = False, keep_momentum: bool = False) -> History:
-        """Mini-batch gradient descent over whole epochs, each in one native call.
+        """Mini-batch gradient descent over whole epochs, in native calls that release the GIL.
 
         Parameters
         ----------
