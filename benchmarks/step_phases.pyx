@@ -58,3 +58,20 @@ def time_phase(int which, floating[:, ::1] X, floating[:, ::1] W1, floating[::1]
             best = min(best, (now() - t0) / reps)
     return best
 
+
+
+def time_gemm(floating[:, ::1] A, floating[:, ::1] B, floating[:, ::1] C, bint trans_a,
+              int reps):
+    """Seconds per call of gemm(): C := op(A) @ B, the median of 7 runs of `reps` calls."""
+    cdef Py_ssize_t m = C.shape[0], n = C.shape[1], k = B.shape[0]
+    cdef double t0
+    cdef double runs[7]
+    cdef int r, i
+    with nogil:
+        for i in range(7):
+            t0 = now()
+            for r in range(reps):
+                gemm(trans_a, False, m, n, k, <floating>1, &A[0, 0], A.shape[1], &B[0, 0], n,
+                     <floating>0, &C[0, 0], n)
+            runs[i] = (now() - t0) / reps
+    return sorted([runs[i] for i in range(7)])[3]

@@ -53,3 +53,26 @@ def test_step_phases_runs_and_reports_both_dtypes(tmp_path):
     assert [s[0] for s in shares] == ["float32", "float64"], proc.stdout
     for _, step, products in shares:
         assert 0 < float(products) and 0 < float(step)
+
+
+def test_small_gemm_bench_compares_both_paths_on_every_shape(tmp_path):
+    """bench_small_gemm.py times BLAS and the kernel per shape and says which gemm() uses."""
+    pytest.importorskip("Cython")
+    from bpfast import _kernels
+    env = dict(os.environ, HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_small_gemm.py"),
+                           "--flops", "1e5"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    if not _kernels.small_gemm(1):
+        assert "lacks" in proc.stdout
+        return
+    _kernels.small_gemm(-1)
+    rows = re.findall(r"^ *(float32|float64) +(\d+) +(\d+) +(\d+) +(A|A\.T) +(\d+) +([\d.]+) +"
+                      r"([\d.]+) +([\d.]+)x +(kernel|BLAS)$", proc.stdout, re.M)
+    assert len(rows) == 2 * 17, proc.stdout
+    for dtype, m, k, n, _, _, blas, kernel, _, used in rows:
+        size = 8 if dtype == "float64" else 4
+        small = (int(m) * int(k) + int(k) * int(n)) * size <= _kernels.small_gemm_bytes()
+        assert used == ("kernel" if small else "BLAS")
+        assert float(blas) > 0 and float(kernel) > 0

@@ -292,21 +292,31 @@ def test_finiteness_check_at_every_simd_level(simd_level, dtype, size):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_every_simd_level_trains_the_same_network_bit_for_bit(dtype):
-    """Built without FMA contraction, the variants round alike: same network on every CPU."""
+@pytest.mark.parametrize("small_gemm", [0, 1], ids=["blas", "small-gemm"])
+def test_every_simd_level_trains_the_same_network_bit_for_bit(dtype, small_gemm):
+    """Built without FMA contraction, the variants round alike: same network on every CPU.
+
+    With the products through BLAS at every level; and through the small-product kernel
+    (AVX2 + FMA) at every level that can run it.
+    """
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(64, 6)).astype(dtype), rng.uniform(size=(64, 3)).astype(dtype)
     results = []
-    for level in (2, 1, 0):
-        if _kernels.simd_level(level) != level:
-            continue
-        net = bpfast.Network([6, 9, 3], activation="tanh", output_activation="sigmoid",
-                             dtype=dtype, seed=0)
-        net.fit(X, Y, epochs=5, batch_size=8, lr=0.5)
-        history = net.fit(X, Y, epochs=2, batch_size=8, lr=0.1, momentum=0.9, nesterov=True,
-                          weight_decay=0.01)    # its loss has the L2 term: sum of squares
-        results.append((net.get_parameters(), history.loss))
-    _kernels.simd_level(2)
+    try:
+        for level in (2, 1, 0):
+            if _kernels.simd_level(level) != level or _kernels.small_gemm(small_gemm) != small_gemm:
+                continue
+            net = bpfast.Network([6, 9, 3], activation="tanh", output_activation="sigmoid",
+                                 dtype=dtype, seed=0)
+            net.fit(X, Y, epochs=5, batch_size=8, lr=0.5)
+            history = net.fit(X, Y, epochs=2, batch_size=8, lr=0.1, momentum=0.9,
+                              nesterov=True, weight_decay=0.01)    # with the L2 term
+            results.append((net.get_parameters(), history.loss))
+    finally:
+        _kernels.simd_level(2)
+        _kernels.small_gemm(-1)
+    if len(results) < 2:
+        pytest.skip("fewer than two SIMD levels can run this configuration here")
     for params, loss in results[1:]:
         assert np.array_equal(params, results[0][0])
         assert loss == results[0][1]

@@ -34,6 +34,17 @@ cdef extern from "_vmath.h" nogil:
     int bpf_cpu_level()
     int bpf_set_cpu_level(int cap)
 
+cdef extern from "_smallgemm.h" nogil:
+    # Small products in registers (AVX2 + FMA), where OpenBLAS has no small-matrix path.
+    bint bpf_small_gemm_on()
+    int bpf_set_small_gemm(int mode)
+    void bpf_small_gemm_d(int trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+                          const double* A, Py_ssize_t lda, const double* B, Py_ssize_t ldb,
+                          double beta, double* C, Py_ssize_t ldc)
+    void bpf_small_gemm_f(int trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+                          const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb,
+                          float beta, float* C, Py_ssize_t ldc)
+
 import numpy as np
 
 from bpfast.activations import ACTIVATIONS, LOSSES
@@ -43,6 +54,12 @@ from bpfast.activations import ACTIVATIONS, LOSSES
 # small-matrix kernels win from about a hundred multiply-adds on (4-16-3 at batch 16
 # trains 1.8x faster than with loops up to 4096), plain loops below (2-2-1: 2x).
 cdef Py_ssize_t SMALL_GEMM = 64
+
+# Products whose operands op(A) and B take at most this many bytes together run in
+# _smallgemm.h's kernel when it is on (AVX2 CPUs), which reads them unpacked:
+# benchmarks/bench_small_gemm.py on a Zen 3 has it 1.1-2.6x faster than OpenBLAS up to
+# here, and float64 slower from 192 KB on (rows of B 1 KB apart share L1 sets).
+cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
 
 # column_sums() and all_finite() hand at least this many elements to their C loops.
 cdef Py_ssize_t COLUMN_SUMS_C = 64
@@ -64,6 +81,13 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         return
     if m * n * k <= SMALL_GEMM or k == 0:
         dot_products(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        return
+    if (not trans_b and (m * k + k * n) * <Py_ssize_t>sizeof(floating) <= SMALL_GEMM_BYTES
+            and bpf_small_gemm_on()):
+        if floating is double:
+            bpf_small_gemm_d(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        else:
+            bpf_small_gemm_f(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     # BLAS is column-major: a row-major C is a column-major C.T = op(B).T @ op(A).T,
     # so pass the operands swapped and the transposes as they are.
@@ -320,15 +344,18 @@ def _check(bint ok, str message):
 
 
 def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint trans_b=False,
-           bint loops=False):
-    """op(A) @ op(B) through gemm() (or gemm_loops() with loops=True); for tests."""
+           bint loops=False, double alpha=1, double beta=0, out=None):
+    """alpha * op(A) @ op(B) (+ beta * out) through gemm() (or gemm_loops() with
+    loops=True), into `out` when given; for tests."""
     cdef Py_ssize_t m = A.shape[1] if trans_a else A.shape[0]
     cdef Py_ssize_t k = A.shape[0] if trans_a else A.shape[1]
     cdef Py_ssize_t kb = B.shape[1] if trans_b else B.shape[0]
     cdef Py_ssize_t n = B.shape[0] if trans_b else B.shape[1]
     _check(k == kb, f"matmul: inner sizes differ ({k} vs {kb})")
-    out = np.empty((m, n), dtype=np.float64 if floating is double else np.float32)
+    if out is None:
+        out = np.empty((m, n), dtype=np.float64 if floating is double else np.float32)
     cdef floating[:, ::1] C = out
+    _check(C.shape[0] == m and C.shape[1] == n, "matmul: out has the wrong shape")
     if m == 0 or n == 0:
         return out
     # A product over k == 0 reads neither operand.
@@ -336,11 +363,11 @@ def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint tran
     cdef const floating* pb = &B[0, 0] if k > 0 else NULL
     with nogil:
         if loops:
-            gemm_loops(trans_a, trans_b, m, n, k, <floating>1, pa, A.shape[1], pb, B.shape[1],
-                       <floating>0, &C[0, 0], n)
+            gemm_loops(trans_a, trans_b, m, n, k, <floating>alpha, pa, A.shape[1], pb,
+                       B.shape[1], <floating>beta, &C[0, 0], n)
         else:
-            gemm(trans_a, trans_b, m, n, k, <floating>1, pa, A.shape[1], pb, B.shape[1],
-                 <floating>0, &C[0, 0], n)
+            gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, A.shape[1], pb, B.shape[1],
+                 <floating>beta, &C[0, 0], n)
     return out
 
 
@@ -449,6 +476,27 @@ def simd_level(cap=None):
     if cap is not None:
         return bpf_set_cpu_level(int(cap))
     return bpf_cpu_level()
+
+
+def small_gemm_bytes(limit=None):
+    """Products whose operands take at most this many bytes may use the small-product
+    kernel; set it to measure (benchmarks/bench_small_gemm.py)."""
+    global SMALL_GEMM_BYTES
+    if limit is not None:
+        SMALL_GEMM_BYTES = limit
+    return SMALL_GEMM_BYTES
+
+
+def small_gemm(mode=None):
+    """Whether gemm() runs small products in _smallgemm.h's kernel instead of BLAS.
+
+    small_gemm(mode) sets it: None leaves it, -1 automatic (on at SIMD level 1, i.e.
+    an AVX2 CPU without AVX-512), 0 never, 1 at SIMD level 1 or 2 (tests; the kernel
+    needs AVX2 + FMA). Returns whether it is on now.
+    """
+    if mode is not None:
+        return bool(bpf_set_small_gemm(int(mode)))
+    return bool(bpf_small_gemm_on())
 
 
 def is_finite(floating[::1] x):

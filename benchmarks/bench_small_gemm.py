@@ -1,0 +1,78 @@
+"""The small-product kernel (_smallgemm.h, AVX2 + FMA) against OpenBLAS, by shape.
+
+gemm() sends C := op(A) @ B to the kernel when it is on (automatically on an AVX2 CPU
+without AVX-512) and op(A) and B take at most SMALL_GEMM_BYTES together. This script
+times both paths (the kernel past the limit too) on the products of bench.py's
+networks and around that limit, in native code (no Python per call), the two paths
+taking turns; one thread, medians. The last column says which one gemm() picks.
+
+    python benchmarks/bench_small_gemm.py
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import pyximport
+
+from bpfast import _kernels
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:                      # pragma: no cover
+    from contextlib import nullcontext as threadpool_limits
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+pyximport.install(language_level=3, setup_args={"include_dirs": [np.get_include()]})
+import step_phases  # noqa: E402
+
+# (m, k, n, op(A) = A.T): C is (m, n) = op(A) (m, k) @ B (k, n)
+SHAPES = [
+    (16, 4, 16, False), (16, 16, 3, False), (16, 3, 16, False),         # 4-16-3 at batch 16
+    (32, 64, 64, False), (32, 64, 10, False), (32, 10, 64, False),      # 64-64-10 at batch 32
+    (64, 32, 10, True), (64, 32, 64, True),
+    (64, 128, 10, False), (128, 64, 10, True), (64, 10, 128, False),    # 784-128-10 at 64
+    (64, 64, 64, False), (128, 64, 64, False), (64, 128, 128, False),   # around the limit
+    (128, 32, 128, True), (32, 256, 256, False), (784, 64, 128, True),
+]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flops", type=float, default=3e7,
+                        help="floating-point operations per timed run (default 3e7)")
+    args = parser.parse_args(argv)
+    on = _kernels.small_gemm(1)
+    if not on:
+        print("the small-product kernel needs AVX2 + FMA, which this CPU lacks")
+        return
+    limit = _kernels.small_gemm_bytes()
+    print("C = op(A) @ B, µs per call (median of 7 runs, the paths taking turns), one thread")
+    print(f"{'dtype':>7} {'m':>5} {'k':>5} {'n':>5} {'op(A)':>5} {'KB':>6}  {'BLAS':>9} "
+          f"{'kernel':>9} {'speedup':>8}  gemm() uses")
+    rng = np.random.default_rng(0)
+    with threadpool_limits(1):
+        for dtype in (np.float64, np.float32):
+            size = np.dtype(dtype).itemsize
+            for m, k, n, trans_a in SHAPES:
+                A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
+                B = rng.normal(size=(k, n)).astype(dtype)
+                C = np.empty((m, n), dtype)
+                reps = max(1, int(args.flops / (2 * m * n * k)))
+                times = {0: [], 1: []}
+                _kernels.small_gemm_bytes(1 << 40)      # the kernel past the limit too
+                for turn in range(6):
+                    for mode in ((0, 1) if turn % 2 else (1, 0)):
+                        _kernels.small_gemm(mode)
+                        times[mode].append(step_phases.time_gemm(A, B, C, trans_a, reps))
+                _kernels.small_gemm_bytes(limit)
+                blas, kernel = np.median(times[0]) * 1e6, np.median(times[1]) * 1e6
+                kb = (m * k + k * n) * size
+                used = "kernel" if kb <= limit else "BLAS"
+                print(f"{np.dtype(dtype).name:>7} {m:5d} {k:5d} {n:5d} {'A.T' if trans_a else 'A':>5} "
+                      f"{kb / 1024:6.0f}  {blas:9.3f} {kernel:9.3f} {blas / kernel:7.2f}x  {used}")
+    _kernels.small_gemm(-1)
+
+
+if __name__ == "__main__":
+    main()

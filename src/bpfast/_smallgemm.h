@@ -1,0 +1,162 @@
+/* Small matrix products in registers: C := alpha * op(A) @ B + beta * C, row-major,
+ * op(A) = A or A.T, for the layers of small networks.
+ *
+ * Why not BLAS: OpenBLAS's Haswell/Zen kernels (what it runs on an AVX2 CPU) have no
+ * small-matrix path, so a 32x64 @ 64x64 product first packs both operands into
+ * buffers, and at these sizes the packing and the call cost as much as the
+ * arithmetic (float64 on a Zen 3: 24 GFLOP/s through BLAS, 33 here). This kernel
+ * reads the operands where they lie: each 6x8 (float64) or 6x16 (float32) tile of C
+ * is 12 vector accumulators, fed by one row of B and six broadcast elements of A
+ * per step of k. benchmarks/bench_small_gemm.py compares the two by shape.
+ *
+ * Every element of C is one chain of fused multiply-adds over p = 0, 1, ..., k-1,
+ * starting from 0, then alpha * sum (+ beta * C): its bits do not depend on where the
+ * element falls in a tile, on the size of the matrix around it, or on the remainder
+ * code paths. Built for AVX2 + FMA only; the caller checks bpf_small_gemm_on().
+ */
+#ifndef BPFAST_SMALLGEMM_H
+#define BPFAST_SMALLGEMM_H
+
+#include "_vmath.h"
+
+/* -1: automatic, 0: never, 1: whenever the CPU level is at least AVX2 (tests). */
+static int bpf_small_gemm_mode = -1;
+
+/* Whether gemm() may use this kernel. Automatic: only at SIMD level 1 (AVX2 + FMA,
+ * no AVX-512). On an AVX-512 CPU OpenBLAS runs its SkylakeX kernels, which have their
+ * own small-matrix path (measured at ~94% of the float64 FMA peak for these shapes
+ * on a Zen 4), so BLAS stays. */
+static inline int bpf_small_gemm_on(void) {
+#ifdef BPF_DISPATCH
+    int level = bpf_cpu_level();
+    if (bpf_small_gemm_mode < 0)
+        return level == 1;
+    return bpf_small_gemm_mode == 1 && level >= 1;
+#else
+    return 0;
+#endif
+}
+
+static inline int bpf_set_small_gemm(int mode) {
+    bpf_small_gemm_mode = mode < 0 ? -1 : mode > 0;
+    return bpf_small_gemm_on();
+}
+
+#ifdef BPF_DISPATCH
+#include <immintrin.h>
+
+/* The vector operations of each type, so that one macro writes both kernels. */
+#define BPF_VOPS(X, VT, LANES, SUF, BCAST, MASK_T)                                   \
+    BPF_AVX2 BPF_INLINE VT bpf_vzero_##X(void) { return _mm256_setzero_##SUF(); }     \
+    BPF_AVX2 BPF_INLINE VT bpf_vset_##X(X##_elem v) { return _mm256_set1_##SUF(v); }  \
+    BPF_AVX2 BPF_INLINE VT bpf_vbcast_##X(const X##_elem* p) { return BCAST(p); }     \
+    BPF_AVX2 BPF_INLINE VT bpf_vload_##X(const X##_elem* p, int masked, __m256i mask) { \
+        return masked ? _mm256_maskload_##SUF(p, mask) : _mm256_loadu_##SUF(p);        \
+    }                                                                                \
+    BPF_AVX2 BPF_INLINE void bpf_vstore_##X(X##_elem* p, VT v, int masked, __m256i mask) { \
+        if (masked) _mm256_maskstore_##SUF(p, mask, v); else _mm256_storeu_##SUF(p, v); \
+    }                                                                                \
+    BPF_AVX2 BPF_INLINE VT bpf_vfma_##X(VT a, VT b, VT c) { return _mm256_fmadd_##SUF(a, b, c); } \
+    BPF_AVX2 BPF_INLINE VT bpf_vmul_##X(VT a, VT b) { return _mm256_mul_##SUF(a, b); } \
+    BPF_AVX2 BPF_INLINE VT bpf_vadd_##X(VT a, VT b) { return _mm256_add_##SUF(a, b); } \
+    /* The first `count` lanes (1 <= count <= LANES) set. */                         \
+    BPF_AVX2 BPF_INLINE __m256i bpf_vmask_##X(ptrdiff_t count) {                     \
+        static const MASK_T ones[2 * LANES] = {[0 ... LANES - 1] = -1};               \
+        return _mm256_loadu_si256((const __m256i*)(ones + LANES - count));          \
+    }
+
+typedef double bpf_sg_d_elem;
+typedef float bpf_sg_f_elem;
+BPF_VOPS(bpf_sg_d, __m256d, 4, pd, _mm256_broadcast_sd, int64_t)
+BPF_VOPS(bpf_sg_f, __m256, 8, ps, _mm256_broadcast_ss, int32_t)
+
+/* One tile of C: MR rows (1..6) by NV vectors (1 or 2), the last one masked or not.
+ * Called with constant MR, NV, MASKED so that the compiler unrolls it into registers. */
+#define BPF_SMALL_GEMM(X, T, VT, LANES)                                              \
+    BPF_AVX2 BPF_INLINE void X##_tile(int MR, int NV, int MASKED, int trans_a, ptrdiff_t k, \
+            T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
+            T* C, ptrdiff_t ldc, __m256i mask) {                                     \
+        VT acc[6][2], b[2];                                                          \
+        /* op(A)[r, p] is A[r * step_r + p * step_p] */                              \
+        ptrdiff_t step_r = trans_a ? 1 : lda, step_p = trans_a ? lda : 1;            \
+        for (int r = 0; r < MR; r++)                                                 \
+            for (int v = 0; v < NV; v++) acc[r][v] = bpf_vzero_##X();                \
+        for (ptrdiff_t p = 0; p < k; p++) {                                          \
+            for (int v = 0; v < NV; v++)                                             \
+                b[v] = bpf_vload_##X(B + p * ldb + v * LANES, MASKED && v == NV - 1, mask); \
+            for (int r = 0; r < MR; r++) {                                           \
+                VT a = bpf_vbcast_##X(A + r * step_r + p * step_p);                  \
+                for (int v = 0; v < NV; v++) acc[r][v] = bpf_vfma_##X(a, b[v], acc[r][v]); \
+            }                                                                        \
+        }                                                                            \
+        VT va = bpf_vset_##X(alpha), vb = bpf_vset_##X(beta);                        \
+        for (int r = 0; r < MR; r++)                                                 \
+            for (int v = 0; v < NV; v++) {                                           \
+                T* c = C + r * ldc + v * LANES;                                      \
+                int masked = MASKED && v == NV - 1;                                  \
+                VT x = bpf_vmul_##X(va, acc[r][v]);                                  \
+                if (beta != 0)              /* beta == 0 never reads C (BLAS's rule) */ \
+                    x = bpf_vadd_##X(x, bpf_vmul_##X(vb, bpf_vload_##X(c, masked, mask))); \
+                bpf_vstore_##X(c, x, masked, mask);                                  \
+            }                                                                        \
+    }                                                                                \
+    BPF_AVX2 static void X##_gemm(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,  \
+            T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
+            T* C, ptrdiff_t ldc) {                                                   \
+        ptrdiff_t step_r = trans_a ? 1 : lda;                                        \
+        __m256i mask = bpf_vmask_##X(LANES);                                         \
+        for (ptrdiff_t j = 0; j < n; ) {                                             \
+            /* Columns j.. in 2 vectors, or what is left in 1 or 2, the last masked. */ \
+            ptrdiff_t left = n - j, width = left < 2 * LANES ? left : 2 * LANES;     \
+            int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;              \
+            if (masked) mask = bpf_vmask_##X(width - (nv - 1) * LANES);              \
+            for (ptrdiff_t i = 0; i < m; i += 6) {                                   \
+                ptrdiff_t mr = m - i < 6 ? m - i : 6;                                \
+                const T* a = A + i * step_r;                                         \
+                T* c = C + i * ldc + j;                                              \
+                BPF_TILES(X, (int)mr, nv, masked)                                    \
+            }                                                                        \
+            j += width;                                                              \
+        }                                                                            \
+    }
+
+/* The call to X##_tile with constant shape arguments for every (rows, vectors, mask). */
+#define BPF_TILE(X, MR, NV, MASKED) \
+    X##_tile(MR, NV, MASKED, trans_a, k, alpha, a, lda, B + j, ldb, beta, c, ldc, mask)
+#define BPF_TILE_ROWS(X, mr, NV, MASKED)                                             \
+    switch (mr) {                                                                    \
+        case 6: BPF_TILE(X, 6, NV, MASKED); break;                                   \
+        case 5: BPF_TILE(X, 5, NV, MASKED); break;                                   \
+        case 4: BPF_TILE(X, 4, NV, MASKED); break;                                   \
+        case 3: BPF_TILE(X, 3, NV, MASKED); break;                                   \
+        case 2: BPF_TILE(X, 2, NV, MASKED); break;                                   \
+        default: BPF_TILE(X, 1, NV, MASKED); break;                                  \
+    }
+#define BPF_TILES(X, mr, nv, masked)                                                 \
+    if (nv == 2 && !masked) { BPF_TILE_ROWS(X, mr, 2, 0) }                           \
+    else if (nv == 2) { BPF_TILE_ROWS(X, mr, 2, 1) }                                 \
+    else if (!masked) { BPF_TILE_ROWS(X, mr, 1, 0) }                                 \
+    else { BPF_TILE_ROWS(X, mr, 1, 1) }
+
+BPF_SMALL_GEMM(bpf_sg_d, double, __m256d, 4)
+BPF_SMALL_GEMM(bpf_sg_f, float, __m256, 8)
+#endif
+
+/* The entry points; call only when bpf_small_gemm_on(). */
+static inline void bpf_small_gemm_d(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+        double alpha, const double* A, ptrdiff_t lda, const double* B, ptrdiff_t ldb,
+        double beta, double* C, ptrdiff_t ldc) {
+#ifdef BPF_DISPATCH
+    bpf_sg_d_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+static inline void bpf_small_gemm_f(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+        float alpha, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb,
+        float beta, float* C, ptrdiff_t ldc) {
+#ifdef BPF_DISPATCH
+    bpf_sg_f_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+#endif

@@ -1,0 +1,154 @@
+"""The small-product kernel of _smallgemm.h (AVX2 + FMA) against NumPy and against BLAS.
+
+gemm() sends a product there when the kernel is on and its operands are small; the
+tests force it on (small_gemm(1)) or off (small_gemm(0)) and compare.
+"""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import bpfast
+from bpfast import _kernels
+
+DTYPES = [np.float64, np.float32]
+HAS_KERNEL = _kernels.small_gemm(1)
+_kernels.small_gemm(-1)
+needs_kernel = pytest.mark.skipif(not HAS_KERNEL, reason="this CPU has no AVX2 + FMA")
+
+
+@pytest.fixture
+def kernel_on():
+    _kernels.small_gemm(1)
+    yield
+    _kernels.small_gemm(-1)
+
+
+def eps(dtype):
+    return float(np.finfo(dtype).eps)
+
+
+def assert_product_close(C, A, B, dtype):
+    """|C - A @ B| within k rounding errors of the sum of |products| (computed in float64)."""
+    A64, B64 = A.astype(np.float64), B.astype(np.float64)
+    bound = (A.shape[1] + 2) * eps(dtype) * (np.abs(A64) @ np.abs(B64)) + 1e-300
+    assert C.dtype == dtype
+    assert np.all(np.abs(C - A64 @ B64) <= bound)
+
+
+def operands(m, k, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_every_tile_and_remainder_shape(kernel_on, dtype, trans_a):
+    """Rows 1..13 (tiles of 6 and each remainder), columns 1..35 (1 or 2 vectors, masked
+    or not, for 4 and 8 lanes), k from 1 up."""
+    for m, n, k in itertools.product(range(1, 14), range(1, 36), (1, 2, 7, 65)):
+        if m * n * k <= _kernels.gemm_threshold():
+            continue                          # the direct loops take these
+        A, B = operands(m, k, n, dtype, seed=m * 1000 + n * 10 + k)
+        A_in = np.ascontiguousarray(A.T) if trans_a else A
+        assert_product_close(_kernels.matmul(A_in, B, trans_a, False), A, B, dtype)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bits_do_not_depend_on_the_tile(kernel_on, dtype):
+    """Each element is one chain of multiply-adds: a row or a column computed alone
+    (other tile shapes, remainder paths) has the same bits as inside the whole product."""
+    m, k, n = 13, 70, 37
+    A, B = operands(m, k, n, dtype, seed=5)
+    C = _kernels.matmul(A, B)
+    for i in (0, 5, 6, 12):
+        assert np.array_equal(_kernels.matmul(A[i:i + 1].copy(), B), C[i:i + 1])
+        assert np.array_equal(_kernels.matmul(np.ascontiguousarray(A[i:i + 1].T), B, True),
+                              C[i:i + 1])
+    for j in (0, 3, 8, 16, 36):
+        assert np.array_equal(_kernels.matmul(A, B[:, j:j + 1].copy()), C[:, j:j + 1])
+        assert np.array_equal(_kernels.matmul(A, B[:, j:].copy()), C[:, j:])
+
+
+@needs_kernel
+@given(m=st.integers(1, 40), k=st.integers(1, 80), n=st.integers(1, 40),
+       trans_a=st.booleans(), double=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=150, deadline=None)
+def test_matches_numpy_for_any_shape(m, k, n, trans_a, double, seed):
+    dtype = np.float64 if double else np.float32
+    _kernels.small_gemm(1)
+    try:
+        A, B = operands(m, k, n, dtype, seed)
+        A_in = np.ascontiguousarray(A.T) if trans_a else A
+        assert_product_close(_kernels.matmul(A_in, B, trans_a, False), A, B, dtype)
+    finally:
+        _kernels.small_gemm(-1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_in, n_out", [(64, 10), (13, 33), (7, 9)])
+def test_fused_update_with_alpha_and_beta(kernel_on, dtype, n_in, n_out):
+    """W := W - lr * A.T @ delta: the kernel's alpha and beta (beta == 1 reads C)."""
+    rng = np.random.default_rng(n_in)
+    A_prev = rng.normal(size=(32, n_in)).astype(dtype)
+    delta = rng.normal(size=(32, n_out)).astype(dtype)
+    W, b = rng.normal(size=(n_in, n_out)).astype(dtype), np.zeros(n_out, dtype)
+    want = W.astype(np.float64) - 0.1 * (A_prev.T.astype(np.float64) @ delta)
+    _kernels.sgd_fused_update(W, b, A_prev, delta, 0.1)
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(W, want, rtol=tol, atol=tol * 10)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, k, n", [(9, 20, 11), (6, 16, 16), (13, 5, 3)])
+def test_alpha_beta_and_beta_zero_never_reads_C(kernel_on, dtype, m, k, n):
+    """beta == 0 ignores C (a forward layer writes into uninitialized memory: a NaN
+    there must not leak in); other betas scale it (BLAS's rules)."""
+    A, B = operands(m, k, n, dtype, seed=m)
+    C = np.full((m, n), np.nan, dtype)
+    _kernels.matmul(A, B, alpha=-0.5, beta=0, out=C)
+    assert_product_close(C / dtype(-0.5), A, B, dtype)
+    C0 = np.random.default_rng(1).normal(size=(m, n)).astype(dtype)
+    C = C0.copy()
+    _kernels.matmul(A, B, alpha=2, beta=0.25, out=C)
+    want = 2 * (A.astype(np.float64) @ B.astype(np.float64)) + 0.25 * C0
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(C, want, rtol=tol, atol=tol * k)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernel_and_blas_train_the_same_network(dtype):
+    """fit through the kernel and through BLAS: the same network up to rounding."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 64)).astype(dtype)
+    Y = np.eye(10, dtype=dtype)[rng.integers(0, 10, 200)]
+    params = []
+    for mode in (1, 0):
+        _kernels.small_gemm(mode)
+        net = bpfast.Network([64, 64, 10], "relu", "softmax", "cross_entropy", dtype=dtype,
+                             seed=1)
+        net.fit(X, Y, epochs=3, batch_size=32, lr=0.05, momentum=0.9, seed=2)
+        params.append(net.get_parameters())
+    _kernels.small_gemm(-1)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(params[0], params[1], rtol=tol, atol=tol)
+    assert not np.array_equal(params[0], np.zeros_like(params[0]))
+
+
+def test_automatic_choice_follows_the_simd_level():
+    """Automatic: on exactly at SIMD level 1 (AVX2 without AVX-512); never below AVX2."""
+    try:
+        for level in (2, 1, 0):
+            got = _kernels.simd_level(level)
+            assert _kernels.small_gemm(-1) == (got == 1)
+            assert _kernels.small_gemm(0) is False
+            assert _kernels.small_gemm(1) == (got >= 1)
+    finally:
+        _kernels.simd_level(2)
+        _kernels.small_gemm(-1)
