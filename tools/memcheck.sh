@@ -16,7 +16,7 @@
 # uncommitted kernel edits are checked too; the shared in-place build in src/ is never
 # touched. Set BPFAST_MEMCHECK_DIR to keep the copy somewhere (default: a temp dir,
 # removed afterwards unless BPFAST_MEMCHECK_KEEP=1). Default pytest targets: the kernel,
-# network, validation, fuzz, divergence, files and concurrency tests.
+# small-product, network, validation, fuzz, divergence, files and concurrency tests.
 set -euo pipefail
 
 MODE=all
@@ -34,7 +34,7 @@ if [[ -z "${BPFAST_MEMCHECK_DIR:-}" && -z "${BPFAST_MEMCHECK_KEEP:-}" ]]; then
     trap 'rm -rf "$WORK"' EXIT
 fi
 
-DEFAULT_TESTS=(tests/test_kernels.py tests/test_network.py tests/test_gradients.py
+DEFAULT_TESTS=(tests/test_kernels.py tests/test_small_gemm.py tests/test_network.py tests/test_gradients.py
                tests/test_validation.py tests/test_fuzz.py tests/test_divergence.py
                tests/test_files.py tests/test_concurrency.py)
 if [[ $# -gt 0 ]]; then TESTS=("$@"); else TESTS=(); for t in "${DEFAULT_TESTS[@]}"; do [[ -e "$REPO/$t" ]] && TESTS+=("$t"); done; fi
