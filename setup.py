@@ -34,7 +34,7 @@ extensions = [
         f"bpfast.{name}",
         [f"src/bpfast/{name}.pyx"],
         include_dirs=[numpy.get_include(), "src/bpfast"],
-        depends=["src/bpfast/_vmath.h", "src/bpfast/_smallgemm.h", "src/bpfast/_kernels.pxd"],
+        depends=["src/bpfast/_vmath.h", "src/bpfast/_smallgemm.h", "src/bpfast/_tiny.h", "src/bpfast/_kernels.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=["-fsanitize=address"] if os.environ.get("BPFAST_SANITIZE") else [],

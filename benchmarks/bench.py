@@ -12,6 +12,10 @@ Implementations (the rows of the result table):
     PyTorch               nn.Sequential + torch.optim.SGD: zero_grad/forward/loss/backward/step
     scikit-learn          MLPClassifier/MLPRegressor(solver="sgd").partial_fit per batch,
                           where sklearn has the same network and loss
+    FANN (C, per-sample fann_train)
+                          the C library's fann_train on one row per call, in a small C program
+                          compiled at run time against doublefann and timed inside it
+                          (sigmoid hidden and output layers, MSE, batch 1, float64: 2-2-1)
     GEMM bound (3 products/layer at the large-GEMM rate)
                           the issue's bound, from 784-128-10 on: the flops of 3 products
                           per layer at the single-thread rate of a 1024^3 np.matmul
@@ -30,7 +34,8 @@ Run from the repository root:
     python benchmarks/bench.py --cases 64-64-10 784-128-10:float32
 
 Only numpy, scipy and bpfast are required; torch, scikit-learn, matplotlib and
-threadpoolctl are used when installed and skipped otherwise.
+threadpoolctl are used when installed and skipped otherwise, and so is FANN (it needs
+libfann-dev and a C compiler: `apt-get install libfann-dev`).
 """
 import os
 
@@ -41,6 +46,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
     os.environ.setdefault(_var, "1")
 
 import argparse
+import atexit
 import datetime
 import gc
 import itertools
@@ -48,9 +54,11 @@ import math
 import platform
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -97,7 +105,8 @@ def clock():
     return _timer[0]()
 
 
-FANN_STEP_US = 0.12     # the target's figure for FANN's per-sample step (not measured here)
+FANN_STEP_US = 0.12     # FANN's per-sample step as the target quotes it: used only when FANN
+                        # is not measured in the run (not installed, or no 2-2-1 case)
 
 
 # ----------------------------------------------------------------------------- cases
@@ -200,6 +209,8 @@ class Impl:
     """One implementation of one case. run(n) makes >= n updates and returns (seconds, updates)."""
     name = "?"
     reps_cap = None          # at most this many repetitions (the slow reference)
+    inner_wall = None        # wall-clock seconds of the last run() as measured inside it, when
+                             # the caller's clock would count more (FANN's process start)
 
     def reset(self):
         pass
@@ -448,6 +459,197 @@ class SklearnMLP(_Looped):
         return [(W.copy(), b.copy()) for W, b in zip(self.model.coefs_, self.model.intercepts_)]
 
 
+# FANN: the C library, driven by a small C program compiled at run time (skipped when
+# there is no C compiler or no libfann-dev). It sets FANN's weights to the case's initial
+# parameters, times n calls of fann_train (one row per call, cycling through the rows
+# bench.py passes on stdin) with CLOCK_PROCESS_CPUTIME_ID and CLOCK_MONOTONIC, and prints
+# both times and then every connection's weight, for the correctness check.
+FANN_NAME = "FANN (C, per-sample fann_train)"
+FANN_SOURCE = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <doublefann.h>
+
+/* usage: fann_step n_steps lr n_rows n_layers size_0 ... size_last
+   stdin (doubles): the weights in fann_get_connection_array's order, the rows of X, the rows of Y
+   stdout: "cpu_seconds wall_seconds" of the n_steps calls, then "from to weight" per connection */
+
+static double seconds(clockid_t clock)
+{
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static double *read_doubles(size_t n)
+{
+    double *p = malloc(n * sizeof *p);
+    if (p == NULL || fread(p, sizeof *p, n, stdin) != n) {
+        fprintf(stderr, "fann_step: expected %zu doubles on stdin\n", n);
+        exit(2);
+    }
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    unsigned sizes[64], n_layers, k;
+    long n_steps, n_rows, i, r;
+    float lr;
+    if (argc < 5 || (n_layers = atoi(argv[4])) < 2 || n_layers > 64 || argc != 5 + (int)n_layers) {
+        fprintf(stderr, "usage: fann_step n_steps lr n_rows n_layers size_0 ... size_last\n");
+        return 2;
+    }
+    n_steps = atol(argv[1]);
+    lr = (float)atof(argv[2]);          /* FANN keeps its learning rate as a float */
+    n_rows = atol(argv[3]);
+    for (k = 0; k < n_layers; k++)
+        sizes[k] = atoi(argv[5 + k]);
+
+    struct fann *ann = fann_create_standard_array(n_layers, sizes);
+    /* FANN_SIGMOID is 1/(1+exp(-2 s x)); steepness s = 0.5 makes it the logistic function */
+    fann_set_activation_function_hidden(ann, FANN_SIGMOID);
+    fann_set_activation_function_output(ann, FANN_SIGMOID);
+    fann_set_activation_steepness_hidden(ann, 0.5);
+    fann_set_activation_steepness_output(ann, 0.5);
+    /* the default FANN_ERRORFUNC_TANH steps along log((1 + d) / (1 - d)) = 2 atanh(d) for
+       d = t - y instead of d: not the gradient of MSE */
+    fann_set_train_error_function(ann, FANN_ERRORFUNC_LINEAR);
+    fann_set_learning_rate(ann, lr);
+    fann_set_learning_momentum(ann, 0);
+
+    unsigned n_con = fann_get_total_connections(ann);
+    struct fann_connection *con = malloc(n_con * sizeof *con);
+    double *w = read_doubles(n_con);
+    fann_get_connection_array(ann, con);
+    for (k = 0; k < n_con; k++)
+        con[k].weight = w[k];
+    fann_set_weight_array(ann, con, n_con);
+    unsigned n_in = sizes[0], n_out = sizes[n_layers - 1];
+    double *X = read_doubles((size_t)n_rows * n_in), *Y = read_doubles((size_t)n_rows * n_out);
+
+    double c0 = seconds(CLOCK_PROCESS_CPUTIME_ID), w0 = seconds(CLOCK_MONOTONIC);
+    for (i = 0, r = 0; i < n_steps; i++) {
+        fann_train(ann, X + r * n_in, Y + r * n_out);
+        if (++r == n_rows)
+            r = 0;
+    }
+    double w1 = seconds(CLOCK_MONOTONIC), c1 = seconds(CLOCK_PROCESS_CPUTIME_ID);
+
+    printf("%.9e %.9e\n", c1 - c0, w1 - w0);
+    fann_get_connection_array(ann, con);
+    for (k = 0; k < n_con; k++)
+        printf("%u %u %.17g\n", con[k].from_neuron, con[k].to_neuron, con[k].weight);
+    fann_destroy(ann);
+    return 0;
+}
+"""
+_fann = {}      # the compiled program: compiled once per run, on first use
+
+
+def fann_program():
+    """(path of the compiled FANN program, None), or (None, why there is none)."""
+    if not _fann:
+        _fann.update(exe=None, why=None, cmd=None)
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            _fann["why"] = "no C compiler (cc/gcc) found"
+            return None, _fann["why"]
+        tmp = tempfile.mkdtemp(prefix="bpfast_bench_fann_")
+        atexit.register(shutil.rmtree, tmp, True)
+        src, exe = os.path.join(tmp, "fann_step.c"), os.path.join(tmp, "fann_step")
+        with open(src, "w") as f:
+            f.write(FANN_SOURCE)
+        cmd = [cc, "-O2", "-o", exe, src, "-ldoublefann", "-lm"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            err = proc.stderr.replace(src, "fann_step.c").strip().splitlines() if proc.returncode else None
+        except (OSError, subprocess.SubprocessError) as e:
+            err = [str(e)]
+        if err is None:
+            _fann.update(exe=exe, cmd=shlex.join(os.path.basename(a) for a in cmd))
+        else:
+            first = next((line for line in err if "error" in line or "cannot find" in line),
+                         err[0] if err else "no message")
+            _fann["why"] = f"compiling against doublefann failed (is libfann-dev installed?): {first}"
+    return _fann["exe"], _fann["why"]
+
+
+def fann_reason(case):
+    """None if FANN's fann_train makes this case's step, else why not."""
+    if (case.activation, case.output_activation, case.loss) != ("sigmoid", "sigmoid", "mse"):
+        return "set up only for sigmoid hidden and output layers with MSE loss"
+    if case.batch != 1:
+        return "fann_train steps on one sample: batch 1 only"
+    if case.dtype != "float64":
+        return "doublefann computes in float64: float64 only"
+    return fann_program()[1]
+
+
+def fann_connections(sizes):
+    """(from neuron, to neuron, layer, row, column) per connection, in FANN's order.
+
+    FANN numbers the neurons layer after layer, each layer followed by its bias neuron
+    (value 1), and stores each neuron's incoming connections together: from the previous
+    layer's neurons in order, bias last. Row == n_in stands for the bias b[column];
+    FannMLP checks this against the connections the program prints.
+    """
+    first = list(itertools.accumulate((s + 1 for s in sizes), initial=0))
+    return [(first[l] + i, first[l + 1] + j, l, i, j)
+            for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+            for j in range(b) for i in range(a + 1)]
+
+
+class FannMLP(Impl):
+    """FANN's fann_train, one row per call, timed inside the compiled program.
+
+    Each run() starts the program from the initial weights, so reset() has nothing to do;
+    the process start is outside the timed loop.
+    """
+    name = FANN_NAME
+
+    def __init__(self, case, data, init, lr=LR):
+        self.case = case
+        self.exe = fann_program()[0]
+        # bpfast's mse for one row is sum (y - t)^2 / (batch * n_out): its gradient is
+        # 2 (y - t) / (batch * n_out). fann_train steps by lr (t - y) f'(z), without the 2.
+        self.lr = 2.0 * lr / (case.batch * case.sizes[-1])
+        self.layout = fann_connections(case.sizes)
+        Ws, bs = init
+        start = [Ws[l][i, j] if i < Ws[l].shape[0] else bs[l][j] for _, _, l, i, j in self.layout]
+        X, Y = data[:2]
+        self.rows = X.shape[0]
+        self.stdin = b"".join(np.ascontiguousarray(a, np.float64).tobytes()
+                              for a in (np.array(start), X, Y))
+        self.final = None       # the weights after the last run, in FANN's order
+
+    def run(self, n):
+        sizes = self.case.sizes
+        proc = subprocess.run([self.exe, str(n), repr(self.lr), str(self.rows), str(len(sizes)),
+                               *map(str, sizes)], input=self.stdin, capture_output=True, timeout=600)
+        if proc.returncode:
+            raise RuntimeError(f"the FANN program failed: {proc.stderr.decode(errors='replace')}")
+        head, *lines = proc.stdout.decode().split("\n")
+        cpu, wall = map(float, head.split())
+        conns = [line.split() for line in lines if line]
+        if [(int(f), int(t)) for f, t, _ in conns] != [c[:2] for c in self.layout]:
+            raise RuntimeError("FANN's connections are not in the order fann_connections() assumes")
+        self.final = [float(w) for _, _, w in conns]
+        self.inner_wall = wall
+        return (wall if _timer[0] is TIMERS["wall"] else cpu), n
+
+    def weights(self):
+        Ws = [np.empty((a, b)) for a, b in zip(self.case.sizes[:-1], self.case.sizes[1:])]
+        bs = [np.empty(b) for b in self.case.sizes[1:]]
+        for (_, _, l, i, j), w in zip(self.layout, self.final):
+            if i < Ws[l].shape[0]:
+                Ws[l][i, j] = w
+            else:
+                bs[l][j] = w
+        return list(zip(Ws, bs))
+
+
 class RateBound(Impl):
     """The issue's bound: 3 products per layer at the rate of one large single-thread GEMM.
 
@@ -586,6 +788,16 @@ def check_case(case, data, init, with_reference):
             sk = SklearnMLP(one, sub, init, lr=CHECK_LR)   # its first partial_fit initialises
             sk.step(*sk.pairs[0])                          # ... and this one is from init
         compare("scikit-learn", sk.weights())
+    if fann_reason(case) is None:
+        # FANN keeps its learning rate as a C float: 2 * 0.1 becomes 0.2000000030, so its
+        # update is larger than bpfast's by that rounding, 1.5e-8 relative. Everything else
+        # (doublefann) is float64: with bpfast's lr set to float32(0.2) / 2 the updates agree
+        # to 6e-16. FANN also clips the input of the sigmoid's derivative to [0.01, 0.99]
+        # (fann_activation_derived); 2-2-1's hidden and output values stay within
+        # [0.27, 0.79] from the initial weights, so the clip does not act here.
+        fa = FannMLP(one, sub, init, lr=CHECK_LR)
+        fa.run(1)
+        compare(FANN_NAME, fa.weights())
     if with_reference:
         ref = Reference(one, sub, init)
         ref.step(x, y, CHECK_LR)
@@ -627,6 +839,11 @@ def measure_case(case, args, log):
             impls.append(SklearnMLP(case, data, init))
     else:
         skipped["scikit-learn"] = reason
+    reason = fann_reason(case)
+    if reason is None:
+        impls.append(FannMLP(case, data, init))
+    else:
+        skipped[FANN_NAME] = reason
     if case.work >= BIG_WORK:
         impls.append(RateBound(case))
     gemm = Gemm(case)
@@ -663,6 +880,8 @@ def measure_case(case, args, log):
                     w0 = time.perf_counter()
                     t, done = impl.run(sizes[impl.name])
                     w = time.perf_counter() - w0
+                    if impl.inner_wall is not None:
+                        w = impl.inner_wall
                 finally:
                     gc.enable()
                 samples[impl.name].append(t / done)
@@ -679,7 +898,7 @@ def measure_case(case, args, log):
 
 # ----------------------------------------------------------------------------- reporting
 ROWS = ["bpfast fit", "bpfast train_step", "reference (pure Python)", "NumPy", "PyTorch",
-        "scikit-learn", RateBound.name, "GEMM lower bound", "GEMM lower bound (SciPy BLAS)"]
+        "scikit-learn", FANN_NAME, RateBound.name, "GEMM lower bound", "GEMM lower bound (SciPy BLAS)"]
 
 
 def fmt_us(sec):
@@ -718,7 +937,7 @@ def tables(cases, results):
     for row, label in (("bpfast train_step", "train_step / fit"),
                        ("reference (pure Python)", "reference / fit"),
                        ("NumPy", "NumPy / fit"), ("PyTorch", "PyTorch / fit"),
-                       ("scikit-learn", "scikit-learn / fit")):
+                       ("scikit-learn", "scikit-learn / fit"), (FANN_NAME, "FANN / fit")):
         cells = []
         for c in cases:
             m = results[c.name]["medians"]
@@ -770,9 +989,18 @@ def targets(cases, results):
     m = by.get(("2-2-1", "float64"))
     if m:
         fit, ts = m["bpfast fit"], m["bpfast train_step"]
-        out.append(f"- 2-2-1 batch 1, `fit` per update vs FANN's ~{FANN_STEP_US} µs per-sample step "
-                   f"(FANN's figure, not measured here): {fit * 1e6:.3f} µs = "
-                   f"{fit * 1e6 / FANN_STEP_US:.2f}x FANN's → {verdict(fit * 1e6 <= FANN_STEP_US, fit * 1e6, FANN_STEP_US)}.")
+        if FANN_NAME in m:
+            fann = m[FANN_NAME]
+            out.append(f"- 2-2-1 batch 1, `fit` per update vs FANN's per-sample step (`fann_train`) "
+                       f"measured in this run: {fmt_us(fit)} µs vs {fmt_us(fann)} µs = "
+                       f"{fit / fann:.2f}x FANN's → {verdict(fit <= fann, fit, fann)}.")
+        else:
+            why = next(results[c.name]["skipped"][FANN_NAME] for c in cases
+                       if (c.key, c.dtype) == ("2-2-1", "float64"))
+            fann = FANN_STEP_US * 1e-6
+            out.append(f"- 2-2-1 batch 1, `fit` per update vs FANN's ~{FANN_STEP_US} µs per-sample step "
+                       f"(a fixed figure; FANN not measured in this run: {why}): {fmt_us(fit)} µs = "
+                       f"{fit / fann:.2f}x FANN's → {verdict(fit <= fann, fit, fann)}.")
         out.append(f"- 2-2-1 batch 1, `train_step` from Python under 3 µs: {ts * 1e6:.2f} µs → "
                    f"{verdict(ts * 1e6 < 3)}.")
     else:
@@ -891,6 +1119,7 @@ def plot(cases, results, path):
     style = {"bpfast fit": ("tab:red", "o", "-"), "bpfast train_step": ("tab:orange", "s", "-"),
              "reference (pure Python)": ("tab:brown", "x", ":"), "NumPy": ("tab:blue", "^", "-"),
              "PyTorch": ("tab:purple", "D", "-"), "scikit-learn": ("tab:green", "v", "-"),
+             FANN_NAME: ("tab:gray", "P", "-"),
              "GEMM lower bound": ("black", "", "--")}
     dtypes = [dt for dt in ("float64", "float32") if any(c.dtype == dt for c in cases)]
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 5.2), squeeze=False)
@@ -1052,6 +1281,14 @@ spread in the raw table): a verdict within ~5% of its threshold is not conclusiv
   batch_size=B)`, one `partial_fit` per batch (includes sklearn's input validation per call);
   the regressor's `learning_rate_init` is scaled by 2/n_out so its update equals bpfast's MSE
   update. Not applicable where sklearn lacks the network (sigmoid output with MSE).
+- **FANN**: the C library's `fann_train(ann, x, y)`, one row per call cycling through the
+  same rows, in a C program written and compiled at run time{' (`' + _fann['cmd'] + '`)' if _fann.get('cmd') else ''} and started
+  as a subprocess per block from the same initial weights; the loop is timed inside it with
+  `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)` (and `CLOCK_MONOTONIC` for the wall-clock column), so
+  the process start is not counted. `fann_create_standard`, `FANN_SIGMOID` (steepness 0.5: the
+  logistic function) for hidden and output layers, `FANN_ERRORFUNC_LINEAR`, no momentum, learning
+  rate `2 lr / (B n_out)` (FANN's step has no factor 2). Only where FANN has the network: sigmoid
+  layers, MSE, batch 1, float64 (needs libfann-dev and a C compiler; skipped otherwise).
 - **GEMM bound (3 products/layer at the large-GEMM rate)**: the issue's definition, for the
   cases from 784-128-10 on: the flops of 3 products per layer (`2 * batch * n_in * n_out * 3`)
   at the single-thread rate of a {RATE_SIZE}³ `np.matmul` of the case's dtype, timed in
@@ -1073,6 +1310,8 @@ Before timing, every implementation made one step (lr={CHECK_LR}) on the first b
 same initial weights as bpfast's `train_step`; shown is the relative (Frobenius) error of the
 resulting parameters and of the update `W_after - W_before` against bpfast's. Tolerance:
 weights 1e-6; update 1e-6 (float64) / 1e-4 (float32, where the subtraction cancels).
+FANN keeps its learning rate as a C float, so its update differs from bpfast's by the float
+rounding of the rate (1.5e-8 relative at lr {CHECK_LR}); otherwise doublefann agrees to ~1e-16.
 
 {chr(10).join(check_lines)}
 

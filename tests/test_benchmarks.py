@@ -1,6 +1,7 @@
 """The benchmark script runs end to end (quick mode, smallest case) and writes its table."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -38,6 +39,34 @@ def test_bench_quick_writes_results_table(tmp_path):
         assert not png.exists()
     else:
         assert png.stat().st_size > 0
+
+
+FANN_AVAILABLE = (os.path.exists("/usr/include/doublefann.h")
+                  and (shutil.which("cc") or shutil.which("gcc")) is not None)
+
+
+@pytest.mark.skipif(not FANN_AVAILABLE, reason="FANN (libfann-dev) or a C compiler not installed")
+def test_bench_measures_fann_beside_fit(tmp_path):
+    """With libfann-dev, 2-2-1 gets a measured FANN column and the target compares with it."""
+    out = tmp_path / "r.md"
+    proc = subprocess.run(
+        [sys.executable, BENCH, "--quick", "--cases", "2-2-1", "--output", str(out),
+         "--plot", str(tmp_path / "r.png")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    text = out.read_text(encoding="utf-8")
+
+    row = re.search(r"^\| FANN \(C, per-sample fann_train\) \| ([\d,.]+) \|$", text, re.M)
+    assert row, text
+    fann_us = row.group(1)
+    assert float(fann_us.replace(",", "")) > 0
+    assert re.search(r"\| FANN / fit \| [\d,.]+x \|", text)
+    target = [line for line in text.splitlines() if line.startswith("- 2-2-1 batch 1, `fit`")]
+    assert len(target) == 1 and "measured in this run" in target[0], text
+    assert f"vs {fann_us} µs" in target[0]
+    # FANN took part in the one-step check, and agreed
+    assert re.search(r"^\| 2-2-1 b1 f64 \| FANN \(C, per-sample fann_train\) \| .* \| yes \|$", text, re.M)
+    assert "**NO**" not in text
 
 
 def test_step_phases_runs_and_reports_both_dtypes(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 
 from bpfast._kernels cimport (
     forward_layer, backprop_error_into, activation_backward_inplace, output_delta_into,
-    weight_gradients_into, sgd_fused, momentum_step, all_finite, sum_squares, LOSS_SSE,
+    weight_gradients_into, sgd_backward_layer, momentum_step, all_finite, sum_squares, LOSS_SSE,
 )
 
 cnp.import_array()
@@ -102,17 +102,19 @@ cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const 
         w = net.w_off[l]
         b = net.b_off[l]
         A_prev = X if l == 0 else layer_output(net, n, acts, l - 1)
-        if l > 0:
-            backprop_error_into(n, n_in, n_out, delta, P + w, E)
         if G == NULL:
-            sgd_fused(n, n_in, n_out, A_prev, delta, lr, w_scale, P + w, P + b)
+            sgd_backward_layer(n, n_in, n_out, A_prev, delta, lr, w_scale, P + w, P + b,
+                               E if l > 0 else <floating*>NULL, net.hidden_act)
         else:
+            if l > 0:
+                backprop_error_into(n, n_in, n_out, delta, P + w, E)
             weight_gradients_into(n, n_in, n_out, A_prev, delta, G + w, G + b)
             if V != NULL:
                 momentum_step(n_in * n_out, P + w, G + w, V + w, lr, mu, decay, nesterov)
                 momentum_step(n_out, P + b, G + b, V + b, lr, mu, <floating>0, nesterov)
+            if l > 0:
+                activation_backward_inplace(n * n_in, E, A_prev, net.hidden_act)
         if l > 0:
-            activation_backward_inplace(n * n_in, E, A_prev, net.hidden_act)
             swap = delta
             delta = E
             E = swap

@@ -49,6 +49,11 @@ cdef void sgd_fused(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                     const floating* A_prev, const floating* delta, floating lr,
                     floating w_scale, floating* W, floating* b) noexcept nogil
 
+cdef void sgd_backward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                             const floating* A_prev, const floating* delta, floating lr,
+                             floating w_scale, floating* W, floating* b, floating* E,
+                             int activation) noexcept nogil
+
 cdef void momentum_step(Py_ssize_t size, floating* P, const floating* G, floating* V,
                         floating lr, floating mu, floating decay, bint nesterov) noexcept nogil
 

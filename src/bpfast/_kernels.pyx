@@ -34,6 +34,19 @@ cdef extern from "_vmath.h" nogil:
     int bpf_cpu_level()
     int bpf_set_cpu_level(int cap)
 
+cdef extern from "_tiny.h" nogil:
+    # Whole tiny layers in scalar loops, with the bits of the general path.
+    void bpf_tiny_forward_d(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, const double* X,
+                            const double* W, const double* b, int act, double* A)
+    void bpf_tiny_forward_f(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, const float* X,
+                            const float* W, const float* b, int act, float* A)
+    void bpf_tiny_backward_d(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                             const double* A_prev, const double* delta, double lr,
+                             double w_scale, double* W, double* b, double* E, int act)
+    void bpf_tiny_backward_f(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                             const float* A_prev, const float* delta, float lr,
+                             float w_scale, float* W, float* b, float* E, int act)
+
 cdef extern from "_smallgemm.h" nogil:
     # Small products in registers (AVX2 + FMA), where OpenBLAS has no small-matrix path.
     bint bpf_small_gemm_on()
@@ -60,6 +73,10 @@ cdef Py_ssize_t SMALL_GEMM = 64
 # benchmarks/bench_small_gemm.py on a Zen 3 has it 1.1-2.6x faster than OpenBLAS up to
 # here, and float64 slower from 192 KB on (rows of B 1 KB apart share L1 sets).
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
+
+# Layers whose products are all at most SMALL_GEMM multiply-adds run whole in _tiny.h
+# (False: through the general path, for the tests that compare the two).
+cdef bint TINY_LAYERS = True
 
 # column_sums() and all_finite() hand at least this many elements to their C loops.
 cdef Py_ssize_t COLUMN_SUMS_C = 64
@@ -180,7 +197,17 @@ cdef void activation_backward_inplace(Py_ssize_t size, floating* E, const floati
 cdef void forward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, const floating* X,
                         const floating* W, const floating* b, int activation,
                         floating* A) noexcept nogil:
-    """A := f(X @ W + b)."""
+    """A := f(X @ W + b).
+
+    A tiny layer (at most SMALL_GEMM multiply-adds) runs in _tiny.h's scalar loops:
+    the same operations in the same order, without a call per phase.
+    """
+    if TINY_LAYERS and n * n_in * n_out <= SMALL_GEMM and activation != ACT_SOFTMAX:
+        if floating is double:
+            bpf_tiny_forward_d(n, n_in, n_out, X, W, b, activation, A)
+        else:
+            bpf_tiny_forward_f(n, n_in, n_out, X, W, b, activation, A)
+        return
     gemm(False, False, n, n_out, n_in, <floating>1, X, n_in, W, n_out, <floating>0, A, n_out)
     bias_activation(n, n_out, b, activation, A)
 
@@ -289,6 +316,28 @@ cdef void sgd_fused(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     """
     gemm(True, False, n_in, n_out, n, -lr, A_prev, n_in, delta, n_out, w_scale, W, n_out)
     column_sums(n, n_out, delta, -lr, True, b)
+
+
+cdef void sgd_backward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                             const floating* A_prev, const floating* delta, floating lr,
+                             floating w_scale, floating* W, floating* b, floating* E,
+                             int activation) noexcept nogil:
+    """A layer's backward pass with plain SGD: E := (delta @ W.T) * f'(A_prev) through
+    the old W (skipped when E is NULL: the first layer), then sgd_fused().
+
+    A tiny layer runs in _tiny.h's scalar loops, with the same bits.
+    """
+    if TINY_LAYERS and n * n_in * n_out <= SMALL_GEMM:
+        if floating is double:
+            bpf_tiny_backward_d(n, n_in, n_out, A_prev, delta, lr, w_scale, W, b, E, activation)
+        else:
+            bpf_tiny_backward_f(n, n_in, n_out, A_prev, delta, lr, w_scale, W, b, E, activation)
+        return
+    if E != NULL:
+        backprop_error_into(n, n_in, n_out, delta, W, E)
+    sgd_fused(n, n_in, n_out, A_prev, delta, lr, w_scale, W, b)
+    if E != NULL:
+        activation_backward_inplace(n * n_in, E, A_prev, activation)
 
 
 cdef void momentum_step(Py_ssize_t size, floating* P, const floating* G, floating* V,
@@ -476,6 +525,14 @@ def simd_level(cap=None):
     if cap is not None:
         return bpf_set_cpu_level(int(cap))
     return bpf_cpu_level()
+
+
+def tiny_layers(on=None):
+    """Whether tiny layers run whole in _tiny.h (set it for tests and measurements)."""
+    global TINY_LAYERS
+    if on is not None:
+        TINY_LAYERS = bool(on)
+    return TINY_LAYERS
 
 
 def small_gemm_bytes(limit=None):

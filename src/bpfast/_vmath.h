@@ -69,25 +69,44 @@ BPF_INLINE float bpf_exp_neg_f(float x) {
     return e * s1.f * s2.f;
 }
 
-BPF_INLINE double bpf_abs_d(double x) { return x < 0 ? -x : x; }
-BPF_INLINE float bpf_abs_f(float x) { return x < 0 ? -x : x; }
+/* |x| and c ? a : b on the bits, without branches. Tiny layers (2-2-1) run these in
+ * the scalar tails of the loops, where GCC compiles a ternary on the sign of the input
+ * into a branch that mispredicts half the time; vector loops blend either way. */
+BPF_INLINE double bpf_abs_d(double x) { bpf_d64 u; u.d = x; u.i &= INT64_MAX; return u.d; }
+BPF_INLINE float bpf_abs_f(float x) { bpf_f32 u; u.f = x; u.i &= INT32_MAX; return u.f; }
+BPF_INLINE double bpf_pick_d(int c, double a, double b) {
+    bpf_d64 x, y;
+    x.d = a;
+    y.d = b;
+    int64_t m = -(int64_t)(c != 0);
+    x.i = (x.i & m) | (y.i & ~m);
+    return x.d;
+}
+BPF_INLINE float bpf_pick_f(int c, float a, float b) {
+    bpf_f32 x, y;
+    x.f = a;
+    y.f = b;
+    int32_t m = -(int32_t)(c != 0);
+    x.i = (x.i & m) | (y.i & ~m);
+    return x.f;
+}
 
 /* sigmoid(v), double, with one division instead of two: from exp(-|v|) = R 2^k with
  * R = (q + p) / (q - p), 1 / (1 + exp(-|v|)) = (q - p) / ((q - p) + (q + p) 2^k) and
  * exp(-|v|) / (1 + exp(-|v|)) = (q + p) 2^k / (the same). Never overflows. */
 BPF_INLINE double bpf_sigmoid_d(double v) {
     double p, q, s1, s2;
-    bpf_exp_parts_d(v < 0 ? v : -v, &p, &q, &s1, &s2);
+    bpf_exp_parts_d(-bpf_abs_d(v), &p, &q, &s1, &s2);
     double den = q - p, num = (q + p) * s1 * s2;
     double inv = 1.0 / (den + num);
-    return v >= 0 ? den * inv : num * inv;
+    return bpf_pick_d(v >= 0, den * inv, num * inv);
 }
 
 /* sigmoid(v), float: expf has no division, so 1 / (1 + e) is the only one. */
 BPF_INLINE float bpf_sigmoid_f(float v) {
     float e = bpf_exp_neg_f(-bpf_abs_f(v));
     float s = 1.0f / (1.0f + e);
-    return v >= 0 ? s : e * s;
+    return bpf_pick_f(v >= 0, s, e * s);
 }
 
 /* tanh(x), double: Cephes' rational approximation below 0.625, else via exp(-2|x|). */
@@ -97,14 +116,14 @@ BPF_INLINE double bpf_tanh_d(double x) {
     /* (1 - e) / (1 + e) written as 1 - 2e / (1 + e): one rounding near 1, so
      * saturated units round like libm's tanh and 1 - tanh^2 stays accurate. */
     double big = 1.0 - 2.0 * e / (1.0 + e);
-    big = x < 0 ? -big : big;
+    big = bpf_pick_d(x < 0, -big, big);
     double z = x * x;
     double p = (-9.64399179425052238628E-1 * z - 9.92877231001918586564E1) * z
                - 1.61468768441708447952E3;
     double q = ((z + 1.12811678491632931402E2) * z + 2.23548839060100448583E3) * z
                + 4.84406305325125486048E3;
     double small = x + x * z * (p / q);
-    return a < 0.625 ? small : big;
+    return bpf_pick_d(a < 0.625, small, big);
 }
 
 /* tanh(x), float (Cephes' tanhf). */
@@ -112,11 +131,11 @@ BPF_INLINE float bpf_tanh_f(float x) {
     float a = bpf_abs_f(x);
     float e = bpf_exp_neg_f(-2.0f * a);
     float big = 1.0f - 2.0f * e / (1.0f + e);
-    big = x < 0 ? -big : big;
+    big = bpf_pick_f(x < 0, -big, big);
     float z = x * x;
     float small = ((((-5.70498872745E-3f * z + 2.06390887954E-2f) * z - 5.37397155531E-2f) * z
                     + 1.33314422036E-1f) * z - 3.33332819422E-1f) * z * x + x;
-    return a < 0.625f ? small : big;
+    return bpf_pick_f(a < 0.625f, small, big);
 }
 
 /* One family of loops per type and target:
