@@ -19,7 +19,7 @@ import numpy as np
 
 from bpfast._kernels cimport (
     forward_layer, backprop_error_into, activation_backward_inplace, output_delta_into,
-    weight_gradients_into, sgd_backward_layer, momentum_step, all_finite, sum_squares, LOSS_SSE,
+    weight_gradients_into, sgd_backward_layer, tiny_network, tiny_sgd_step, momentum_step, all_finite, sum_squares, LOSS_SSE,
 )
 
 cnp.import_array()
@@ -121,6 +121,23 @@ cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const 
     return loss
 
 
+cdef double sgd_step(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
+                     floating* P, floating* acts, floating* err0, floating* err1, floating lr,
+                     floating w_scale) noexcept nogil:
+    """Run, compute the error, backpropagate and update with plain SGD; returns the loss.
+
+    A tiny network (2-2-1) takes the whole step in one call (tiny_sgd_step: the same
+    bits, a fraction of the calls).
+    """
+    if tiny_network(net.n_layers, net.sizes, n, net.hidden_act, net.output_act, net.loss):
+        return tiny_sgd_step(net.n_layers, net.sizes, net.w_off, net.b_off, net.a_off,
+                             net.hidden_act, net.output_act, net.loss, n, X, Y, P, acts,
+                             err0, err1, lr, w_scale)
+    forward_all(net, n, X, P, acts)
+    return backward_all(net, n, X, Y, P, acts, err0, err1, <floating*>NULL, <floating*>NULL,
+                        lr, w_scale, 0, 0, False)
+
+
 cdef double weight_sq_norm(const Net* net, const floating* P) noexcept nogil:
     """sum of W[l]**2 over all layers (biases are not regularised)."""
     cdef double s = 0
@@ -195,12 +212,11 @@ cdef int run_epoch(const Net* net, Py_ssize_t N, const floating* X, const floati
         else:
             xb = X + start * d_in
             yb = Y + start * d_out
-        forward_all(net, n, xb, P, acts)
         if plain:
             # Plain SGD: the buffer-free fused update, decay folded into the GEMM's beta.
-            loss = backward_all(net, n, xb, yb, P, acts, err0, err1, <floating*>NULL,
-                                <floating*>NULL, lr, 1 - lr * weight_decay, 0, 0, False)
+            loss = sgd_step(net, n, xb, yb, P, acts, err0, err1, lr, 1 - lr * weight_decay)
         else:
+            forward_all(net, n, xb, P, acts)
             loss = backward_all(net, n, xb, yb, P, acts, err0, err1, G, V, lr, 1, mu,
                                 weight_decay, nesterov)
         n_updates[0] += 1
@@ -432,7 +448,15 @@ cdef class Engine:
         cdef char* e0 = self.work_ptr(self.acts_size(n))
         cdef char* e1 = self.work_ptr(self.acts_size(n) + n * self.max_width)
         with nogil:
-            if self.is_double:
+            if run and G == NULL:
+                if self.is_double:
+                    loss = sgd_step(&self.net, n, <double*>x, <double*>y, <double*>P,
+                                    <double*>acts, <double*>e0, <double*>e1, lr, w_scale)
+                else:
+                    loss = sgd_step(&self.net, n, <float*>x, <float*>y, <float*>P,
+                                    <float*>acts, <float*>e0, <float*>e1, <float>lr,
+                                    <float>w_scale)
+            elif self.is_double:
                 if run:
                     forward_all(&self.net, n, <double*>x, <double*>P, <double*>acts)
                 loss = backward_all(&self.net, n, <double*>x, <double*>y, <double*>P,

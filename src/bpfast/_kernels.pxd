@@ -54,6 +54,15 @@ cdef void sgd_backward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              floating w_scale, floating* W, floating* b, floating* E,
                              int activation) noexcept nogil
 
+cdef bint tiny_network(int L, const Py_ssize_t* sizes, Py_ssize_t n, int hidden_act,
+                       int output_act, int loss) noexcept nogil
+
+cdef double tiny_sgd_step(int L, const Py_ssize_t* sizes, const Py_ssize_t* w_off,
+                          const Py_ssize_t* b_off, const Py_ssize_t* a_off, int hidden_act,
+                          int output_act, int loss, Py_ssize_t n, const floating* X,
+                          const floating* Y, floating* P, floating* acts, floating* err0,
+                          floating* err1, floating lr, floating w_scale) noexcept nogil
+
 cdef void momentum_step(Py_ssize_t size, floating* P, const floating* G, floating* V,
                         floating lr, floating mu, floating decay, bint nesterov) noexcept nogil
 

@@ -46,6 +46,16 @@ cdef extern from "_tiny.h" nogil:
     void bpf_tiny_backward_f(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              const float* A_prev, const float* delta, float lr,
                              float w_scale, float* W, float* b, float* E, int act)
+    double bpf_tiny_sgd_step_d(int L, const Py_ssize_t* sizes, const Py_ssize_t* w_off,
+                               const Py_ssize_t* b_off, const Py_ssize_t* a_off, int hidden_act,
+                               int output_act, int sse, Py_ssize_t n, const double* X,
+                               const double* Y, double* P, double* acts, double* err0,
+                               double* err1, double lr, double w_scale)
+    double bpf_tiny_sgd_step_f(int L, const Py_ssize_t* sizes, const Py_ssize_t* w_off,
+                               const Py_ssize_t* b_off, const Py_ssize_t* a_off, int hidden_act,
+                               int output_act, int sse, Py_ssize_t n, const float* X,
+                               const float* Y, float* P, float* acts, float* err0,
+                               float* err1, float lr, float w_scale)
 
 cdef extern from "_smallgemm.h" nogil:
     # Small products in registers (AVX2 + FMA), where OpenBLAS has no small-matrix path.
@@ -338,6 +348,34 @@ cdef void sgd_backward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     sgd_fused(n, n_in, n_out, A_prev, delta, lr, w_scale, W, b)
     if E != NULL:
         activation_backward_inplace(n * n_in, E, A_prev, activation)
+
+
+cdef bint tiny_network(int L, const Py_ssize_t* sizes, Py_ssize_t n, int hidden_act,
+                       int output_act, int loss) noexcept nogil:
+    """Whether tiny_sgd_step() can train this network on batches of n rows: every layer
+    tiny, MSE or SSE, no softmax."""
+    cdef int l
+    if not TINY_LAYERS or loss == LOSS_CROSS_ENTROPY or ACT_SOFTMAX in (hidden_act, output_act):
+        return False
+    for l in range(L):
+        if n * sizes[l] * sizes[l + 1] > SMALL_GEMM:
+            return False
+    return True
+
+
+cdef double tiny_sgd_step(int L, const Py_ssize_t* sizes, const Py_ssize_t* w_off,
+                          const Py_ssize_t* b_off, const Py_ssize_t* a_off, int hidden_act,
+                          int output_act, int loss, Py_ssize_t n, const floating* X,
+                          const floating* Y, floating* P, floating* acts, floating* err0,
+                          floating* err1, floating lr, floating w_scale) noexcept nogil:
+    """A whole plain-SGD step of a tiny network (see tiny_network) in one call of _tiny.h,
+    with the bits of forward_all + backward_all; returns the batch loss."""
+    if floating is double:
+        return bpf_tiny_sgd_step_d(L, sizes, w_off, b_off, a_off, hidden_act, output_act,
+                                   loss == LOSS_SSE, n, X, Y, P, acts, err0, err1, lr, w_scale)
+    else:
+        return bpf_tiny_sgd_step_f(L, sizes, w_off, b_off, a_off, hidden_act, output_act,
+                                   loss == LOSS_SSE, n, X, Y, P, acts, err0, err1, lr, w_scale)
 
 
 cdef void momentum_step(Py_ssize_t size, floating* P, const floating* G, floating* V,

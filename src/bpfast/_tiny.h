@@ -33,6 +33,12 @@
     else if (act == 3) for (ptrdiff_t k = 0; k < size; k++) A[k] = A[k] > 0 ? A[k] : 0;
 
 #define BPF_TINY(X, T)                                                               \
+    /* E := E * f'(Z), f' written through A = f(Z), as _vmath.h's back_<f> loops. */  \
+    BPF_INLINE void bpf_tiny_times_derivative_##X(ptrdiff_t size, T* E, const T* A, int act) { \
+        if (act == 1) for (ptrdiff_t k = 0; k < size; k++) E[k] *= A[k] * (1 - A[k]);  \
+        else if (act == 2) for (ptrdiff_t k = 0; k < size; k++) E[k] *= 1 - A[k] * A[k]; \
+        else if (act == 3) for (ptrdiff_t k = 0; k < size; k++) E[k] = A[k] > 0 ? E[k] : 0; \
+    }                                                                                \
     /* A := f(X @ W + b) */                                                          \
     BPF_SCALAR static void bpf_tiny_forward_##X(ptrdiff_t n, ptrdiff_t n_in, ptrdiff_t n_out, \
             const T* Xin, const T* W, const T* b, int act, T* A) {                   \
@@ -66,15 +72,43 @@
             }                                                                        \
         for (ptrdiff_t r = 0; r < n; r++)                                            \
             for (ptrdiff_t j = 0; j < n_out; j++) b[j] += alpha * delta[r * n_out + j]; \
-        if (E) {                                                                     \
-            ptrdiff_t size = n * n_in;                                               \
-            if (act == 1)                                                            \
-                for (ptrdiff_t k = 0; k < size; k++) E[k] *= A_prev[k] * (1 - A_prev[k]); \
-            else if (act == 2)                                                       \
-                for (ptrdiff_t k = 0; k < size; k++) E[k] *= 1 - A_prev[k] * A_prev[k]; \
-            else if (act == 3)                                                       \
-                for (ptrdiff_t k = 0; k < size; k++) E[k] = A_prev[k] > 0 ? E[k] : 0; \
+        if (E) bpf_tiny_times_derivative_##X(n * n_in, E, A_prev, act);             \
+    }                                                                                \
+    /* One step of plain SGD on one batch of a network whose layers are all tiny, with \
+     * MSE (sse = 0) or SSE (sse = 1) and no softmax: forward_all, output_delta_into and \
+     * backward_all of _engine.pyx / _kernels.pyx in one call, in their order. Layer l \
+     * has W at P + w_off[l], b at P + b_off[l], its output at acts + n * a_off[l];    \
+     * err0 and err1 hold n * (widest layer) each. Returns the batch loss. */        \
+    BPF_SCALAR static double bpf_tiny_sgd_step_##X(int L, const ptrdiff_t* sizes,      \
+            const ptrdiff_t* w_off, const ptrdiff_t* b_off, const ptrdiff_t* a_off,  \
+            int hidden_act, int output_act, int sse, ptrdiff_t n, const T* Xin,      \
+            const T* Y, T* P, T* acts, T* err0, T* err1, T lr, T w_scale) {          \
+        const T* inp = Xin;                                                          \
+        for (int l = 0; l < L; l++) {                                                \
+            T* out = acts + n * a_off[l];                                            \
+            bpf_tiny_forward_##X(n, sizes[l], sizes[l + 1], inp, P + w_off[l], P + b_off[l], \
+                                 l == L - 1 ? output_act : hidden_act, out);         \
+            inp = out;                                                               \
         }                                                                            \
+        ptrdiff_t size = n * sizes[L];                                               \
+        double scale = sse ? 1.0 : 1.0 / size, value = 0;                            \
+        T* delta = err0;                                                             \
+        T* E = err1;                                                                 \
+        for (ptrdiff_t k = 0; k < size; k++) {                                       \
+            double diff = (double)inp[k] - (double)Y[k];                             \
+            value += diff * diff;                                                    \
+            delta[k] = (T)(2.0 * scale * diff);                                      \
+        }                                                                            \
+        bpf_tiny_times_derivative_##X(size, delta, inp, output_act);                 \
+        for (int l = L - 1; l >= 0; l--) {                                           \
+            const T* A_prev = l == 0 ? Xin : acts + n * a_off[l - 1];                \
+            bpf_tiny_backward_##X(n, sizes[l], sizes[l + 1], A_prev, delta, lr, w_scale, \
+                                  P + w_off[l], P + b_off[l], l > 0 ? E : NULL, hidden_act); \
+            T* swap = delta;                                                         \
+            delta = E;                                                               \
+            E = swap;                                                                \
+        }                                                                            \
+        return scale * value;                                                        \
     }
 
 BPF_TINY(d, double)
