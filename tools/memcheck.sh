@@ -16,7 +16,7 @@
 # uncommitted kernel edits are checked too; the shared in-place build in src/ is never
 # touched. Set BPFAST_MEMCHECK_DIR to keep the copy somewhere (default: a temp dir,
 # removed afterwards unless BPFAST_MEMCHECK_KEEP=1). Default pytest targets: the kernel,
-# small-product, network, validation, fuzz, divergence, files and concurrency tests.
+# small-product, tiny-layer, network, validation, fuzz, divergence, files and concurrency tests.
 set -euo pipefail
 
 MODE=all
@@ -34,7 +34,7 @@ if [[ -z "${BPFAST_MEMCHECK_DIR:-}" && -z "${BPFAST_MEMCHECK_KEEP:-}" ]]; then
     trap 'rm -rf "$WORK"' EXIT
 fi
 
-DEFAULT_TESTS=(tests/test_kernels.py tests/test_small_gemm.py tests/test_network.py tests/test_gradients.py
+DEFAULT_TESTS=(tests/test_kernels.py tests/test_small_gemm.py tests/test_tiny.py tests/test_network.py tests/test_gradients.py
                tests/test_validation.py tests/test_fuzz.py tests/test_divergence.py
                tests/test_files.py tests/test_concurrency.py)
 if [[ $# -gt 0 ]]; then TESTS=("$@"); else TESTS=(); for t in "${DEFAULT_TESTS[@]}"; do [[ -e "$REPO/$t" ]] && TESTS+=("$t"); done; fi
@@ -89,7 +89,8 @@ run_valgrind() {
     check_import "$tree"
     log="$tree/valgrind.log"
     # A quick subset: valgrind makes Python ~50x slower.
-    local vtests=(tests/test_kernels.py tests/test_divergence.py tests/test_fuzz.py)
+    local vtests=(tests/test_kernels.py tests/test_small_gemm.py tests/test_tiny.py
+                  tests/test_divergence.py tests/test_fuzz.py)
     [[ $# -gt 0 ]] && vtests=("$@")
     echo "== valgrind memcheck: pytest ${vtests[*]} (slow)"
     (cd "$tree" && PYTHONMALLOC=malloc PYTHONPATH="$tree/src" BPFAST_FUZZ_EXAMPLES=20 \

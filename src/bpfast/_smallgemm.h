@@ -143,20 +143,18 @@ BPF_SMALL_GEMM(bpf_sg_f, float, __m256, 8)
 #endif
 
 /* The entry points; call only when bpf_small_gemm_on(). */
-static inline void bpf_small_gemm_d(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-        double alpha, const double* A, ptrdiff_t lda, const double* B, ptrdiff_t ldb,
-        double beta, double* C, ptrdiff_t ldc) {
 #ifdef BPF_DISPATCH
-    bpf_sg_d_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+#define BPF_SMALL_GEMM_CALL(X) bpf_sg_##X##_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+#define BPF_SMALL_GEMM_CALL(X)
 #endif
-}
-
-static inline void bpf_small_gemm_f(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-        float alpha, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb,
-        float beta, float* C, ptrdiff_t ldc) {
-#ifdef BPF_DISPATCH
-    bpf_sg_f_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
-#endif
-}
+#define BPF_SMALL_GEMM_ENTRY(X, T)                                                   \
+    static inline void bpf_small_gemm_##X(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, \
+            T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
+            T* C, ptrdiff_t ldc) {                                                   \
+        BPF_SMALL_GEMM_CALL(X)                                                       \
+    }
+BPF_SMALL_GEMM_ENTRY(d, double)
+BPF_SMALL_GEMM_ENTRY(f, float)
 
 #endif
