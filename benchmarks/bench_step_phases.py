@@ -3,7 +3,9 @@
 Second table: the error sent back through a layer, E = delta @ W.T, as one BLAS
 call with W.T as the operand and as bpfast's backprop_error_into(), which for
 narrow layers (<= 16 outputs, W of <= 1024 elements, batch >= 16) transposes W into
-a stack buffer first so that BLAS runs its faster non-transposed kernels.
+a stack buffer first so that BLAS runs its faster non-transposed kernels, and on an
+AVX2 CPU (where the small-product kernel is on) does so for any W of <= 4096 elements
+whose product the kernel takes.
 
 Shows how much of a step is matrix products (OpenBLAS through scipy's cython_blas)
 and how much the element-wise work around them, for float32 and float64, and what
@@ -73,7 +75,8 @@ def backprop_table(reps):
     print("E = delta @ W.T, µs per call: BLAS with W.T / backprop_error_into (float64)")
     print(f"{'batch':>6}{'n_in':>6}{'n_out':>6}{'W.T':>10}{'bpfast':>10}{'speedup':>9}")
     for n, n_in, n_out in ((32, 64, 10), (64, 64, 10), (16, 16, 3), (32, 128, 8),
-                           (256, 64, 16), (32, 1024, 1), (8, 64, 10), (32, 64, 32)):
+                           (256, 64, 16), (32, 1024, 1), (8, 64, 10), (32, 64, 32),
+                           (32, 64, 64)):
         args = arrays(np.float64, n=n, sizes=(1, n_in, n_out))
         calls = max(10, reps * 4096 // (n * n_in * n_out))
         plain, auto = (step_phases.time_phase(w, *args, calls) * 1e6 for w in (8, 4))

@@ -152,3 +152,17 @@ def test_automatic_choice_follows_the_simd_level():
     finally:
         _kernels.simd_level(2)
         _kernels.small_gemm(-1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, n_in, n_out", [(32, 64, 64), (7, 50, 60), (16, 16, 3), (3, 40, 9)])
+def test_backprop_error_copies_W_transposed_for_the_kernel(kernel_on, dtype, n, n_in, n_out):
+    """E = delta @ W.T: W (up to 4096 elements) is copied transposed into a stack buffer
+    and the kernel runs it untransposed: the bits of the kernel's delta @ W.T.copy()."""
+    rng = np.random.default_rng(n_in)
+    delta = rng.normal(size=(n, n_out)).astype(dtype)
+    W = rng.normal(size=(n_in, n_out)).astype(dtype)
+    E = bpfast.backprop_error(delta, W)
+    assert np.array_equal(E, _kernels.matmul(delta, np.ascontiguousarray(W.T)))
+    assert_product_close(E, delta, np.ascontiguousarray(W.T), dtype)
