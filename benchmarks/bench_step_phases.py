@@ -4,8 +4,8 @@ Second table: the error sent back through a layer, E = delta @ W.T, as one BLAS
 call with W.T as the operand and as bpfast's backprop_error_into(), which for
 narrow layers (<= 16 outputs, W of <= 1024 elements, batch >= 16) transposes W into
 a stack buffer first so that BLAS runs its faster non-transposed kernels, and on an
-AVX2 CPU (where the small-product kernel is on) does so for any W of <= 4096 elements
-whose product the kernel takes.
+AVX2 CPU (where the small-product kernel is on) does so for any W of <= 16 KB whose
+product the kernel takes.
 
 Shows how much of a step is matrix products (OpenBLAS through scipy's cython_blas)
 and how much the element-wise work around them, for float32 and float64, and what

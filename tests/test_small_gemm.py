@@ -156,13 +156,15 @@ def test_automatic_choice_follows_the_simd_level():
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, n_in, n_out", [(32, 64, 64), (7, 50, 60), (16, 16, 3), (3, 40, 9)])
+@pytest.mark.parametrize("n, n_in, n_out", [(32, 64, 32), (7, 50, 40), (16, 16, 3), (3, 40, 9),
+                                             (32, 64, 64)])
 def test_backprop_error_copies_W_transposed_for_the_kernel(kernel_on, dtype, n, n_in, n_out):
-    """E = delta @ W.T: W (up to 4096 elements) is copied transposed into a stack buffer
-    and the kernel runs it untransposed: the bits of the kernel's delta @ W.T.copy()."""
+    """E = delta @ W.T: W (up to 16 KB) is copied transposed into a stack buffer and the
+    kernel runs it untransposed: the bits of the kernel's delta @ W.T.copy()."""
     rng = np.random.default_rng(n_in)
     delta = rng.normal(size=(n, n_out)).astype(dtype)
     W = rng.normal(size=(n_in, n_out)).astype(dtype)
     E = bpfast.backprop_error(delta, W)
-    assert np.array_equal(E, _kernels.matmul(delta, np.ascontiguousarray(W.T)))
+    copied = n_in * n_out * np.dtype(dtype).itemsize <= 16384   # else BLAS with W.T
+    assert np.array_equal(E, _kernels.matmul(delta, np.ascontiguousarray(W.T))) or not copied
     assert_product_close(E, delta, np.ascontiguousarray(W.T), dtype)

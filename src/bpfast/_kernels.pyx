@@ -93,10 +93,12 @@ cdef Py_ssize_t COLUMN_SUMS_C = 64
 cdef Py_ssize_t ALL_FINITE_C = 64
 
 # backprop_error_into() transposes W of up to NARROW_W elements (8 KB in float64) for
-# BLAS, and of up to SMALL_W (32 KB) for the small-product kernel, into a stack buffer.
+# BLAS, and of up to WT_BYTES (16 KB: 2048 float64, 4096 float32) for the small-product
+# kernel, into a buffer on the stack (kept small: a thread may have a small stack).
 cdef enum:
     NARROW_W = 1024
-    SMALL_W = 4096
+    WT_BYTES = 16384
+    WT_DOUBLES = 2048
 
 
 # ---------------------------------------------------------------- matrix products
@@ -233,15 +235,17 @@ cdef void backprop_error_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     (64-64-10 at batch 32: 1.46 µs in float64) and faster with W transposed first
     into a small buffer on the stack (0.87 µs + the copy); see
     benchmarks/bench_step_phases.py for shapes on both sides of the rule. When the
-    small-product kernel is on (AVX2 CPUs), any W of up to SMALL_W elements is copied
-    so, since the kernel reads B untransposed only.
+    small-product kernel is on (AVX2 CPUs), any W of up to WT_BYTES is copied so,
+    since the kernel reads B untransposed only.
     """
-    cdef floating Wt[SMALL_W]
+    cdef double Wt_store[WT_DOUBLES]       # WT_BYTES, aligned for either type
+    cdef floating* Wt = <floating*>Wt_store
     cdef Py_ssize_t i = 0, j, k
     cdef bint narrow = n >= 16 and n_out <= 16 and n_in * n_out <= NARROW_W
     # The copy costs n_in * n_out moves against n * n_in * n_out multiply-adds (on a
-    # Zen 3, 32 x 64 x 64 in float64: 1.1x faster than BLAS with W.T).
-    cdef bint for_kernel = (n_in * n_out <= SMALL_W and bpf_small_gemm_on() and
+    # Zen 3, 32 x 64 x 32 in float64: 1.1x faster than BLAS with W.T).
+    cdef bint for_kernel = (n_in * n_out * <Py_ssize_t>sizeof(floating) <= WT_BYTES and
+                            bpf_small_gemm_on() and
                             (n * n_out + n_out * n_in) * <Py_ssize_t>sizeof(floating)
                             <= SMALL_GEMM_BYTES)
     if (narrow or for_kernel) and n * n_in * n_out > SMALL_GEMM:
