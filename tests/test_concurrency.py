@@ -253,3 +253,35 @@ def test_hammering_one_network_never_gives_a_torn_result():
         for p in r:
             assert p.tobytes() in states, "a reader saw a state the trainer never had"
     print(f"\n[concurrency] {n_read} reads, refused: {refused}")
+
+
+def test_training_in_a_thread_with_the_smallest_stack():
+    """Python lets a thread have a 32 KiB stack: the kernels' stack buffers (the transposed
+    W, 16 KB at most) and BLAS must fit in it. A subprocess, so that an overflow would be a
+    failed test and not a crashed run."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent("""
+        import threading, numpy as np, bpfast
+        threading.stack_size(32 * 1024)
+        rng = np.random.default_rng(0)
+        done = []
+        def work():
+            for sizes, dt in (([64, 64, 10], "float64"), ([64, 64, 10], "float32"),
+                              ([64, 32, 64, 10], "float64"), ([2, 2, 1], "float64")):
+                X = rng.normal(size=(100, sizes[0])).astype(dt)
+                Y = np.eye(sizes[-1], dtype=dt)[rng.integers(0, sizes[-1], 100)]
+                net = bpfast.Network(sizes, "relu", "softmax", "cross_entropy", dtype=dt, seed=0)
+                net.fit(X, Y, epochs=2, batch_size=32)
+                net.train_step(X[:32], Y[:32], lr=0.1)
+                done.append(np.isfinite(net.get_parameters()).all())
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        print("trained", len(done), all(done))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["trained", "4", "True"]
