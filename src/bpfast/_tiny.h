@@ -34,14 +34,14 @@
 #define BPF_TINY_ACT(X, size, A, act)                                                \
     if (act == 1) for (ptrdiff_t k = 0; k < size; k++) A[k] = bpf_sigmoid_##X(A[k]); \
     else if (act == 2) for (ptrdiff_t k = 0; k < size; k++) A[k] = bpf_tanh_##X(A[k]); \
-    else if (act == 3) for (ptrdiff_t k = 0; k < size; k++) A[k] = A[k] > 0 ? A[k] : 0;
+    else if (act == 3) for (ptrdiff_t k = 0; k < size; k++) A[k] = BPF_RELU(A[k]);
 
 #define BPF_TINY(X, T)                                                               \
-    /* E := E * f'(Z), f' written through A = f(Z), as _vmath.h's back_<f> loops. */  \
+    /* E := E * f'(Z), f' written through A = f(Z): _vmath.h's back_<f> formulas. */ \
     BPF_INLINE void bpf_tiny_times_derivative_##X(ptrdiff_t size, T* E, const T* A, int act) { \
-        if (act == 1) for (ptrdiff_t k = 0; k < size; k++) E[k] *= A[k] * (1 - A[k]);  \
-        else if (act == 2) for (ptrdiff_t k = 0; k < size; k++) E[k] *= 1 - A[k] * A[k]; \
-        else if (act == 3) for (ptrdiff_t k = 0; k < size; k++) E[k] = A[k] > 0 ? E[k] : 0; \
+        if (act == 1) for (ptrdiff_t k = 0; k < size; k++) E[k] = BPF_BACK_SIGMOID(E[k], A[k]); \
+        else if (act == 2) for (ptrdiff_t k = 0; k < size; k++) E[k] = BPF_BACK_TANH(E[k], A[k]); \
+        else if (act == 3) for (ptrdiff_t k = 0; k < size; k++) E[k] = BPF_BACK_RELU(E[k], A[k]); \
     }                                                                                \
     /* A := f(X @ W + b) */                                                          \
     BPF_SCALAR static void bpf_tiny_forward_##X(ptrdiff_t n, ptrdiff_t n_in, ptrdiff_t n_out, \

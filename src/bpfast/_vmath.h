@@ -138,6 +138,14 @@ BPF_INLINE float bpf_tanh_f(float x) {
     return bpf_pick_f(a < 0.625f, small, big);
 }
 
+/* The element formulas that both these vector loops and _tiny.h's scalar loops apply,
+ * written once so that the two paths round alike: relu(v), and an error E times f'(Z)
+ * written through A = f(Z) (back_<f>). */
+#define BPF_RELU(v) ((v) > 0 ? (v) : 0)
+#define BPF_BACK_SIGMOID(e, a) ((e) * ((a) * (1 - (a))))
+#define BPF_BACK_TANH(e, a) ((e) * (1 - (a) * (a)))
+#define BPF_BACK_RELU(e, a) ((a) > 0 ? (e) : 0)
+
 /* One family of loops per type and target:
  *   bias_<f>(n, m, b, Z):  Z := f(Z + b) over n rows of m (f: identity, sigmoid, tanh, relu)
  *   softmax(n, m, Z):      Z[i] := softmax(Z[i]) row by row, shifted by the row max
@@ -180,7 +188,7 @@ BPF_INLINE float bpf_tanh_f(float x) {
         typedef T_ T; BPF_ROWS(z[j] = bpf_tanh_##X(v);)                              \
     }                                                                                \
     TARGET static void NAME##_bias_relu(ptrdiff_t n, ptrdiff_t m, const T_* b, T_* Z) {     \
-        typedef T_ T; BPF_ROWS(z[j] = v > 0 ? v : 0;)                                \
+        typedef T_ T; BPF_ROWS(z[j] = BPF_RELU(v);)                                  \
     }                                                                                \
     TARGET static void NAME##_softmax(ptrdiff_t n, ptrdiff_t m, T_* restrict Z) {   \
         /* Three sweeps so that the exp() of the whole block is one vectorized loop \
@@ -202,13 +210,13 @@ BPF_INLINE float bpf_tanh_f(float x) {
         }                                                                            \
     }                                                                                \
     TARGET static void NAME##_back_sigmoid(ptrdiff_t size, T_* E, const T_* A) {    \
-        for (ptrdiff_t i = 0; i < size; i++) E[i] *= A[i] * (1 - A[i]);              \
+        for (ptrdiff_t i = 0; i < size; i++) E[i] = BPF_BACK_SIGMOID(E[i], A[i]);    \
     }                                                                                \
     TARGET static void NAME##_back_tanh(ptrdiff_t size, T_* E, const T_* A) {       \
-        for (ptrdiff_t i = 0; i < size; i++) E[i] *= 1 - A[i] * A[i];                \
+        for (ptrdiff_t i = 0; i < size; i++) E[i] = BPF_BACK_TANH(E[i], A[i]);       \
     }                                                                                \
     TARGET static void NAME##_back_relu(ptrdiff_t size, T_* E, const T_* A) {       \
-        for (ptrdiff_t i = 0; i < size; i++) E[i] = A[i] > 0 ? E[i] : 0;             \
+        for (ptrdiff_t i = 0; i < size; i++) E[i] = BPF_BACK_RELU(E[i], A[i]);       \
     }                                                                                \
     TARGET static int NAME##_all_finite(ptrdiff_t size, const T_* x) {               \
         /* x - x is 0 for a finite x, NaN otherwise; an integer OR vectorizes. */    \
