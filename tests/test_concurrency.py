@@ -257,13 +257,17 @@ def test_hammering_one_network_never_gives_a_torn_result():
 
 def test_training_in_a_thread_with_the_smallest_stack():
     """Python lets a thread have a 32 KiB stack: the kernels' stack buffers (the transposed
-    W, 16 KB at most) and BLAS must fit in it. A subprocess, so that an overflow would be a
-    failed test and not a crashed run."""
+    W, 16 KB at most) must fit in it. The small-product kernel is forced on, so that these
+    shapes never reach BLAS, whose stack needs are its own: OpenBLAS's AVX-512 kernels
+    crash even NumPy's matmul of a 32x64 by 64x64 matrix in such a thread. A subprocess,
+    so that an overflow would be a failed test and not a crashed run."""
     import subprocess
     import sys
     import textwrap
     script = textwrap.dedent("""
         import threading, numpy as np, bpfast
+        from bpfast import _kernels
+        _kernels.small_gemm(1)
         threading.stack_size(32 * 1024)
         rng = np.random.default_rng(0)
         done = []
