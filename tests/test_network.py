@@ -189,3 +189,32 @@ def test_fit_validation_data_callback_stop_and_schedules():
     np.testing.assert_allclose(h2.lr, [0.1, 0.1 / 2 ** 0.5, 0.1 / 3 ** 0.5])
     h3 = net.fit(X, Y, epochs=2, batch_size=20, lr=1.0, lr_schedule=lambda e: 0.1 * (e + 1))
     assert h3.lr == [0.1, 0.2]
+
+
+@pytest.mark.parametrize("copier", ["pickle", "deepcopy", "clone"])
+@pytest.mark.parametrize("backend", ["cython", "reference"])
+def test_a_copied_network_trains_on_bit_for_bit_as_the_original(copier, backend):
+    import copy
+    import pickle
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(12, 3)), rng.random((12, 2))
+    net = bpfast.Network([3, 5, 2], activation="tanh", backend=backend, seed=3)
+    net.fit(X, Y, epochs=2, batch_size=5, momentum=0.9)        # velocities are not zero now
+    copy_of = {"pickle": lambda n: pickle.loads(pickle.dumps(n)), "deepcopy": copy.deepcopy,
+               "clone": lambda n: n.clone()}[copier]
+    twin = copy_of(net)
+    assert twin is not net and twin.config() == net.config()
+    assert np.array_equal(twin.get_parameters(), net.get_parameters())
+    for n in (net, twin):       # seed=None: the shuffle seed comes from the Network's own generator
+        n.fit(X, Y, epochs=3, batch_size=5, momentum=0.9, keep_momentum=True)
+    assert np.array_equal(twin.get_parameters(), net.get_parameters())
+    twin.weights[0][0, 0] += 1.0                                   # independent buffers
+    assert twin.weights[0][0, 0] != net.weights[0][0, 0]
+
+
+def test_clone_can_move_a_network_to_the_other_backend():
+    net = bpfast.Network([2, 3, 1], seed=1)
+    ref = net.clone(backend="reference")
+    assert ref.backend == "reference" and np.array_equal(ref.get_parameters(), net.get_parameters())
+    X = np.array([[0.5, -1.0]])
+    assert np.allclose(ref.predict(X), net.predict(X), rtol=1e-12)

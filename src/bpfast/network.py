@@ -17,6 +17,7 @@ import numpy as np
 
 from bpfast import _engine, _kernels
 from bpfast._engine import NeedsValidation
+from bpfast._layout import param_layout
 from bpfast._reference_engine import ReferenceEngine
 from bpfast._validation import (MAX_DIM, as_bool, as_dtype, as_matrix, choice, nonnegative_float,
                                 positive_float, positive_int, seed_value)
@@ -136,7 +137,7 @@ class Network:
         # Re-entrant for the owning thread (a fit callback may call predict), refused to others.
         self._lock = threading.RLock()
 
-        n_params = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        n_params = param_layout(self.sizes)[1]
         self._params = np.zeros(n_params, dtype=self.dtype)
         self._grads = np.zeros(n_params, dtype=self.dtype)
         self._velocity = np.zeros(n_params, dtype=self.dtype)
@@ -150,12 +151,8 @@ class Network:
 
     # ------------------------------------------------------------------ set-up
     def _views(self, buf, name, which):
-        out, off = [], 0
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            W = buf[off:off + n_in * n_out].reshape(n_in, n_out)
-            b = buf[off + n_in * n_out:off + n_in * n_out + n_out]
-            out.append((W, b)[which])
-            off += n_in * n_out + n_out
+        out = [buf[s.w:s.b].reshape(s.n_in, s.n_out) if which == 0 else buf[s.b:s.end]
+               for s in param_layout(self.sizes)[0]]
         return ParameterList(out, name, self._lock)
 
     def _make_engine(self):
@@ -189,6 +186,37 @@ class Network:
         return (f"Network(sizes={self.sizes}, activation={self.activation!r}, "
                 f"output_activation={self.output_activation!r}, loss={self.loss!r}, "
                 f"dtype={self.dtype.name!r}, backend={self.backend!r})")
+
+    def config(self) -> dict:
+        """The settings that build this architecture: ``Network(**net.config())``."""
+        return dict(sizes=list(self.sizes), activation=self.activation,
+                    output_activation=self.output_activation, loss=self.loss,
+                    dtype=self.dtype.name, backend=self.backend)
+
+    def clone(self, backend: Optional[str] = None) -> "Network":
+        """An independent copy: the same settings, parameters, optimizer state and seeds.
+
+        ``backend`` builds the copy on another backend ('cython' or 'reference').
+        """
+        state = self.__getstate__()
+        if backend is not None:
+            state["config"]["backend"] = backend
+        net = Network.__new__(Network)
+        net.__setstate__(state)
+        return net
+
+    # A Network holds a lock and a native engine, which are rebuilt, not pickled.
+    def __getstate__(self) -> dict:
+        with self._exclusive():
+            return {"config": self.config(), "seed": self.seed,
+                    "rng": self._rng.bit_generator.state,
+                    "params": self._params.copy(), "velocity": self._velocity.copy()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state["config"], seed=state["seed"])
+        self._rng.bit_generator.state = state["rng"]
+        self.set_parameters(state["params"])
+        self._velocity[...] = state["velocity"]
 
     @property
     def n_inputs(self) -> int:
