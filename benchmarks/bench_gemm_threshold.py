@@ -33,7 +33,7 @@ def per_update(net, X, Y, batch_size, repeats=7):
 
 
 def main():
-    default = _kernels.gemm_threshold()
+    default = _kernels.tiny_product()
     print(f"fit, µs per update (median of 7), by threshold; default {default}")
     print(f"{'network':>14} {'batch':>5} " + " ".join(f"{t:>7}" for t in THRESHOLDS))
     with threadpool_limits(1):
@@ -43,13 +43,13 @@ def main():
             Y = rng.uniform(size=(batch_size * 256, sizes[-1]))
             row = []
             for threshold in THRESHOLDS:
-                _kernels.gemm_threshold(threshold)
+                _kernels.tiny_product(threshold)
                 net = bpfast.Network(sizes, activation="tanh", seed=0)
                 net.fit(X, Y, epochs=1, batch_size=batch_size, lr=0.01)     # warm up
                 row.append(per_update(net, X, Y, batch_size) * 1e6)
             print(f"{'-'.join(map(str, sizes)):>14} {batch_size:>5} "
                   + " ".join(f"{t:7.2f}" for t in row))
-    _kernels.gemm_threshold(default)
+    _kernels.tiny_product(default)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ except ImportError:                      # pragma: no cover
     from contextlib import nullcontext as threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-pyximport.install(language_level=3, setup_args={"include_dirs": [np.get_include()]})
+pyximport.install(language_level=3, setup_args={"include_dirs": [np.get_include(), os.path.dirname(_kernels.__file__)]})
 import step_phases  # noqa: E402
 
 # (m, k, n, op(A) = A.T): C is (m, n) = op(A) (m, k) @ B (k, n)

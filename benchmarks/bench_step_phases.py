@@ -21,13 +21,15 @@ import sys
 import numpy as np
 import pyximport
 
+from bpfast import _kernels
+
 try:
     from threadpoolctl import threadpool_limits
 except ImportError:                      # pragma: no cover
     from contextlib import nullcontext as threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-pyximport.install(language_level=3, setup_args={"include_dirs": [np.get_include()]})
+pyximport.install(language_level=3, setup_args={"include_dirs": [np.get_include(), os.path.dirname(_kernels.__file__)]})
 import step_phases  # noqa: E402
 
 PHASES = ["the 5 matrix products alone", "forward layer 1 (GEMM + bias + relu)",

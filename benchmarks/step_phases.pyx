@@ -3,9 +3,9 @@
 from cython cimport floating
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
-from bpfast._kernels cimport (ACT_RELU, ACT_SOFTMAX, LOSS_CROSS_ENTROPY, gemm, forward_layer,
+from bpfast._kernels cimport (ACT_RELU, ACT_SOFTMAX, LOSS_CROSS_ENTROPY, gemm, dense_forward_into,
                               backprop_error_into, output_delta_into,
-                              activation_backward_inplace, sgd_fused)
+                              activation_backward_into, sgd_fused_update_into)
 
 
 cdef double now() noexcept nogil:
@@ -25,19 +25,19 @@ cdef void phase(int which, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_
         gemm(True, False, d1, d2, n, <floating>-0.0, H, d1, D2, d2, <floating>1, W2, d2)
         gemm(True, False, d0, d1, n, <floating>-0.0, X, d0, E, d1, <floating>1, W1, d1)
     elif which == 1:
-        forward_layer(n, d0, d1, X, W1, b1, ACT_RELU, H)
+        dense_forward_into(n, d0, d1, X, W1, b1, ACT_RELU, H)
     elif which == 2:
-        forward_layer(n, d1, d2, H, W2, b2, ACT_SOFTMAX, O)
+        dense_forward_into(n, d1, d2, H, W2, b2, ACT_SOFTMAX, O)
     elif which == 3:
         output_delta_into(n, d2, O, Y, LOSS_CROSS_ENTROPY, ACT_SOFTMAX, D2)
     elif which == 4:
         backprop_error_into(n, d1, d2, D2, W2, E)
     elif which == 5:
-        activation_backward_inplace(n * d1, E, H, ACT_RELU)
+        activation_backward_into(n * d1, E, H, ACT_RELU)
     elif which == 6:
-        sgd_fused(n, d1, d2, H, D2, <floating>0, <floating>1, W2, b2)
+        sgd_fused_update_into(n, d1, d2, W2, b2, H, D2, <floating>0, <floating>1)
     elif which == 7:
-        sgd_fused(n, d0, d1, X, E, <floating>0, <floating>1, W1, b1)
+        sgd_fused_update_into(n, d0, d1, W1, b1, X, E, <floating>0, <floating>1)
     elif which == 8:    # phase 4 as one BLAS call with W2.T as the operand
         gemm(False, True, n, d1, d2, <floating>1, D2, d2, W2, d2, <floating>0, E, d1)
 

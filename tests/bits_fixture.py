@@ -37,13 +37,15 @@ def trained_hash(sizes, dtype, act, out, loss, opt):
     net = bpfast.Network(sizes, act, out, loss, dtype=dtype, seed=5)
     try:
         losses = net.fit(X, Y, epochs=3, batch_size=8, lr=0.05, seed=11, **opt).loss
-    except FloatingPointError:      # a diverging case keeps the bits of its restored parameters
-        losses = [np.inf]
-    for _ in range(2):
-        net.train_step(X[:5], Y[:5], 0.01)
-    net.forward(X[:7])
-    net.backward(Y[:7])
-    net.step(0.01)
+        for _ in range(2):
+            net.train_step(X[:5], Y[:5], 0.01)
+        net.forward(X[:7])
+        net.backward(Y[:7])
+        net.step(0.01)
+    except FloatingPointError:
+        return "diverged"
+    if not np.isfinite(net.get_parameters()).all():
+        return "diverged"
     digest = hashlib.sha256(net.get_parameters().tobytes())
     digest.update(np.array(losses).tobytes())
     digest.update(net.predict(X).tobytes())

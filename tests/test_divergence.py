@@ -146,16 +146,45 @@ def test_divergence_message_is_helpful():
     assert "restored" in msg and "smaller lr" in msg
 
 
-def test_train_step_with_overflowing_outputs_agrees_between_backends():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_train_step_with_overflowing_outputs_raises_and_keeps_the_parameters(backend):
     X = np.ones((2, 2))          # outputs 2e200: finite, but their square is not
     Y = np.zeros((2, 1))
-    losses = []
-    for backend in BACKENDS:
-        net = bpfast.Network([2, 1], activation="identity", output_activation="identity",
-                             backend=backend, seed=0)
-        net.weights[0][...] = 1e200
-        losses.append(net.train_step(X, Y, 0.1))
-    assert losses[0] == losses[1] == np.inf
+    net = bpfast.Network([2, 1], activation="identity", output_activation="identity",
+                         backend=backend, seed=0)
+    net.weights[0][...] = 1e200
+    before = net.get_parameters()
+    with pytest.raises(FloatingPointError, match="lr=0.1"):
+        net.train_step(X, Y, 0.1)
+    assert np.array_equal(net.get_parameters(), before)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_train_step_that_would_overflow_the_parameters_raises_and_keeps_them(backend, dtype):
+    """A huge lr with a finite loss before the step: the updated weights would be infinite."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 3)).astype(dtype)
+    Y = (1e6 * rng.normal(size=(8, 2))).astype(dtype)       # gradients of ~1e6
+    net = bpfast.Network([3, 4, 2], activation="tanh", output_activation="identity",
+                         dtype=dtype, backend=backend, seed=0)
+    before = net.get_parameters()
+    with pytest.raises(FloatingPointError, match="left as they were"):
+        net.train_step(X, Y, 1e308 if dtype == "float64" else 1e38)
+    assert np.array_equal(net.get_parameters(), before)
+    assert np.isfinite(net.train_step(X, Y, 1e-12))          # and it trains on afterwards
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_step_that_would_overflow_the_parameters_raises_and_keeps_them(backend):
+    net = bpfast.Network([3, 4, 2], backend=backend, seed=0)
+    net.forward(np.ones((2, 3)))
+    net.backward(np.zeros((2, 2)))
+    net.grad_weights[0] = np.full((3, 4), 1e10)
+    before = net.get_parameters()
+    with pytest.raises(FloatingPointError, match="step"):
+        net.step(1e308)
+    assert np.array_equal(net.get_parameters(), before)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -49,7 +49,7 @@ def test_every_tile_and_remainder_shape(kernel_on, dtype, trans_a):
     """Rows 1..13 (tiles of 6 and each remainder), columns 1..35 (1 or 2 vectors, masked
     or not, for 4 and 8 lanes), k from 1 up."""
     for m, n, k in itertools.product(range(1, 14), range(1, 36), (1, 2, 7, 65)):
-        if m * n * k <= _kernels.gemm_threshold():
+        if m * n * k <= _kernels.tiny_product():
             continue                          # the direct loops take these
         A, B = operands(m, k, n, dtype, seed=m * 1000 + n * 10 + k)
         A_in = np.ascontiguousarray(A.T) if trans_a else A

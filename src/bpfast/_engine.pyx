@@ -2,25 +2,29 @@
 """The training engine: a whole network's step, and whole epochs, in one nogil call.
 
 An Engine owns no parameters: it points into the flat parameter, gradient and
-velocity buffers that ``network.Network`` allocates once and never resizes, and
-into a workspace of its own for activations and errors. Training a mini-batch
-is four phases, as in FANN: run (forward_all), compute the error
-(output_delta_into), backpropagate and update (backward_all), each a call into
-``_kernels``.
+velocity buffers that ``network.Network`` allocates once and never resizes (laid out
+by ``_layout.param_layout``), and into a workspace of its own for activations and
+errors. Training a mini-batch is four phases, as in FANN: run (forward_all), compute
+the error (output_delta_into), backpropagate and update (backward_all), each a call
+into ``_kernels``. ``_reference_engine.py`` is its pure-Python twin, method for method.
 """
 from cython cimport floating
+from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cimport numpy as cnp
 import numpy as np
 
 from bpfast._kernels cimport (
-    forward_layer, backprop_error_into, activation_backward_inplace, output_delta_into,
-    weight_gradients_into, sgd_backward_layer, tiny_network, tiny_sgd_step, momentum_step, all_finite, sum_squares, LOSS_SSE,
+    dense_forward_into, backprop_error_into, activation_backward_into, output_delta_into,
+    weight_gradients_into, sgd_update_into, sgd_backward_layer, tiny_network,
+    tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE,
 )
+from bpfast._layout import param_layout
 
 cnp.import_array()
 
@@ -58,6 +62,100 @@ cdef struct Net:
     Py_ssize_t* a_off      # A[l] starts at n * a_off[l] in the activation workspace
 
 
+cdef struct Workspace:
+    # A batch's scratch memory (float or double, as the Engine's dtype), carved out of one
+    # array by Engine.reserve(): every layer's output, the two error buffers the backward
+    # pass alternates between, and a batch's gathered rows of X and Y.
+    void* acts             # rows * a_off[L-1] + rows * sizes[L]
+    void* err0             # rows * widest layer
+    void* err1
+    void* x_rows           # rows * sizes[0]
+    void* y_rows           # rows * sizes[L]
+
+
+cdef struct Update:
+    # How backward_all changes the parameters after computing the gradients.
+    double lr
+    double momentum        # 0: plain SGD, fused into the weight-gradient product
+    double weight_decay    # L2 on weights, not biases
+    bint nesterov
+
+
+cdef struct Interrupts:
+    # Between batches the native loop looks at the clock every `stride` batches and asks
+    # Python for pending signals (Ctrl-C) every POLL_NS; the stride adapts so that a look
+    # comes about every LOOK_NS, whatever a batch costs.
+    Py_ssize_t stride
+    Py_ssize_t countdown
+    long long last_look
+    long long last_poll
+    bint raised            # a signal handler raised: stop after this batch
+
+
+cdef enum:
+    POLL_NS = 20000000      # 20 ms
+    LOOK_NS = 1000000       # 1 ms
+
+# The exception a signal handler raised during a native loop, raised again by the
+# method that ran the loop once it has kept what the loop finished.
+cdef object pending_exception = None
+
+
+cdef inline long long now_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec * 1000000000LL + t.tv_nsec
+
+
+cdef void interrupts_start(Interrupts* it) noexcept nogil:
+    it.stride = 1
+    it.countdown = 1
+    it.last_look = now_ns()
+    it.last_poll = it.last_look
+    it.raised = False
+
+
+cdef bint poll_signals() noexcept nogil:
+    """Run Python's signal handlers; True (the exception kept) when one raised."""
+    global pending_exception
+    with gil:
+        try:
+            if PyErr_CheckSignals() == 0:
+                return False
+        except BaseException as exc:
+            pending_exception = exc
+        return True
+
+
+cdef inline bint interrupted(Interrupts* it) noexcept nogil:
+    """Called after every batch: True when a signal handler raised (Ctrl-C)."""
+    cdef long long t
+    it.countdown -= 1
+    if it.countdown > 0:
+        return False
+    t = now_ns()
+    if t - it.last_look < LOOK_NS // 2 and it.stride < (1 << 20):
+        it.stride *= 2
+    elif t - it.last_look > 2 * LOOK_NS and it.stride > 1:
+        it.stride //= 2
+    it.countdown = it.stride
+    it.last_look = t
+    if t - it.last_poll >= POLL_NS:
+        it.last_poll = t
+        it.raised = poll_signals()
+    return it.raised
+
+
+def take_pending_exception():
+    """The exception that stopped the last native loop (a KeyboardInterrupt), once."""
+    global pending_exception
+    exc = pending_exception
+    pending_exception = None
+    return exc
+
+
+# ---------------------------------------------------------------- the phases
+
 cdef inline floating* layer_output(const Net* net, Py_ssize_t n, floating* acts,
                                    int l) noexcept nogil:
     return acts + n * net.a_off[l]
@@ -71,29 +169,32 @@ cdef void forward_all(const Net* net, Py_ssize_t n, const floating* X, const flo
     cdef floating* out
     for l in range(net.n_layers):
         out = layer_output(net, n, acts, l)
-        forward_layer(n, net.sizes[l], net.sizes[l + 1], inp, P + net.w_off[l], P + net.b_off[l],
-                      net.output_act if l == net.n_layers - 1 else net.hidden_act, out)
+        dense_forward_into(n, net.sizes[l], net.sizes[l + 1], inp, P + net.w_off[l],
+                           P + net.b_off[l],
+                           net.output_act if l == net.n_layers - 1 else net.hidden_act, out)
         inp = out
 
 
 cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
-                         floating* P, floating* acts, floating* err0, floating* err1,
-                         floating* G, floating* V, floating lr, floating w_scale, floating mu,
-                         floating decay, bint nesterov) noexcept nogil:
+                         floating* P, const Workspace* ws, floating* G, floating* V,
+                         const Update* upd) noexcept nogil:
     """Compute the error and backpropagate it; returns the loss of the batch.
 
-    G == NULL: each layer is updated in place by fused SGD (W := w_scale * W -
+    G == NULL: each layer is updated in place by fused SGD (W := (1 - lr * decay) * W -
     lr * dW) right after its error has been sent back through the old W.
-    G != NULL: G receives dLoss/dW and dLoss/db; with V != NULL each layer then
-    takes its momentum step (momentum_step: mu, L2 decay, nesterov) while its
-    gradient is still in cache, else P is untouched.
+    G != NULL: G receives dLoss/dW and dLoss/db; with upd != NULL each layer then
+    takes its SGD step from G (sgd_update_into, velocities V) while its gradient is still
+    in cache, else P is untouched.
     """
     cdef int l, L = net.n_layers
-    cdef floating* delta = err0
-    cdef floating* E = err1
+    cdef floating* acts = <floating*>ws.acts
+    cdef floating* delta = <floating*>ws.err0
+    cdef floating* E = <floating*>ws.err1
     cdef floating* swap
     cdef const floating* A_prev
     cdef Py_ssize_t n_in, n_out, w, b
+    cdef floating lr = upd.lr if upd != NULL else 0
+    cdef floating w_scale = 1 - lr * <floating>upd.weight_decay if upd != NULL else 1
     cdef double loss = output_delta_into(n, net.sizes[L], layer_output(net, n, acts, L - 1), Y,
                                          net.loss, net.output_act, delta)
     for l in range(L - 1, -1, -1):
@@ -109,11 +210,13 @@ cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const 
             if l > 0:
                 backprop_error_into(n, n_in, n_out, delta, P + w, E)
             weight_gradients_into(n, n_in, n_out, A_prev, delta, G + w, G + b)
-            if V != NULL:
-                momentum_step(n_in * n_out, P + w, G + w, V + w, lr, mu, decay, nesterov)
-                momentum_step(n_out, P + b, G + b, V + b, lr, mu, <floating>0, nesterov)
+            if upd != NULL:
+                sgd_update_into(n_in * n_out, P + w, G + w, V + w, lr, <floating>upd.momentum,
+                                <floating>upd.weight_decay, upd.nesterov)
+                sgd_update_into(n_out, P + b, G + b, V + b, lr, <floating>upd.momentum,
+                                <floating>0, upd.nesterov)
             if l > 0:
-                activation_backward_inplace(n * n_in, E, A_prev, net.hidden_act)
+                activation_backward_into(n * n_in, E, A_prev, net.hidden_act)
         if l > 0:
             swap = delta
             delta = E
@@ -121,21 +224,31 @@ cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const 
     return loss
 
 
-cdef double sgd_step(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
-                     floating* P, floating* acts, floating* err0, floating* err1, floating lr,
-                     floating w_scale) noexcept nogil:
+cdef double sgd_train_batch(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
+                            floating* P, const Workspace* ws, const Update* upd) noexcept nogil:
     """Run, compute the error, backpropagate and update with plain SGD; returns the loss.
 
-    A tiny network (2-2-1) takes the whole step in one call (tiny_sgd_step: the same
-    bits, a fraction of the calls).
+    A tiny network (2-2-1) takes the whole step in one call (tiny_sgd_train_batch: the
+    same bits, a fraction of the calls).
     """
+    cdef floating lr = upd.lr
     if tiny_network(net.n_layers, net.sizes, n, net.hidden_act, net.output_act, net.loss):
-        return tiny_sgd_step(net.n_layers, net.sizes, net.w_off, net.b_off, net.a_off,
-                             net.hidden_act, net.output_act, net.loss, n, X, Y, P, acts,
-                             err0, err1, lr, w_scale)
-    forward_all(net, n, X, P, acts)
-    return backward_all(net, n, X, Y, P, acts, err0, err1, <floating*>NULL, <floating*>NULL,
-                        lr, w_scale, 0, 0, False)
+        return tiny_sgd_train_batch(net.n_layers, net.sizes, net.w_off, net.b_off, net.a_off,
+                                    net.hidden_act, net.output_act, net.loss, n, X, Y, P,
+                                    <floating*>ws.acts, <floating*>ws.err0, <floating*>ws.err1,
+                                    lr, 1 - lr * <floating>upd.weight_decay)
+    forward_all(net, n, X, P, <floating*>ws.acts)
+    return backward_all(net, n, X, Y, P, ws, <floating*>NULL, <floating*>NULL, upd)
+
+
+cdef double train_batch(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
+                        floating* P, floating* G, floating* V, const Workspace* ws,
+                        const Update* upd) noexcept nogil:
+    """One update on one batch: fused plain SGD, or gradients into G then momentum SGD."""
+    if upd.momentum == 0:
+        return sgd_train_batch(net, n, X, Y, P, ws, upd)
+    forward_all(net, n, X, P, <floating*>ws.acts)
+    return backward_all(net, n, X, Y, P, ws, G, V, upd)
 
 
 cdef double weight_sq_norm(const Net* net, const floating* P) noexcept nogil:
@@ -146,6 +259,8 @@ cdef double weight_sq_norm(const Net* net, const floating* P) noexcept nogil:
         s += sum_squares(net.b_off[l] - net.w_off[l], P + net.w_off[l])
     return s
 
+
+# ---------------------------------------------------------------- epochs
 
 cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
     """The next number of SplitMix64: seeded, fast, independent of NumPy's state."""
@@ -161,7 +276,7 @@ cdef void shuffle(Py_ssize_t* idx, Py_ssize_t n, uint64_t* state) noexcept nogil
 
     j is the high half of the 128-bit product r * (i + 1); when the low half falls
     below 2^64 mod (i + 1) (rarely) r is drawn again. Unlike r % (i + 1) this needs
-    no division per sample: 0.06 instead of 0.15 µs per batch of 32.
+    no division per sample.
     """
     cdef Py_ssize_t i, j
     cdef uint64_t bound, low, threshold
@@ -182,98 +297,117 @@ cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* i
         memcpy(dst + r * width, src + idx[r] * width, width * sizeof(floating))
 
 
-cdef int run_epoch(const Net* net, Py_ssize_t N, const floating* X, const floating* Y,
-                   Py_ssize_t batch_size, floating* P, floating* G, floating* V,
-                   floating* acts, floating* err0, floating* err1,
-                   floating* Xb, floating* Yb, Py_ssize_t* idx, uint64_t* rng, bint shuffled,
-                   floating lr, floating mu, bint nesterov, floating weight_decay,
-                   double* loss_sum, Py_ssize_t* n_updates) noexcept nogil:
-    """One epoch of mini-batch training; returns 0, or 1 if a batch loss is not finite.
+cdef struct EpochRun:
+    # One call of run_epochs: the data, the buffers and what it reports back.
+    Py_ssize_t n_samples
+    Py_ssize_t batch_size
+    void* params
+    void* grads
+    void* velocity
+    void* backup           # the parameters at the start of the running epoch
+    Py_ssize_t n_params
+    Py_ssize_t* order      # the sample order, shuffled in place
+    uint64_t rng
+    bint shuffled
+    Py_ssize_t n_updates   # out: updates made
+    bint diverged          # out: the loss or the parameters stopped being finite
+    bint interrupted       # out: a signal handler raised (the parameters are kept)
+
+
+cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRun* run,
+                   const Workspace* ws, const Update* upd, Interrupts* it,
+                   double* loss_sum) noexcept nogil:
+    """One epoch of mini-batch training; returns 0, 1 if a batch loss is not finite, 2 if
+    interrupted after a batch.
 
     loss_sum receives the sum over batches of batch loss * batch rows (of the batch
-    loss itself for 'sse', a sum already). The last,
-    partial batch is trained too: ceil(N / batch_size) updates.
+    loss itself for 'sse', a sum already). The last, partial batch is trained too:
+    ceil(N / batch_size) updates.
     """
-    cdef Py_ssize_t start, n, d_in = net.sizes[0], d_out = net.sizes[net.n_layers]
+    cdef Py_ssize_t start = 0, n, N = run.n_samples
+    cdef Py_ssize_t d_in = net.sizes[0], d_out = net.sizes[net.n_layers]
     cdef const floating* xb
     cdef const floating* yb
     cdef double loss
-    cdef bint plain = mu == 0
-    if shuffled:
-        shuffle(idx, N, rng)
-    start = 0
+    if run.shuffled:
+        shuffle(run.order, N, &run.rng)
     while start < N:
-        n = batch_size if start + batch_size <= N else N - start
-        if shuffled:
-            gather_rows(X, d_in, idx + start, n, Xb)
-            gather_rows(Y, d_out, idx + start, n, Yb)
-            xb = Xb
-            yb = Yb
+        n = run.batch_size if start + run.batch_size <= N else N - start
+        if run.shuffled:
+            gather_rows(X, d_in, run.order + start, n, <floating*>ws.x_rows)
+            gather_rows(Y, d_out, run.order + start, n, <floating*>ws.y_rows)
+            xb = <floating*>ws.x_rows
+            yb = <floating*>ws.y_rows
         else:
             xb = X + start * d_in
             yb = Y + start * d_out
-        if plain:
-            # Plain SGD: the buffer-free fused update, decay folded into the GEMM's beta.
-            loss = sgd_step(net, n, xb, yb, P, acts, err0, err1, lr, 1 - lr * weight_decay)
-        else:
-            forward_all(net, n, xb, P, acts)
-            loss = backward_all(net, n, xb, yb, P, acts, err0, err1, G, V, lr, 1, mu,
-                                weight_decay, nesterov)
-        n_updates[0] += 1
+        loss = train_batch(net, n, xb, yb, <floating*>run.params, <floating*>run.grads,
+                           <floating*>run.velocity, ws, upd)
+        run.n_updates += 1
         if not isfinite(loss):
             return 1
         loss_sum[0] += loss if net.loss == LOSS_SSE else loss * n
         start += n
+        if interrupted(it):
+            return 2
     return 0
 
 
-cdef Py_ssize_t run_epochs(const Net* net, Py_ssize_t N, const floating* X, const floating* Y,
-                           Py_ssize_t batch_size, floating* P, floating* G, floating* V,
-                           floating* backup, Py_ssize_t n_params, floating* acts, floating* err0,
-                           floating* err1, floating* Xb, floating* Yb, Py_ssize_t* idx,
-                           uint64_t* rng, bint shuffled, const double* lrs, Py_ssize_t n_epochs,
-                           floating mu, bint nesterov, floating weight_decay, double* losses,
-                           Py_ssize_t* n_updates, bint* diverged) noexcept nogil:
+cdef Py_ssize_t run_epochs(const Net* net, const floating* X, const floating* Y, EpochRun* run,
+                           const Workspace* ws, Update upd, const double* lrs,
+                           Py_ssize_t n_epochs, double* losses) noexcept nogil:
     """Epochs back to back; returns how many completed, each loss in `losses`.
 
-    An epoch's loss is the mean over samples of its batch losses ('sse': their
-    sum) plus 0.5 * weight_decay * sum(W**2) at its end. When the loss or the
-    parameters stop being finite, the parameters go back to their copy from the
-    start of that epoch, `diverged` is set and the run stops.
+    An epoch's loss is the mean over samples of its batch losses ('sse': their sum) plus
+    0.5 * weight_decay * sum(W**2) at its end. When the loss or the parameters stop being
+    finite, the parameters go back to their copy from the start of that epoch,
+    run.diverged is set and the run stops. A signal handler that raises (Ctrl-C) stops it
+    after the batch in progress, with the parameters of the last update.
     """
     cdef Py_ssize_t e
     cdef double loss_sum, loss
     cdef int status
-    diverged[0] = False
+    cdef floating* P = <floating*>run.params
+    cdef Interrupts it
+    interrupts_start(&it)
     for e in range(n_epochs):
-        memcpy(backup, P, n_params * sizeof(floating))
+        memcpy(run.backup, P, run.n_params * sizeof(floating))
         loss_sum = 0
-        status = run_epoch(net, N, X, Y, batch_size, P, G, V, acts, err0, err1,
-                           Xb, Yb, idx, rng, shuffled, <floating>lrs[e], mu, nesterov,
-                           weight_decay, &loss_sum, n_updates)
-        loss = loss_sum if net.loss == LOSS_SSE else loss_sum / N
-        if weight_decay != 0:
-            loss += 0.5 * weight_decay * weight_sq_norm(net, P)
-        if status != 0 or not isfinite(loss) or not all_finite(n_params, P):
-            memcpy(P, backup, n_params * sizeof(floating))
-            diverged[0] = True
+        upd.lr = lrs[e]
+        status = run_epoch(net, X, Y, run, ws, &upd, &it, &loss_sum)
+        if status == 2:
+            run.interrupted = True
+            if all_finite(run.n_params, P):
+                return e
+            status = 1
+        loss = loss_sum if net.loss == LOSS_SSE else loss_sum / run.n_samples
+        if upd.weight_decay != 0:
+            # The decay at the dtype of the parameters, as the updates use it.
+            loss += 0.5 * <floating>upd.weight_decay * weight_sq_norm(net, P)
+        if status != 0 or not isfinite(loss) or not all_finite(run.n_params, P):
+            memcpy(P, run.backup, run.n_params * sizeof(floating))
+            run.diverged = True
             return e
         losses[e] = loss
     return n_epochs
 
 
+# ---------------------------------------------------------------- the Engine
+
 cdef class Engine:
     """The compiled backend of one Network: pointers into its buffers plus a workspace."""
     cdef Net net
     cdef readonly bint is_double
-    cdef Py_ssize_t n_params, max_width, work_size
+    cdef Py_ssize_t n_params, max_width, work_size, work_rows
     cdef readonly Py_ssize_t batch          # rows of the last forward; 0: none to backprop
-    cdef object params, grads, velocity, backup, work, scratch, last_X, indices
+    cdef object params, grads, velocity, backup, work, indices
+    cdef Workspace ws
     cdef uint64_t rng
 
     def __cinit__(self, sizes, int hidden_act, int output_act, int loss,
                   cnp.ndarray params, cnp.ndarray grads, cnp.ndarray velocity):
         cdef int L = len(sizes) - 1, l
+        layers, n_params = param_layout(sizes)
         self.net.n_layers = L
         self.net.hidden_act = hidden_act
         self.net.output_act = output_act
@@ -284,21 +418,18 @@ cdef class Engine:
         self.net.a_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
         if not (self.net.sizes and self.net.w_off and self.net.b_off and self.net.a_off):
             raise MemoryError()
-        cdef Py_ssize_t off = 0, a = 0
-        self.max_width = 0
+        cdef Py_ssize_t acts_width = 0
+        self.max_width = max(sizes[1:])
         for l in range(L + 1):
             self.net.sizes[l] = sizes[l]
         for l in range(L):
-            self.net.w_off[l] = off
-            off += sizes[l] * sizes[l + 1]
-            self.net.b_off[l] = off
-            off += sizes[l + 1]
-            self.net.a_off[l] = a
-            a += sizes[l + 1]
-            self.max_width = max(self.max_width, sizes[l + 1])
-        self.n_params = off
+            self.net.w_off[l] = layers[l].w
+            self.net.b_off[l] = layers[l].b
+            self.net.a_off[l] = acts_width
+            acts_width += sizes[l + 1]
+        self.n_params = n_params
         for buf in (params, grads, velocity):
-            if (buf.ndim != 1 or buf.shape[0] != off or not buf.flags.c_contiguous
+            if (buf.ndim != 1 or buf.shape[0] != n_params or not buf.flags.c_contiguous
                     or buf.dtype != params.dtype or params.dtype not in (np.float32, np.float64)):
                 raise ValueError("Engine: parameter buffers do not match the layout")
         self.is_double = params.dtype == np.float64
@@ -306,6 +437,7 @@ cdef class Engine:
         self.grads = grads
         self.velocity = velocity
         self.work_size = 0
+        self.work_rows = 0
         self.batch = 0
 
     def __dealloc__(self):
@@ -314,62 +446,70 @@ cdef class Engine:
         free(self.net.b_off)
         free(self.net.a_off)
 
-    cdef int reserve(self, Py_ssize_t n, bint with_batch_buffers) except -1:
-        """Make the workspace hold a batch of n rows (allocated once, grown when needed)."""
-        cdef Py_ssize_t width = self.net.a_off[self.net.n_layers - 1] + self.max_width
-        cdef Py_ssize_t need = n * (width + 2 * self.max_width)
-        if with_batch_buffers:
-            need += n * (self.net.sizes[0] + self.net.sizes[self.net.n_layers])
-        if need > self.work_size:
-            self.work = np.empty(need, dtype=self.params.dtype)
-            self.work_size = need
-            self.batch = 0
-        return 0
-
-    cdef char* work_ptr(self, Py_ssize_t offset):
-        return data(self.work) + offset * (8 if self.is_double else 4)
-
     cdef Py_ssize_t acts_size(self, Py_ssize_t n):
         return n * (self.net.a_off[self.net.n_layers - 1] + self.net.sizes[self.net.n_layers])
 
-    def forward(self, cnp.ndarray X, bint keep=True):
-        """Output of the network for X (a new array).
+    cdef int reserve(self, Py_ssize_t n) except -1:
+        """Make the workspace hold a batch of n rows, and point self.ws into it.
 
-        keep=True keeps the activations for backward(); keep=False (predict,
-        evaluate) runs in a scratch buffer of its own, so the kept ones survive.
+        Allocated once and grown when needed; shrunk when a batch needs less than a
+        quarter of it, so that one huge batch does not pin its memory for good.
         """
-        cdef Py_ssize_t n = X.shape[0]
-        self.check(X, self.net.sizes[0], "X")
-        if keep:
-            self.reserve(n, False)
-            buffer = self.work
-        else:
-            if self.scratch is None or self.scratch.shape[0] < self.acts_size(n):
-                self.scratch = np.empty(self.acts_size(n), dtype=self.params.dtype)
-            buffer = self.scratch
-        cdef char* P = data(self.params)
-        cdef char* x = data(X)
-        cdef char* acts = data(buffer)
-        with nogil:
-            if self.is_double:
-                forward_all(&self.net, n, <double*>x, <double*>P, <double*>acts)
-            else:
-                forward_all(&self.net, n, <float*>x, <float*>P, <float*>acts)
-        cdef Py_ssize_t m = self.net.sizes[self.net.n_layers]
-        start = n * self.net.a_off[self.net.n_layers - 1]
-        out = buffer[start:start + n * m].reshape(n, m).copy()
-        if keep:
-            self.last_X = X
-            self.batch = n
-        return out
+        cdef Py_ssize_t d_in = self.net.sizes[0], d_out = self.net.sizes[self.net.n_layers]
+        cdef Py_ssize_t need = self.acts_size(n) + n * (2 * self.max_width + d_in + d_out)
+        cdef Py_ssize_t item = 8 if self.is_double else 4
+        cdef bint moved = need > self.work_size or 4 * need < self.work_size
+        if moved:
+            self.work = None
+            self.work = np.empty(need, dtype=self.params.dtype)
+            self.work_size = need
+            self.batch = 0
+        if moved or n != self.work_rows:
+            self.work_rows = n
+            self.ws.acts = data(self.work)
+            self.ws.err0 = <char*>self.ws.acts + item * self.acts_size(n)
+            self.ws.err1 = <char*>self.ws.err0 + item * n * self.max_width
+            self.ws.x_rows = <char*>self.ws.err1 + item * n * self.max_width
+            self.ws.y_rows = <char*>self.ws.x_rows + item * n * d_in
+        return 0
 
     cdef check(self, cnp.ndarray A, Py_ssize_t width, str name):
         # Cheap C-level guards that keep memory safe; the friendly checks are in network.py.
         if (A.ndim != 2 or A.shape[1] != width or A.shape[0] < 1 or not A.flags.c_contiguous
                 or not A.flags.aligned or A.dtype != self.params.dtype):
             raise ValueError(f"{name}: expected an aligned, C-contiguous {self.params.dtype} "
-                             f"array of shape "
-                             f"(n, {width}), got {A.dtype} {(<object>A).shape}")
+                             f"array of shape (n, {width}), got {A.dtype} {(<object>A).shape}")
+
+    def forward(self, cnp.ndarray X, bint keep=True):
+        """Output of the network for X (a new array).
+
+        keep=True keeps a copy of X and the activations for backward(). keep=False
+        (predict, evaluate) runs in memory of its own and changes nothing in the Engine,
+        so that many threads may predict at once.
+        """
+        cdef Py_ssize_t n = X.shape[0], m = self.net.sizes[self.net.n_layers]
+        self.check(X, self.net.sizes[0], "X")
+        cdef Workspace own
+        if keep:
+            self.reserve(n)
+            memcpy(self.ws.x_rows, data(X), n * self.net.sizes[0] * (8 if self.is_double else 4))
+            acts = self.ws.acts
+        else:
+            scratch = np.empty(self.acts_size(n), dtype=self.params.dtype)
+            acts = data(scratch)
+        cdef char* P = data(self.params)
+        cdef char* x = data(X) if not keep else <char*>self.ws.x_rows
+        cdef char* a = <char*>acts
+        with nogil:
+            if self.is_double:
+                forward_all(&self.net, n, <double*>x, <double*>P, <double*>a)
+            else:
+                forward_all(&self.net, n, <float*>x, <float*>P, <float*>a)
+        start = n * self.net.a_off[self.net.n_layers - 1]
+        out = (self.work if keep else scratch)[start:start + n * m].reshape(n, m).copy()
+        if keep:
+            self.batch = n
+        return out
 
     def backward(self, cnp.ndarray Y):
         """Fill the gradient buffer for the last forward; returns the loss."""
@@ -379,13 +519,15 @@ cdef class Engine:
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != n:
             raise ValueError(f"Y has {Y.shape[0]} rows but the last forward() had {n}")
-        cdef double loss = self.step(data(self.last_X), data(Y), n, False, data(self.grads), 0, 1)
+        cdef double loss = self.backprop_batch(self.ws.x_rows, data(Y), n, False,
+                                               data(self.grads), NULL)
         self.batch = 0
-        self.last_X = None
         return loss
 
     def train_step(self, cnp.ndarray X, cnp.ndarray Y, double lr):
-        """forward + backward + fused SGD update for one batch; returns the loss before the step."""
+        """forward + backward + fused SGD update for one batch; returns the loss before the
+        step, or NaN with the parameters left as they were when the step would make the
+        loss or the parameters non-finite."""
         self.check(X, self.net.sizes[0], "X")
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != X.shape[0]:
@@ -395,10 +537,10 @@ cdef class Engine:
     def try_train_step(self, X, Y, lr):
         """train_step for arguments that are exactly what the kernels need, checked in C.
 
-        Anything else (another type, dtype, layout or shape, NaN or infinity, a
-        learning rate that is not a positive finite float) raises NeedsValidation,
-        and the caller validates and converts at leisure. This keeps a step of a
-        tiny network down to one call and a few comparisons.
+        Anything else (another type, dtype, layout or shape, NaN or infinity, memory
+        shared with the parameters, a learning rate that is not a positive finite float)
+        raises NeedsValidation, and the caller validates and converts at leisure. This
+        keeps a step of a tiny network down to one call and a few comparisons.
         """
         if not (type(X) is np.ndarray and type(Y) is np.ndarray and type(lr) is float):
             raise NeedsValidation
@@ -411,6 +553,8 @@ cdef class Engine:
         cdef Py_ssize_t nx = cnp.PyArray_SIZE(<cnp.ndarray>X), ny = cnp.PyArray_SIZE(<cnp.ndarray>Y)
         cdef char* x = data(X)
         cdef char* y = data(Y)
+        if self.overlaps_params(x, nx) or self.overlaps_params(y, ny):
+            raise NeedsValidation
         cdef bint finite
         with nogil:
             if self.is_double:
@@ -421,6 +565,11 @@ cdef class Engine:
             raise NeedsValidation
         return self.fused_step(X, Y, rate)
 
+    cdef inline bint overlaps_params(self, char* start, Py_ssize_t count):
+        cdef Py_ssize_t item = 8 if self.is_double else 4
+        cdef char* P = data(self.params)
+        return start < P + self.n_params * item and P < start + count * item
+
     cdef inline bint accepts(self, cnp.ndarray A, Py_ssize_t width):
         # Native byte order and alignment too: the type number alone does not tell.
         return (cnp.PyArray_NDIM(A) == 2 and cnp.PyArray_DIMS(A)[1] == width
@@ -430,44 +579,45 @@ cdef class Engine:
 
     cdef double fused_step(self, cnp.ndarray X, cnp.ndarray Y, double lr) except? -1:
         cdef Py_ssize_t n = cnp.PyArray_DIMS(X)[0]
-        self.reserve(n, False)
+        cdef Update upd
+        upd.lr = lr
+        upd.momentum = 0
+        upd.weight_decay = 0
+        upd.nesterov = False
+        self.reserve(n)
         self.batch = 0
-        self.last_X = None
-        return self.step(data(X), data(Y), n, True, NULL, lr, 1)
+        if self.backup is None:
+            self.backup = np.empty_like(self.params)
+        cdef char* P = data(self.params)
+        cdef char* B = data(self.backup)
+        cdef Py_ssize_t size = self.n_params * (8 if self.is_double else 4)
+        memcpy(B, P, size)
+        cdef double loss = self.backprop_batch(data(X), data(Y), n, True, NULL, &upd)
+        cdef bint finite
+        with nogil:
+            finite = isfinite(loss) and (all_finite(self.n_params, <double*>P) if self.is_double
+                                         else all_finite(self.n_params, <float*>P))
+        if not finite:
+            memcpy(P, B, size)
+            return float("nan")
+        return loss
 
-    cdef double step(self, char* x, char* y, Py_ssize_t n, bint run, char* G, double lr,
-                     double w_scale) noexcept:
+    cdef double backprop_batch(self, void* x, void* y, Py_ssize_t n, bint run, void* G,
+                               const Update* upd) noexcept:
         """Run (if `run`), compute the error and backpropagate one batch of n rows.
 
-        G != NULL: fill the gradient buffer G; G == NULL: fused SGD with lr and
-        w_scale (see backward_all). Returns the loss of the batch.
+        upd != NULL: train with it (G == NULL: fused plain SGD); upd == NULL: fill the
+        gradient buffer G, parameters untouched. Returns the loss of the batch.
         """
         cdef double loss
-        cdef char* P = data(self.params)
-        cdef char* acts = self.work_ptr(0)
-        cdef char* e0 = self.work_ptr(self.acts_size(n))
-        cdef char* e1 = self.work_ptr(self.acts_size(n) + n * self.max_width)
+        cdef void* P = data(self.params)
         with nogil:
-            if run and G == NULL:
-                if self.is_double:
-                    loss = sgd_step(&self.net, n, <double*>x, <double*>y, <double*>P,
-                                    <double*>acts, <double*>e0, <double*>e1, lr, w_scale)
-                else:
-                    loss = sgd_step(&self.net, n, <float*>x, <float*>y, <float*>P,
-                                    <float*>acts, <float*>e0, <float*>e1, <float>lr,
-                                    <float>w_scale)
-            elif self.is_double:
-                if run:
-                    forward_all(&self.net, n, <double*>x, <double*>P, <double*>acts)
-                loss = backward_all(&self.net, n, <double*>x, <double*>y, <double*>P,
-                                    <double*>acts, <double*>e0, <double*>e1, <double*>G,
-                                    <double*>NULL, lr, w_scale, 0, 0, False)
+            if self.is_double:
+                loss = backprop_typed(&self.net, n, <double*>x, <double*>y, <double*>P,
+                                      <double*>G, &self.ws, run, upd)
             else:
-                if run:
-                    forward_all(&self.net, n, <float*>x, <float*>P, <float*>acts)
-                loss = backward_all(&self.net, n, <float*>x, <float*>y, <float*>P,
-                                    <float*>acts, <float*>e0, <float*>e1, <float*>G,
-                                    <float*>NULL, <float>lr, <float>w_scale, 0, 0, False)
+                loss = backprop_typed(&self.net, n, <float*>x, <float*>y, <float*>P,
+                                      <float*>G, &self.ws, run, upd)
         return loss
 
     def seed(self, uint64_t seed, Py_ssize_t n_samples):
@@ -479,53 +629,53 @@ cdef class Engine:
                double[::1] lrs, double momentum, bint nesterov, double weight_decay):
         """len(lrs) epochs over (X, Y) in one nogil call, epoch e with learning rate lrs[e].
 
-        Returns (losses of the completed epochs, n_updates, diverged); see run_epochs.
+        Returns (losses of the completed epochs, n_updates, diverged, interrupted); see
+        run_epochs. After an interrupt, take_pending_exception() gives what was raised.
         """
-        cdef Py_ssize_t N = X.shape[0], n_updates = 0, n_epochs = lrs.shape[0], done = 0
+        cdef Py_ssize_t N = X.shape[0], n_epochs = lrs.shape[0], done = 0
         self.check(X, self.net.sizes[0], "X")
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != N or batch_size < 1 or self.indices is None or self.indices.shape[0] != N:
             raise ValueError("epochs: X, Y, batch_size and seed() do not agree")
-        cdef Py_ssize_t nb = min(batch_size, N)
-        self.reserve(nb, True)
+        cdef Py_ssize_t rows = min(batch_size, N)
+        self.reserve(rows)
         self.batch = 0
-        self.last_X = None
         if self.backup is None:
             self.backup = np.empty_like(self.params)
         losses = np.zeros(n_epochs)
-        cdef double[::1] loss_view = losses
-        cdef bint diverged = False
-        cdef Py_ssize_t acts_n = self.acts_size(nb), mw = self.max_width
-        cdef char* P = data(self.params)
-        cdef char* G = data(self.grads)
-        cdef char* V = data(self.velocity)
-        cdef char* B = data(self.backup)
-        cdef char* x = data(X)
-        cdef char* y = data(Y)
-        cdef char* acts = self.work_ptr(0)
-        cdef char* e0 = self.work_ptr(acts_n)
-        cdef char* e1 = self.work_ptr(acts_n + nb * mw)
-        cdef char* xb = self.work_ptr(acts_n + 2 * nb * mw)
-        cdef char* yb = self.work_ptr(acts_n + 2 * nb * mw + nb * self.net.sizes[0])
-        cdef Py_ssize_t* idx = <Py_ssize_t*>data(self.indices)
         if n_epochs == 0:
-            return losses, 0, False
+            return losses, 0, False, False
+        cdef double[::1] loss_view = losses
+        cdef Update upd
+        upd.lr = 0
+        upd.momentum = momentum
+        upd.weight_decay = weight_decay
+        upd.nesterov = nesterov
+        cdef EpochRun run
+        run.n_samples = N
+        run.batch_size = rows
+        run.params = data(self.params)
+        run.grads = data(self.grads)
+        run.velocity = data(self.velocity)
+        run.backup = data(self.backup)
+        run.n_params = self.n_params
+        run.order = <Py_ssize_t*>data(self.indices)
+        run.rng = self.rng
+        run.shuffled = shuffled
+        run.n_updates = 0
+        run.diverged = False
+        run.interrupted = False
+        cdef void* x = data(X)
+        cdef void* y = data(Y)
         with nogil:
             if self.is_double:
-                done = run_epochs(&self.net, N, <double*>x, <double*>y, nb, <double*>P,
-                                  <double*>G, <double*>V, <double*>B, self.n_params,
-                                  <double*>acts, <double*>e0, <double*>e1, <double*>xb,
-                                  <double*>yb, idx, &self.rng, shuffled, &lrs[0], n_epochs,
-                                  momentum, nesterov, weight_decay, &loss_view[0], &n_updates,
-                                  &diverged)
+                done = run_epochs(&self.net, <double*>x, <double*>y, &run, &self.ws, upd,
+                                  &lrs[0], n_epochs, &loss_view[0])
             else:
-                done = run_epochs(&self.net, N, <float*>x, <float*>y, nb, <float*>P,
-                                  <float*>G, <float*>V, <float*>B, self.n_params,
-                                  <float*>acts, <float*>e0, <float*>e1, <float*>xb,
-                                  <float*>yb, idx, &self.rng, shuffled, &lrs[0], n_epochs,
-                                  <float>momentum, nesterov, <float>weight_decay, &loss_view[0],
-                                  &n_updates, &diverged)
-        return losses[:done], n_updates, diverged
+                done = run_epochs(&self.net, <float*>x, <float*>y, &run, &self.ws, upd,
+                                  &lrs[0], n_epochs, &loss_view[0])
+        self.rng = run.rng
+        return losses[:done], run.n_updates, run.diverged, run.interrupted
 
     def params_finite(self):
         """True when no parameter is NaN or infinite."""
@@ -537,3 +687,14 @@ cdef class Engine:
             else:
                 ok = all_finite(self.n_params, <float*>P)
         return ok
+
+
+cdef double backprop_typed(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
+                           floating* P, floating* G, const Workspace* ws, bint run,
+                           const Update* upd) noexcept nogil:
+    """Engine.backprop_batch for one dtype."""
+    if run and G == NULL:
+        return sgd_train_batch(net, n, X, Y, P, ws, upd)
+    if run:
+        forward_all(net, n, X, P, <floating*>ws.acts)
+    return backward_all(net, n, X, Y, P, ws, G, <floating*>NULL, upd)

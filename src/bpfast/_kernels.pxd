@@ -1,53 +1,54 @@
-# The compiled kernels, shared with _engine.pyx. Row-major, batch first:
+# The compiled kernels that _engine.pyx composes into whole training steps. Row-major,
+# batch first:
 #   X, A: (n, n_in)   W: (n_in, n_out)   b: (n_out,)
 #   Z = X @ W + b,  A = f(Z),  E_prev = delta @ W.T,  dW = A_prev.T @ delta
 # Every kernel trusts its arguments: callers validate shapes once, in Python.
 from cython cimport floating
 
-# Must match bpfast/activations.py.
-cdef enum:
-    ACT_IDENTITY = 0
-    ACT_SIGMOID = 1
-    ACT_TANH = 2
-    ACT_RELU = 3
-    ACT_SOFTMAX = 4
-
-cdef enum:
-    LOSS_MSE = 0
-    LOSS_SSE = 1
-    LOSS_CROSS_ENTROPY = 2
+cdef extern from "_codes.h":
+    # Activation and loss codes, defined once in C (activations.py names them).
+    cdef enum bpf_activation:
+        ACT_IDENTITY
+        ACT_SIGMOID
+        ACT_TANH
+        ACT_RELU
+        ACT_SOFTMAX
+    cdef enum bpf_loss:
+        LOSS_MSE
+        LOSS_SSE
+        LOSS_CROSS_ENTROPY
 
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                floating alpha, const floating* A, Py_ssize_t lda,
                const floating* B, Py_ssize_t ldb,
                floating beta, floating* C, Py_ssize_t ldc) noexcept nogil
 
-cdef void gemm_loops(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                     floating alpha, const floating* A, Py_ssize_t lda,
-                     const floating* B, Py_ssize_t ldb,
-                     floating beta, floating* C, Py_ssize_t ldc) noexcept nogil
+cdef void dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                             const floating* X, const floating* W, const floating* b,
+                             int activation, floating* A) noexcept nogil
 
-cdef void forward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, const floating* X,
-                        const floating* W, const floating* b, int activation,
-                        floating* A) noexcept nogil
+cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
+                              int loss, int activation, floating* delta) noexcept nogil
 
 cdef void backprop_error_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                               const floating* delta, const floating* W,
                               floating* E) noexcept nogil
 
-cdef void activation_backward_inplace(Py_ssize_t size, floating* E, const floating* A,
-                                      int activation) noexcept nogil
-
-cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
-                              int loss, int activation, floating* delta) noexcept nogil
+cdef void activation_backward_into(Py_ssize_t size, floating* E, const floating* A,
+                                   int activation) noexcept nogil
 
 cdef void weight_gradients_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                                 const floating* A_prev, const floating* delta,
                                 floating* dW, floating* db) noexcept nogil
 
-cdef void sgd_fused(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
-                    const floating* A_prev, const floating* delta, floating lr,
-                    floating w_scale, floating* W, floating* b) noexcept nogil
+cdef void sgd_update_into(Py_ssize_t size, floating* W, const floating* grad,
+                          floating* velocity, floating lr, floating momentum,
+                          floating weight_decay, bint nesterov) noexcept nogil
+
+cdef void sgd_fused_update_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                                floating* W, floating* b, const floating* A_prev,
+                                const floating* delta, floating lr,
+                                floating w_scale) noexcept nogil
 
 cdef void sgd_backward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              const floating* A_prev, const floating* delta, floating lr,
@@ -57,17 +58,12 @@ cdef void sgd_backward_layer(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
 cdef bint tiny_network(int L, const Py_ssize_t* sizes, Py_ssize_t n, int hidden_act,
                        int output_act, int loss) noexcept nogil
 
-cdef double tiny_sgd_step(int L, const Py_ssize_t* sizes, const Py_ssize_t* w_off,
-                          const Py_ssize_t* b_off, const Py_ssize_t* a_off, int hidden_act,
-                          int output_act, int loss, Py_ssize_t n, const floating* X,
-                          const floating* Y, floating* P, floating* acts, floating* err0,
-                          floating* err1, floating lr, floating w_scale) noexcept nogil
-
-cdef void momentum_step(Py_ssize_t size, floating* P, const floating* G, floating* V,
-                        floating lr, floating mu, floating decay, bint nesterov) noexcept nogil
-
-cdef void sgd_update_into(Py_ssize_t size, floating lr, const floating* grad,
-                          floating* W) noexcept nogil
+cdef double tiny_sgd_train_batch(int L, const Py_ssize_t* sizes, const Py_ssize_t* w_off,
+                                 const Py_ssize_t* b_off, const Py_ssize_t* a_off,
+                                 int hidden_act, int output_act, int loss, Py_ssize_t n,
+                                 const floating* X, const floating* Y, floating* P,
+                                 floating* acts, floating* err0, floating* err1, floating lr,
+                                 floating w_scale) noexcept nogil
 
 cdef double sum_squares(Py_ssize_t size, const floating* x) noexcept nogil
 

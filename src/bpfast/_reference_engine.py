@@ -129,12 +129,8 @@ class ReferenceEngine:
         loss, grads = self._backward_all(acts, Y, layers)
         velocity = self._layers(self.velocity)
         for (W, b), (dW, db), (vW, vb) in zip(layers, grads, velocity):
-            for P, G, V, decay in ((W, dW, vW, weight_decay), ([b], [db], [vb], 0.0)):
-                for p_row, g_row, v_row in zip(P, G, V):
-                    for j, g in enumerate(g_row):
-                        g += decay * p_row[j]
-                        v_row[j] = momentum * v_row[j] - lr * g
-                        p_row[j] += momentum * v_row[j] - lr * g if nesterov else v_row[j]
+            ref.sgd_update(W, dW, lr, vW, momentum, weight_decay, nesterov)
+            ref.sgd_update(b, db, lr, vb, momentum, 0.0, nesterov)
         self._write(self.params, layers)
         self._write(self.velocity, velocity)
         return loss
@@ -144,14 +140,20 @@ class ReferenceEngine:
 
     def train_step(self, X, Y, lr):
         self.batch, self.acts = 0, None
-        return self._train_batch(X.tolist(), Y.tolist(), lr, 0.0, False, 0.0)
+        backup = self.params.copy()
+        loss = self._train_batch(X.tolist(), Y.tolist(), lr, 0.0, False, 0.0)
+        if not (math.isfinite(loss) and self.params_finite()):
+            self.params[...] = backup
+            return math.nan
+        return loss
 
     def seed(self, seed, n_samples):
         self.rng = int(seed) & _MASK
         self.indices = list(range(n_samples))
 
     def epochs(self, X, Y, batch_size, shuffled, lrs, momentum, nesterov, weight_decay):
-        """As _engine.Engine.epochs: (losses of the completed epochs, n_updates, diverged)."""
+        """As _engine.Engine.epochs: (losses of the completed epochs, n_updates, diverged,
+        interrupted); Ctrl-C raises KeyboardInterrupt here directly."""
         self.batch, self.acts = 0, None
         losses, n_updates = [], 0
         for lr in lrs:
@@ -163,9 +165,9 @@ class ReferenceEngine:
                 loss += 0.5 * weight_decay * self._weight_sq_norm()
             if not (ok and math.isfinite(loss) and self.params_finite()):
                 self.params[...] = backup
-                return np.array(losses), n_updates, True
+                return np.array(losses), n_updates, True, False
             losses.append(loss)
-        return np.array(losses), n_updates, False
+        return np.array(losses), n_updates, False, False
 
     def _epoch(self, X, Y, batch_size, shuffled, lr, momentum, nesterov, weight_decay):
         N = X.shape[0]

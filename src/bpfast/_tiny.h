@@ -1,21 +1,18 @@
-/* Tiny layers (products of at most SMALL_GEMM multiply-adds, e.g. 2-2-1 at batch 1):
+/* Tiny layers (products of at most TINY_PRODUCT multiply-adds, e.g. 2-2-1 at batch 1):
  * a layer's forward pass, and its backward pass with the plain SGD update, each in one
- * function of scalar loops.
+ * function of scalar loops; a network whose layers are all tiny takes its whole
+ * plain-SGD step in one call (bpf_tiny_sgd_train_batch).
  *
- * A network whose layers are all tiny takes its whole plain-SGD step in one call
- * (bpf_tiny_sgd_step).
- *
- * At these sizes a step is a few dozen flops, and the general path (a call per
+ * Why: at these sizes a step is a few dozen flops, and the general path (a call per
  * product, per bias, per activation; vector loops that run only their scalar tails)
- * cost ~1640 instructions per 2-2-1 update (cachegrind), several times the
- * arithmetic; with these, ~1170, and fit's update went from 0.23 to 0.14 µs on a
- * Zen 3. They do the same operations in the same order as that path (gemm()'s dot
- * products, then the bias, then the activation; the error through the old W, the
- * fused update W := -lr * A_prev.T @ delta + w_scale * W, the bias rows in order,
- * then f'), so the results are the same to the bit (tests/test_tiny.py).
+ * costs several times the arithmetic in instructions; benchmarks/README.md has the
+ * counts and times (2-2-1 in benchmarks/bench.py).
  *
- * Activation codes as in activations.py: 0 identity, 1 sigmoid, 2 tanh, 3 relu
- * (softmax rows stay on the general path).
+ * They do the same operations in the same order as that path (gemm()'s dot products,
+ * then the bias, then the activation; the error through the old W, the fused update
+ * W := -lr * A_prev.T @ delta + w_scale * W, the bias rows in order, then f'), so the
+ * results are the same to the bit (tests/test_tiny.py). Activation and loss codes are
+ * _codes.h's; softmax rows stay on the general path.
  */
 #ifndef BPFAST_TINY_H
 #define BPFAST_TINY_H
@@ -32,16 +29,16 @@
 
 /* A := f(A) over n elements, one loop per activation (not a switch per element). */
 #define BPF_TINY_ACT(X, size, A, act)                                                \
-    if (act == 1) for (ptrdiff_t k = 0; k < size; k++) A[k] = bpf_sigmoid_##X(A[k]); \
-    else if (act == 2) for (ptrdiff_t k = 0; k < size; k++) A[k] = bpf_tanh_##X(A[k]); \
-    else if (act == 3) for (ptrdiff_t k = 0; k < size; k++) A[k] = BPF_RELU(A[k]);
+    if (act == ACT_SIGMOID) for (ptrdiff_t k = 0; k < size; k++) A[k] = bpf_sigmoid_##X(A[k]); \
+    else if (act == ACT_TANH) for (ptrdiff_t k = 0; k < size; k++) A[k] = bpf_tanh_##X(A[k]); \
+    else if (act == ACT_RELU) for (ptrdiff_t k = 0; k < size; k++) A[k] = BPF_RELU(A[k]);
 
 #define BPF_TINY(X, T)                                                               \
     /* E := E * f'(Z), f' written through A = f(Z): _vmath.h's back_<f> formulas. */ \
     BPF_INLINE void bpf_tiny_times_derivative_##X(ptrdiff_t size, T* E, const T* A, int act) { \
-        if (act == 1) for (ptrdiff_t k = 0; k < size; k++) E[k] = BPF_BACK_SIGMOID(E[k], A[k]); \
-        else if (act == 2) for (ptrdiff_t k = 0; k < size; k++) E[k] = BPF_BACK_TANH(E[k], A[k]); \
-        else if (act == 3) for (ptrdiff_t k = 0; k < size; k++) E[k] = BPF_BACK_RELU(E[k], A[k]); \
+        if (act == ACT_SIGMOID) for (ptrdiff_t k = 0; k < size; k++) E[k] = BPF_BACK_SIGMOID(E[k], A[k]); \
+        else if (act == ACT_TANH) for (ptrdiff_t k = 0; k < size; k++) E[k] = BPF_BACK_TANH(E[k], A[k]); \
+        else if (act == ACT_RELU) for (ptrdiff_t k = 0; k < size; k++) E[k] = BPF_BACK_RELU(E[k], A[k]); \
     }                                                                                \
     /* A := f(X @ W + b) */                                                          \
     BPF_SCALAR static void bpf_tiny_forward_##X(ptrdiff_t n, ptrdiff_t n_in, ptrdiff_t n_out, \
@@ -79,13 +76,13 @@
         if (E) bpf_tiny_times_derivative_##X(n * n_in, E, A_prev, act);             \
     }                                                                                \
     /* One step of plain SGD on one batch of a network whose layers are all tiny, with \
-     * MSE (sse = 0) or SSE (sse = 1) and no softmax: forward_all, output_delta_into and \
+     * the MSE or SSE loss (a code of _codes.h) and no softmax: forward_all, output_delta_into and \
      * backward_all of _engine.pyx / _kernels.pyx in one call, in their order. Layer l \
      * has W at P + w_off[l], b at P + b_off[l], its output at acts + n * a_off[l];    \
      * err0 and err1 hold n * (widest layer) each. Returns the batch loss. */        \
-    BPF_SCALAR static double bpf_tiny_sgd_step_##X(int L, const ptrdiff_t* sizes,      \
+    BPF_SCALAR static double bpf_tiny_sgd_train_batch_##X(int L, const ptrdiff_t* sizes,      \
             const ptrdiff_t* w_off, const ptrdiff_t* b_off, const ptrdiff_t* a_off,  \
-            int hidden_act, int output_act, int sse, ptrdiff_t n, const T* Xin,      \
+            int hidden_act, int output_act, int loss, ptrdiff_t n, const T* Xin,      \
             const T* Y, T* P, T* acts, T* err0, T* err1, T lr, T w_scale) {          \
         const T* inp = Xin;                                                          \
         for (int l = 0; l < L; l++) {                                                \
@@ -95,14 +92,10 @@
             inp = out;                                                               \
         }                                                                            \
         ptrdiff_t size = n * sizes[L];                                               \
-        double scale = sse ? 1.0 : 1.0 / size, value = 0;                            \
+        double scale = loss == LOSS_SSE ? 1.0 : 1.0 / size;                          \
         T* delta = err0;                                                             \
         T* E = err1;                                                                 \
-        for (ptrdiff_t k = 0; k < size; k++) {                                       \
-            double diff = (double)inp[k] - (double)Y[k];                             \
-            value += diff * diff;                                                    \
-            delta[k] = (T)(2.0 * scale * diff);                                      \
-        }                                                                            \
+        double value = bpf_squared_error_##X(size, inp, Y, scale, delta);            \
         bpf_tiny_times_derivative_##X(size, delta, inp, output_act);                 \
         for (int l = L - 1; l >= 0; l--) {                                           \
             const T* A_prev = l == 0 ? Xin : acts + n * a_off[l - 1];                \
@@ -112,7 +105,7 @@
             delta = E;                                                               \
             E = swap;                                                                \
         }                                                                            \
-        return scale * value;                                                        \
+        return value;                                                                \
     }
 
 BPF_TINY(d, double)

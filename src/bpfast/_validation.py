@@ -139,6 +139,21 @@ def as_matrix(x, name, dtype, width=None, rows=None, allow_1d=False, column_1d=F
     return out
 
 
+def as_parameters(x, name, dtype, shape):
+    """x as parameter values of `shape` in `dtype`, checked finite after the cast (1e300 is
+    finite in float64 and infinite in float32)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be real numbers; got dtype {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {arr.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(dtype, copy=False)
+    if not np.isfinite(out).all():
+        raise ValueError(_not_finite_message(name, arr.dtype, dtype))
+    return out
+
+
 def as_vector(x, name, dtype, length, writeable=True):
     """x as a C-contiguous finite 1-D array of `dtype` and `length` elements."""
     arr = _numeric_array(x, name)

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "_codes.h"
+
 #define BPF_INLINE static inline __attribute__((always_inline))
 
 typedef union { double d; int64_t i; } bpf_d64;
@@ -146,6 +148,24 @@ BPF_INLINE float bpf_tanh_f(float x) {
 #define BPF_BACK_TANH(e, a) ((e) * (1 - (a) * (a)))
 #define BPF_BACK_RELU(e, a) ((a) > 0 ? (e) : 0)
 
+/* The squared-error output layer: delta := 2 scale (A - Y), i.e. dLoss/dA before f';
+ * returns scale * sum((A - Y)^2), summed in double in order. scale is 1 / size for MSE
+ * and 1 for SSE. The general path (output_delta_into) and _tiny.h both call it, so the
+ * two round alike. */
+#define BPF_SQUARED_ERROR(X, T)                                                      \
+    static inline double bpf_squared_error_##X(ptrdiff_t size, const T* A, const T* Y, \
+                                               double scale, T* delta) {            \
+        double value = 0;                                                            \
+        for (ptrdiff_t k = 0; k < size; k++) {                                       \
+            double diff = (double)A[k] - (double)Y[k];                               \
+            value += diff * diff;                                                    \
+            delta[k] = (T)(2.0 * scale * diff);                                      \
+        }                                                                            \
+        return scale * value;                                                        \
+    }
+BPF_SQUARED_ERROR(d, double)
+BPF_SQUARED_ERROR(f, float)
+
 /* One family of loops per type and target:
  *   bias_<f>(n, m, b, Z):  Z := f(Z + b) over n rows of m (f: identity, sigmoid, tanh, relu)
  *   softmax(n, m, Z):      Z[i] := softmax(Z[i]) row by row, shifted by the row max
@@ -155,7 +175,9 @@ BPF_INLINE float bpf_tanh_f(float x) {
  *   all_finite(size, x):   1 when no element is NaN or infinite
  *   sum_squares(size, x):  the sum of x[i]^2, in double
  *   column_sums(n, m, D, alpha, db): db[j] += alpha * sum of D[i, j] over rows i
- *   momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
+ *   sgd_plain(size, P, G, lr):          P -= lr G
+ *   sgd_decay(size, P, G, lr, decay):   P -= lr (G + decay P)
+ *   sgd_momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
  *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
  */
 #define BPF_ROWS(BODY)                                                               \
@@ -271,7 +293,15 @@ BPF_INLINE float bpf_tanh_f(float x) {
         }                                                                            \
         return loss / n;                                                             \
     }                                                                                \
-    TARGET static void NAME##_momentum(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
+    TARGET static void NAME##_sgd_plain(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
+                                        T_ lr) {                                     \
+        for (ptrdiff_t i = 0; i < size; i++) P[i] -= lr * G[i];                      \
+    }                                                                                \
+    TARGET static void NAME##_sgd_decay(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
+                                        T_ lr, T_ decay) {                           \
+        for (ptrdiff_t i = 0; i < size; i++) P[i] -= lr * (G[i] + decay * P[i]);    \
+    }                                                                                \
+    TARGET static void NAME##_sgd_momentum(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
                                        T_* restrict V, T_ lr, T_ mu, T_ decay, int nesterov) { \
         for (ptrdiff_t i = 0; i < size; i++) {                                       \
             T_ g = G[i] + decay * P[i];                                              \
@@ -331,20 +361,24 @@ static inline int bpf_set_cpu_level(int cap) {
 #define BPF_PICK(X, FN, ...) return bpf_base_##X##_##FN(__VA_ARGS__);
 #endif
 
-/* The entry points, codes as in activations.py: 0 identity, 1 sigmoid, 2 tanh, 3 relu. */
+/* The entry points; act is an activation code of _codes.h (identity: no call). */
 #define BPF_ENTRY(X, T)                                                              \
     static inline void bpf_bias_act_##X(ptrdiff_t n, ptrdiff_t m, const T* b, T* Z, int act) { \
-        if (act == 1) { BPF_PICK(X, bias_sigmoid, n, m, b, Z) }                      \
-        if (act == 2) { BPF_PICK(X, bias_tanh, n, m, b, Z) }                         \
-        if (act == 3) { BPF_PICK(X, bias_relu, n, m, b, Z) }                         \
+        if (act == ACT_SIGMOID) { BPF_PICK(X, bias_sigmoid, n, m, b, Z) }                      \
+        if (act == ACT_TANH) { BPF_PICK(X, bias_tanh, n, m, b, Z) }                         \
+        if (act == ACT_RELU) { BPF_PICK(X, bias_relu, n, m, b, Z) }                         \
         BPF_PICK(X, bias_identity, n, m, b, Z)                                       \
     }                                                                                \
     static inline void bpf_softmax_##X(ptrdiff_t n, ptrdiff_t m, T* Z) {            \
         BPF_PICK(X, softmax, n, m, Z)                                                \
     }                                                                                \
-    static inline void bpf_momentum_##X(ptrdiff_t size, T* P, const T* G, T* V, T lr, T mu,  \
-                                        T decay, int nesterov) {                     \
-        BPF_PICK(X, momentum, size, P, G, V, lr, mu, decay, nesterov)                \
+    /* The SGD update of sgd_update_into (_kernels.pyx): with velocities V, momentum;  \
+     * without (V == NULL), plain, with L2 decay when decay != 0. */                 \
+    static inline void bpf_sgd_update_##X(ptrdiff_t size, T* P, const T* G, T* V, T lr, T mu, \
+                                          T decay, int nesterov) {                   \
+        if (V) { BPF_PICK(X, sgd_momentum, size, P, G, V, lr, mu, decay, nesterov) }  \
+        if (decay != 0) { BPF_PICK(X, sgd_decay, size, P, G, lr, decay) }            \
+        BPF_PICK(X, sgd_plain, size, P, G, lr)                                       \
     }                                                                                \
     static inline int bpf_all_finite_##X(ptrdiff_t size, const T* x) {               \
         BPF_PICK(X, all_finite, size, x)                                             \
@@ -359,9 +393,9 @@ static inline int bpf_set_cpu_level(int cap) {
         BPF_PICK(X, xent_delta, n, m, A, Y, delta)                                   \
     }                                                                                \
     static inline void bpf_act_backward_##X(ptrdiff_t size, T* E, const T* A, int act) { \
-        if (act == 1) { BPF_PICK(X, back_sigmoid, size, E, A) }                      \
-        if (act == 2) { BPF_PICK(X, back_tanh, size, E, A) }                         \
-        if (act == 3) { BPF_PICK(X, back_relu, size, E, A) }                         \
+        if (act == ACT_SIGMOID) { BPF_PICK(X, back_sigmoid, size, E, A) }                      \
+        if (act == ACT_TANH) { BPF_PICK(X, back_tanh, size, E, A) }                         \
+        if (act == ACT_RELU) { BPF_PICK(X, back_relu, size, E, A) }                         \
     }
 
 BPF_ENTRY(d, double)

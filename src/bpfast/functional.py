@@ -6,15 +6,18 @@ float32 when every input is float32, float64 otherwise.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from bpfast import _kernels
 from bpfast._validation import (_convert, _not_finite_message, _numeric_array, all_finite,
-                                as_matrix, as_vector, positive_float, result_dtype)
+                                as_bool, as_matrix, as_vector, nonnegative_float, positive_float,
+                                result_dtype)
 from bpfast.activations import activation_code, loss_code
 
 __all__ = ["dense_forward", "backprop_error", "activation_backward", "output_delta",
-           "weight_gradients", "sgd_update"]
+           "weight_gradients", "sgd_update", "sgd_fused_update"]
 
 
 def _as_W(W, name="W"):
@@ -112,34 +115,109 @@ def weight_gradients(A_prev, delta):
     return _kernels.weight_gradients(A_prev, delta)
 
 
-def sgd_update(W: np.ndarray, grad, lr: float) -> None:
-    """In-place SGD: ``W -= lr * grad``.
+def _updatable(arr, name, dtype=None):
+    """arr as the ndarray an in-place update writes into (np.matrix and other subclasses
+    are viewed as plain arrays)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array (it is updated in place); "
+                        f"got {type(arr).__name__}")
+    if arr.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64 to be updated in place; got {arr.dtype}")
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(f"{name} must have W's dtype {dtype}; got {arr.dtype}")
+    if not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only; it must be writeable to be updated in place")
+    return arr.view(np.ndarray)
+
+
+def _in_place(update, *arrays):
+    """Run update(*flat arrays) on C-contiguous flat views of arrays, through contiguous
+    copies written back for strided ones."""
+    flat = [a.reshape(-1) if a.flags.c_contiguous and a.flags.aligned
+            else np.array(a, order="C", copy=True).reshape(-1) for a in arrays]
+    update(*flat)
+    for a, f in zip(arrays, flat):
+        if not np.shares_memory(a, f):
+            a[...] = f.reshape(a.shape)
+
+
+def _gradient_for(W, grad, name):
+    grad = _numeric_array(grad, name)
+    if grad.shape != W.shape:
+        raise ValueError(f"{name} must have W's shape {W.shape}; got {grad.shape}")
+    flat = _convert(grad, W.dtype, writeable=True).reshape(-1)
+    if not all_finite(flat):
+        raise ValueError(_not_finite_message(name, grad.dtype, W.dtype))
+    if np.may_share_memory(flat, W):
+        flat = flat.copy()        # the update must read the old gradient throughout
+    return flat
+
+
+def sgd_update(W: np.ndarray, grad, lr: float, velocity: Optional[np.ndarray] = None,
+               momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> None:
+    """In-place SGD from a stored gradient, with ``g = grad + weight_decay * W``.
+
+    Without ``velocity``: ``W -= lr * g``. With it, momentum: ``velocity = momentum *
+    velocity - lr * g; W += velocity`` (``nesterov=True``: ``W += momentum * velocity -
+    lr * g``), velocity updated in place too. This is the update ``Network.step`` runs, and
+    ``fit`` with momentum after each layer's gradient.
 
     Parameters
     ----------
     W : ndarray of float32 or float64, any shape and layout, writeable; changed in place
     grad : array_like of W's shape
     lr : float > 0
+    velocity : ndarray of W's shape and dtype, writeable, or None
+    momentum : float in [0, 1)
+    weight_decay : float >= 0
+    nesterov : bool
     """
-    if not isinstance(W, np.ndarray):
-        raise TypeError(f"W must be a NumPy array (it is updated in place); got {type(W).__name__}")
-    if W.dtype not in (np.float32, np.float64):
-        raise TypeError(f"W must be float32 or float64 to be updated in place; got {W.dtype}")
-    if not W.flags.writeable:
-        raise ValueError("W is read-only; it must be writeable to be updated in place")
+    W = _updatable(W, "W")
     lr = positive_float(lr, "lr")
-    grad = _numeric_array(grad, "grad")
-    if grad.shape != W.shape:
-        raise ValueError(f"grad must have W's shape {W.shape}; got {grad.shape}")
-    flat_grad = _convert(grad, W.dtype, writeable=True).reshape(-1)
-    if not all_finite(flat_grad):
-        raise ValueError(_not_finite_message("grad", grad.dtype, W.dtype))
-    if np.may_share_memory(flat_grad, W):
-        flat_grad = flat_grad.copy()        # W -= lr * grad must read the old grad throughout
-    if W.flags.c_contiguous and W.flags.aligned:
-        _kernels.sgd_update(W.reshape(-1), flat_grad, lr)
-    else:
-        # Strided W: update a contiguous copy, then write it back through the view.
-        flat_W = np.array(W, order="C", copy=True).reshape(-1)
-        _kernels.sgd_update(flat_W, flat_grad, lr)
-        W[...] = flat_W.reshape(W.shape)
+    momentum = nonnegative_float(momentum, "momentum", upper=1.0)
+    weight_decay = nonnegative_float(weight_decay, "weight_decay")
+    nesterov = as_bool(nesterov, "nesterov")
+    flat_grad = _gradient_for(W, grad, "grad")
+    if velocity is None:
+        _in_place(lambda w: _kernels.sgd_update(w, flat_grad, lr, None, momentum,
+                                                weight_decay, nesterov), W)
+        return
+    velocity = _updatable(velocity, "velocity", W.dtype)
+    if velocity.shape != W.shape:
+        raise ValueError(f"velocity must have W's shape {W.shape}; got {velocity.shape}")
+    if np.may_share_memory(velocity, W):
+        raise ValueError("velocity and W must not share memory")
+    if not all_finite(velocity):
+        raise ValueError("velocity contains NaN or infinity")
+    _in_place(lambda w, v: _kernels.sgd_update(w, flat_grad, lr, v, momentum, weight_decay,
+                                               nesterov), W, velocity)
+
+
+def sgd_fused_update(W: np.ndarray, b: np.ndarray, A_prev, delta, lr: float) -> None:
+    """Plain SGD with no gradient buffer, in place: ``W -= lr * A_prev.T @ delta`` and
+    ``b -= lr * delta.sum(axis=0)``, the update plain-SGD training runs in ``fit`` and
+    ``train_step`` (one product writes into W).
+
+    Parameters
+    ----------
+    W : ndarray (n_in, n_out) of float32 or float64, writeable; changed in place
+    b : ndarray (n_out,) of W's dtype, writeable; changed in place
+    A_prev : array_like (batch, n_in), the layer's input
+    delta : array_like (batch, n_out), dLoss/dZ of the layer
+    lr : float > 0
+    """
+    W = _updatable(W, "W")
+    b = _updatable(b, "b", W.dtype)
+    if W.ndim != 2 or 0 in W.shape:
+        raise ValueError(f"W must be a non-empty 2-D array of shape (n_in, n_out); got shape {W.shape}")
+    if b.shape != (W.shape[1],):
+        raise ValueError(f"b must have shape ({W.shape[1]},); got {b.shape}")
+    lr = positive_float(lr, "lr")
+    A_prev = as_matrix(A_prev, "A_prev", W.dtype, width=W.shape[0], allow_1d=True)
+    delta = as_matrix(delta, "delta", W.dtype, width=W.shape[1], rows=A_prev.shape[0])
+    if np.may_share_memory(A_prev, W) or np.may_share_memory(A_prev, b):
+        A_prev = A_prev.copy()
+    if np.may_share_memory(delta, W) or np.may_share_memory(delta, b):
+        delta = delta.copy()
+    _in_place(lambda w, bias: _kernels.sgd_fused_update(w.reshape(W.shape), bias, A_prev,
+                                                        delta, lr), W, b)

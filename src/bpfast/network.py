@@ -7,8 +7,10 @@ shape) but never resized or replaced: the kernels can hold raw pointers.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
@@ -19,8 +21,8 @@ from bpfast import _engine, _kernels
 from bpfast._engine import NeedsValidation
 from bpfast._layout import param_layout
 from bpfast._reference_engine import ReferenceEngine
-from bpfast._validation import (MAX_DIM, as_bool, as_dtype, as_matrix, choice, nonnegative_float,
-                                positive_float, positive_int, seed_value)
+from bpfast._validation import (MAX_DIM, as_bool, as_dtype, as_matrix, as_parameters, choice,
+                                nonnegative_float, positive_float, positive_int, seed_value)
 from bpfast.activations import activation_code, loss_code
 
 BACKENDS = ("cython", "reference")
@@ -36,6 +38,7 @@ class History:
     val_loss: List[float] = field(default_factory=list)   # with validation_data only
     lr: List[float] = field(default_factory=list)         # learning rate of each epoch
     n_updates: int = 0                                    # weight updates made in total
+    diverged: bool = False                                # see Network.fit, "Divergence"
 
     @property
     def epochs(self) -> int:
@@ -49,10 +52,10 @@ class ParameterList(Sequence):
     into it after checking the shape. The list itself cannot grow or shrink.
     """
 
-    def __init__(self, arrays, name, lock=None):
+    def __init__(self, arrays, name, exclusive=None):
         self._arrays = tuple(arrays)
         self._name = name
-        self._lock = lock       # the Network's: an assignment during another thread's fit is refused
+        self._exclusive = exclusive     # the Network's: refused while another thread uses it
 
     def __getitem__(self, i):
         # A fresh view each time: setting .shape on it cannot reshape the network's own.
@@ -68,22 +71,12 @@ class ParameterList(Sequence):
             raise TypeError(f"{self._name} indices must be integers; got {type(i).__name__} "
                             f"(the list cannot be resized)")
         target = self._arrays[i]
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{self._name}[{i}] must be real numbers; got dtype {arr.dtype}")
-        if arr.shape != target.shape:
-            raise ValueError(f"{self._name}[{i}] must have shape {target.shape}; got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{self._name}[{i}] contains NaN or infinity")
-        if self._lock is None:
+        arr = as_parameters(value, f"{self._name}[{i}]", target.dtype, target.shape)
+        if self._exclusive is None:
             target[...] = arr
             return
-        if not self._lock.acquire(blocking=False):
-            raise _busy()
-        try:
+        with self._exclusive():
             target[...] = arr
-        finally:
-            self._lock.release()
 
     def __repr__(self):
         return f"ParameterList({list(self._arrays)!r})"
@@ -112,9 +105,14 @@ class Network:
 
     Notes
     -----
-    A Network may be used from one thread at a time; a call made while another
-    thread is inside a method of the same Network raises RuntimeError. Separate
+    ``predict`` and ``evaluate`` may run from many threads at once, each in memory of its
+    own. Training (``forward``/``backward``/``step``/``train_step``/``fit``) and
+    assigning parameters are exclusive: such a call made while another thread predicts
+    or trains with the same Network raises RuntimeError (never a torn result). Separate
     Networks train in parallel: the compiled backend releases the GIL.
+
+    A Network pickles and deep-copies whole: settings, parameters, momentum velocities
+    and the state of its generator, so that training goes on bit for bit.
     """
 
     def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss="mse",
@@ -134,8 +132,13 @@ class Network:
         self.backend = choice(backend, "backend", BACKENDS)
         self.seed = seed_value(seed)
         self._rng = np.random.default_rng(seed)
-        # Re-entrant for the owning thread (a fit callback may call predict), refused to others.
+        # Training holds _lock (re-entrant for its own thread: a fit callback may predict or
+        # assign); predicting counts itself in _readers, under _reader_gate.
         self._lock = threading.RLock()
+        self._reader_gate = threading.Lock()
+        self._readers = 0
+        self._fitting = False
+        self.history_ = None
 
         n_params = param_layout(self.sizes)[1]
         self._params = np.zeros(n_params, dtype=self.dtype)
@@ -153,7 +156,7 @@ class Network:
     def _views(self, buf, name, which):
         out = [buf[s.w:s.b].reshape(s.n_in, s.n_out) if which == 0 else buf[s.b:s.end]
                for s in param_layout(self.sizes)[0]]
-        return ParameterList(out, name, self._lock)
+        return ParameterList(out, name, self._exclusive)
 
     def _make_engine(self):
         if self.backend == "cython":
@@ -175,12 +178,30 @@ class Network:
 
     @contextmanager
     def _exclusive(self):
+        """Training or assigning: no other thread may train or predict meanwhile."""
         if not self._lock.acquire(blocking=False):
+            raise _busy()
+        if self._readers:
+            self._lock.release()
             raise _busy()
         try:
             yield
         finally:
             self._lock.release()
+
+    @contextmanager
+    def _shared(self):
+        """Predicting: many threads at once, none while another thread trains."""
+        with self._reader_gate:
+            if not self._lock.acquire(blocking=False):
+                raise _busy()
+            self._readers += 1
+            self._lock.release()
+        try:
+            yield
+        finally:
+            with self._reader_gate:
+                self._readers -= 1
 
     def __repr__(self):
         return (f"Network(sizes={self.sizes}, activation={self.activation!r}, "
@@ -207,7 +228,7 @@ class Network:
 
     # A Network holds a lock and a native engine, which are rebuilt, not pickled.
     def __getstate__(self) -> dict:
-        with self._exclusive():
+        with self._shared():
             return {"config": self.config(), "seed": self.seed,
                     "rng": self._rng.bit_generator.state,
                     "params": self._params.copy(), "velocity": self._velocity.copy()}
@@ -253,28 +274,50 @@ class Network:
             return self._engine.backward(Y)
 
     def step(self, lr: float) -> None:
-        """In-place SGD with the stored gradients: ``W -= lr * grad_W``, ``b -= lr * grad_b``."""
+        """In-place SGD with the stored gradients: ``W -= lr * grad_W``, ``b -= lr * grad_b``.
+
+        Raises FloatingPointError, with the parameters left as they were, if the step
+        would make a parameter NaN or infinite.
+        """
         lr = positive_float(lr, "lr")
         with self._exclusive():
+            before = self._params.copy()
             _kernels.sgd_update(self._params, self._grads, lr)
+            if not self._engine.params_finite():
+                self._params[...] = before
+                raise FloatingPointError(f"step(lr={lr:g}) would make parameters NaN or "
+                                         f"infinite; they were left as they were. Try a "
+                                         f"smaller lr.")
 
     def train_step(self, X, Y, lr: float) -> float:
         """forward + backward + SGD step, fused; returns the loss before the step.
 
         The fused update writes straight into the weights: ``grad_weights`` are not filled.
+        Raises FloatingPointError, with the parameters left as they were, if the loss or
+        the updated parameters would not be finite.
         """
         if not self._lock.acquire(blocking=False):
             raise _busy()
         try:
+            if self._readers:
+                raise _busy()
             try:
                 # The hot path of a training loop: arguments already right, checked in C.
-                return self._engine.try_train_step(X, Y, lr)
+                loss = self._engine.try_train_step(X, Y, lr)
             except NeedsValidation:
-                pass
-            X = self._X(X)
-            Y = self._Y(Y, X.shape[0])
-            lr = positive_float(lr, "lr")
-            return self._engine.train_step(X, Y, lr)
+                X = self._X(X)
+                Y = self._Y(Y, X.shape[0])
+                lr = positive_float(lr, "lr")
+                if np.may_share_memory(X, self._params):
+                    X = X.copy()
+                if np.may_share_memory(Y, self._params):
+                    Y = Y.copy()
+                loss = self._engine.train_step(X, Y, lr)
+            if loss != loss:
+                raise FloatingPointError(f"train_step with lr={lr:g} diverged: the loss or the "
+                                         f"parameters would not be finite; the parameters were "
+                                         f"left as they were. Try a smaller lr.")
+            return loss
         finally:
             self._lock.release()
 
@@ -282,7 +325,7 @@ class Network:
     def predict(self, X) -> np.ndarray:
         """Output for X, shape (n, sizes[-1]); nothing is kept for ``backward``."""
         X = self._X(X)
-        with self._exclusive():
+        with self._shared():
             return self._outputs(X)
 
     def evaluate(self, X, Y) -> float:
@@ -291,7 +334,7 @@ class Network:
         return self._loss_of(out, self._Y(Y, out.shape[0]))
 
     def _outputs(self, X):
-        """Forward of validated X in chunks of PREDICT_CHUNK rows (the caller holds the lock)."""
+        """Forward of validated X in chunks of PREDICT_CHUNK rows (the caller holds a lock)."""
         if X.shape[0] <= PREDICT_CHUNK:
             return self._engine.forward(X, keep=False)
         return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], keep=False)
@@ -357,6 +400,21 @@ class Network:
         FloatingPointError
             If the loss stops being finite. The parameters are restored to their
             values at the start of the epoch in which that happened.
+        KeyboardInterrupt
+            Ctrl-C reaches the native loop between batches (within about 0.1 s however
+            long an epoch is). The parameters are those after the last completed update.
+        RuntimeError
+            If called from inside its own callback.
+
+        Notes
+        -----
+        ``net.history_`` is the History of the latest fit, also when that fit was
+        interrupted or diverged: its ``loss`` holds the epochs completed, ``n_updates``
+        every update made, the interrupted epoch's included.
+
+        Divergence: a loss that stays finite but grows past DIVERGED_RATIO times the
+        first epoch's sets ``History.diverged`` and warns (RuntimeWarning) once, without
+        stopping.
         """
         X = self._X(X)
         Y = self._Y(Y, X.shape[0])
@@ -375,43 +433,69 @@ class Network:
                 raise TypeError("validation_data must be a pair (X_val, Y_val)")
             Xv = self._X(validation_data[0], "validation_data[0]")
             Yv = self._Y(validation_data[1], Xv.shape[0], "validation_data[1]")
+        validation = (Xv, Yv) if validation_data is not None else None
+        if np.may_share_memory(X, self._params):
+            X = X.copy()            # training must not change its own data
+        if np.may_share_memory(Y, self._params):
+            Y = Y.copy()
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable; got {type(callback).__name__}")
         seed = seed_value(seed)
 
-        history = History()
+        with self._exclusive():
+            if self._fitting:
+                raise RuntimeError("fit() was called from inside its own callback; train in "
+                                   "the callback with train_step(), or return False to stop")
+            self._fitting = True
+            try:
+                return self._fit_epochs(X, Y, epochs, batch_size, shuffle, seed, momentum,
+                                        nesterov, weight_decay, schedule, validation, callback,
+                                        progress, keep_momentum,
+                                        callable(lr_schedule))
+            finally:
+                self._fitting = False
+
+    def _fit_epochs(self, X, Y, epochs, batch_size, shuffle, seed, momentum, nesterov,
+                    weight_decay, schedule, validation, callback, progress, keep_momentum,
+                    schedule_is_callable):
+        """fit's loop over native calls of one or more epochs (the caller holds the lock)."""
+        history = self.history_ = History()
         bar = _progress_bar(epochs) if progress else None
         # Without per-epoch Python work, all epochs run in one native call.
-        per_epoch = (callback is not None or validation_data is not None or bar is not None
-                     or callable(lr_schedule))
-        with self._exclusive():
-            if not self._engine.params_finite():
-                raise ValueError("the parameters contain NaN or infinity (set from outside?); "
-                                 "assign finite values before fit")
-            if seed is None:
-                seed = int(self._rng.integers(0, 2 ** 63))
-            self._engine.seed(seed, X.shape[0])
-            if not keep_momentum:
-                self._velocity[...] = 0
-            epoch = 0
-            chunk = 1 if per_epoch else epochs      # epochs in the next native call
+        per_epoch = callback is not None or validation or bar is not None or schedule_is_callable
+        if not self._engine.params_finite():
+            raise ValueError("the parameters contain NaN or infinity (set from outside?); "
+                             "assign finite values before fit")
+        if seed is None:
+            seed = int(self._rng.integers(0, 2 ** 63))
+        self._engine.seed(seed, X.shape[0])
+        if not keep_momentum:
+            self._velocity[...] = 0
+        epoch = 0
+        chunk = 1 if per_epoch else epochs      # epochs in the next native call
+        try:
             while epoch < epochs:
                 lrs = [schedule(e) for e in range(epoch, min(epoch + chunk, epochs))]
-                losses, n_updates, diverged = self._engine.epochs(
+                losses, n_updates, diverged, interrupted = self._engine.epochs(
                     X, Y, batch_size, shuffle, np.array(lrs), momentum, nesterov, weight_decay)
                 history.n_updates += n_updates
                 history.loss.extend(float(loss) for loss in losses)
                 history.lr.extend(lrs[:len(losses)])
                 epoch += len(losses)
+                if interrupted:
+                    raise _engine.take_pending_exception() or KeyboardInterrupt()
                 if diverged:
+                    history.diverged = True
                     self._velocity[...] = 0     # not finite either; a later fit starts afresh
                     raise FloatingPointError(
                         f"training diverged in epoch {epoch + 1} (of {epochs}) with "
                         f"lr={lrs[len(losses)]:g}: the loss or the parameters stopped being "
                         f"finite; the parameters were restored to the start of that epoch. "
                         f"Try a smaller lr.")
-                if validation_data is not None:
-                    history.val_loss.append(self._loss_of(self._outputs(Xv), Yv))
+                _warn_if_diverging(history)
+                if validation:
+                    history.val_loss.append(self._loss_of(self._outputs(validation[0]),
+                                                          validation[1]))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{history.loss[-1]:.4g}")
@@ -419,10 +503,11 @@ class Network:
                     verdict = callback(epoch - 1, history)
                     if verdict is False or verdict is np.False_:
                         break
-                    if validation_data is None and bar is None:
+                    if not validation and bar is None:
                         chunk = _epochs_until_next_call(verdict)
-        if bar is not None:
-            bar.close()
+        finally:
+            if bar is not None:
+                bar.close()
         return history
 
     @staticmethod
@@ -438,11 +523,13 @@ class Network:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable; got {lr_schedule!r}")
         if lr_schedule == "invscaling":
             power_t = nonnegative_float(power_t, "power_t")
-            return lambda epoch: lr / (epoch + 1) ** power_t
+            return _checked_schedule(lambda epoch: lr / (epoch + 1) ** power_t,
+                                     f"lr_schedule='invscaling' with lr={lr:g} and power_t={power_t:g}")
         if lr_schedule == "step":
             step_size = positive_int(step_size, "step_size")
             gamma = positive_float(gamma, "gamma")
-            return lambda epoch: lr * gamma ** (epoch // step_size)
+            return _checked_schedule(lambda epoch: lr * gamma ** (epoch // step_size),
+                                     f"lr_schedule='step' with lr={lr:g} and gamma={gamma:g}")
         return lambda epoch: lr
 
     # ------------------------------------------------------------------ copies
@@ -453,15 +540,38 @@ class Network:
 
     def set_parameters(self, flat) -> None:
         """Set all parameters from one flat array laid out as ``get_parameters`` returns."""
-        flat = np.asarray(flat)
-        if flat.dtype.kind not in "biuf":
-            raise TypeError(f"flat parameters must be real numbers; got dtype {flat.dtype}")
-        if flat.shape != self._params.shape:
-            raise ValueError(f"flat parameters must have shape {self._params.shape}; got {flat.shape}")
-        if not np.isfinite(flat).all():
-            raise ValueError("flat parameters must be finite real numbers")
+        flat = as_parameters(flat, "flat parameters", self.dtype, self._params.shape)
         with self._exclusive():
             self._params[...] = flat
+
+
+DIVERGED_RATIO = 1e6      # an epoch loss this many times the first epoch's marks divergence
+
+
+def _warn_if_diverging(history: History) -> None:
+    """Mark and warn, once, when the loss has grown far past the first epoch's."""
+    if history.diverged or len(history.loss) < 2:
+        return
+    first, last = history.loss[0], history.loss[-1]
+    if last > DIVERGED_RATIO * first:
+        history.diverged = True
+        warnings.warn(f"training is diverging: the loss grew from {first:.4g} (epoch 1) to "
+                      f"{last:.4g} (epoch {len(history.loss)}); try a smaller lr or scaled "
+                      f"data (History.diverged is set)", RuntimeWarning, stacklevel=4)
+
+
+def _checked_schedule(rate, description):
+    """A schedule whose every learning rate is checked: a finite number > 0."""
+    def schedule(epoch):
+        try:
+            value = rate(epoch)
+        except OverflowError:
+            value = float("inf")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{description} gives the learning rate {value!r} at epoch "
+                             f"{epoch}; choose parameters that keep it a finite number > 0")
+        return value
+    return schedule
 
 
 def _epochs_until_next_call(verdict) -> int:

@@ -5,7 +5,7 @@ compiled twin of the same name, argument order and meaning in ``_kernels.pyx``,
 so a test can call both and compare. This module is the ground truth of the
 tests and the slow side of the benchmarks.
 
-Conventions (row-major, batch first; see DESIGN.md):
+Conventions (row-major, batch first; docs/design.md):
     X, A: (batch, n_in)    W: (n_in, n_out)    b: (n_out,)
     Z = X @ W + b,  A = f(Z),  E_prev = delta @ W.T,  dW = A_prev.T @ delta
 Derivatives of activations are written in terms of the layer's output A.
@@ -111,13 +111,25 @@ def weight_gradients(A_prev, delta):
     return dW, db
 
 
-def sgd_update(W, grad, lr):
-    """W -= lr * grad, in place; W and grad are both flat lists or both lists of rows."""
+def sgd_update(W, grad, lr, velocity=None, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """The SGD update from a stored gradient, in place, with g = grad + weight_decay * W:
+    W -= lr * g; with velocity (changed in place too) the momentum update
+    v = momentum * v - lr * g; W += v (Nesterov: W += momentum * v - lr * g).
+
+    W, grad (and velocity) are all flat lists or all lists of rows.
+    """
     for i, g in enumerate(grad):
         if isinstance(g, list):
-            sgd_update(W[i], g, lr)
-        else:
+            sgd_update(W[i], g, lr, None if velocity is None else velocity[i], momentum,
+                       weight_decay, nesterov)
+            continue
+        if weight_decay:
+            g += weight_decay * W[i]
+        if velocity is None:
             W[i] -= lr * g
+        else:
+            velocity[i] = momentum * velocity[i] - lr * g
+            W[i] += momentum * velocity[i] - lr * g if nesterov else velocity[i]
 
 
 def sgd_fused_update(W, b, A_prev, delta, lr):
