@@ -398,7 +398,8 @@ cdef class Engine:
     """The compiled backend of one Network: pointers into its buffers plus a workspace."""
     cdef Net net
     cdef readonly bint is_double
-    cdef Py_ssize_t n_params, max_width, work_size, work_rows
+    cdef Py_ssize_t n_params, max_width, work_rows
+    cdef readonly Py_ssize_t work_size      # elements in the workspace
     cdef readonly Py_ssize_t batch          # rows of the last forward; 0: none to backprop
     cdef object params, grads, velocity, backup, work, indices
     cdef Workspace ws
