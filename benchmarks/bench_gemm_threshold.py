@@ -13,10 +13,7 @@ import numpy as np
 import bpfast
 from bpfast import _kernels
 
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:                      # pragma: no cover
-    from contextlib import nullcontext as threadpool_limits
+from _native import one_blas_thread
 
 THRESHOLDS = (0, 16, 64, 256, 1024, 4096)
 CASES = [([2, 2, 1], 1), ([2, 2, 1], 4), ([4, 8, 2], 4), ([3, 16, 1], 8), ([8, 8, 8], 8),
@@ -36,7 +33,7 @@ def main():
     default = _kernels.tiny_product()
     print(f"fit, µs per update (median of 7), by threshold; default {default}")
     print(f"{'network':>14} {'batch':>5} " + " ".join(f"{t:>7}" for t in THRESHOLDS))
-    with threadpool_limits(1):
+    with one_blas_thread():
         for sizes, batch_size in CASES:
             rng = np.random.default_rng(0)
             X = rng.normal(size=(batch_size * 256, sizes[0]))

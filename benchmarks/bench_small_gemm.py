@@ -9,22 +9,14 @@ taking turns; one thread, medians. The last column says which one gemm() picks.
     python benchmarks/bench_small_gemm.py
 """
 import argparse
-import os
-import sys
 
 import numpy as np
-import pyximport
 
 from bpfast import _kernels
 
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:                      # pragma: no cover
-    from contextlib import nullcontext as threadpool_limits
+from _native import load_step_phases, one_blas_thread
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-pyximport.install(language_level=3, setup_args={"include_dirs": [np.get_include(), os.path.dirname(_kernels.__file__)]})
-import step_phases  # noqa: E402
+step_phases = load_step_phases()
 
 # (m, k, n, op(A) = A.T): C is (m, n) = op(A) (m, k) @ B (k, n)
 SHAPES = [
@@ -51,7 +43,7 @@ def main(argv=None):
     print(f"{'dtype':>7} {'m':>5} {'k':>5} {'n':>5} {'op(A)':>5} {'KB':>6}  {'BLAS':>9} "
           f"{'kernel':>9} {'speedup':>8}  gemm() uses")
     rng = np.random.default_rng(0)
-    with threadpool_limits(1):
+    with one_blas_thread():
         for dtype in (np.float64, np.float32):
             size = np.dtype(dtype).itemsize
             for m, k, n, trans_a in SHAPES:

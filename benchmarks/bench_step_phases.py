@@ -15,22 +15,12 @@ Cython module with pyximport (needs Cython and a C compiler, as building bpfast 
     python benchmarks/bench_step_phases.py
 """
 import argparse
-import os
-import sys
 
 import numpy as np
-import pyximport
 
-from bpfast import _kernels
+from _native import load_step_phases, one_blas_thread
 
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:                      # pragma: no cover
-    from contextlib import nullcontext as threadpool_limits
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-pyximport.install(language_level=3, setup_args={"include_dirs": [np.get_include(), os.path.dirname(_kernels.__file__)]})
-import step_phases  # noqa: E402
+step_phases = load_step_phases()
 
 PHASES = ["the 5 matrix products alone", "forward layer 1 (GEMM + bias + relu)",
           "forward layer 2 (GEMM + bias + softmax)", "output delta + loss",
@@ -58,7 +48,7 @@ def main(argv=None):
     print(f"64-64-10, batch 32, one thread: µs per call (best of 5 runs of {reps:,} calls)")
     print(f"{'phase':<42}{'float32':>10}{'float64':>10}")
     results = {}
-    with threadpool_limits(1):
+    with one_blas_thread():
         for dtype in (np.float32, np.float64):
             args = arrays(dtype)
             results[dtype] = [step_phases.time_phase(w, *args, reps) * 1e6

@@ -12,10 +12,7 @@ import numpy as np
 
 import bpfast
 
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:                      # pragma: no cover
-    from contextlib import nullcontext as threadpool_limits
+from _native import one_blas_thread
 
 
 def make(sizes, seed):
@@ -32,7 +29,7 @@ def main(repeats=5):
         Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], 4096)]
         kw = dict(epochs=epochs, batch_size=batch, lr=0.01, shuffle=True, seed=1)
         seq, par = [], []
-        with threadpool_limits(1):
+        with one_blas_thread():
             for _ in range(repeats):
                 nets = [make(sizes, 1), make(sizes, 2)]
                 start = time.perf_counter()

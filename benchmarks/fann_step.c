@@ -1,0 +1,86 @@
+/* fann_step.c: FANN's fann_train timed inside a C program, for benchmarks/bench.py */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <doublefann.h>
+
+/* bench.py (peers.fann_program) compiles this program once per run against doublefann
+   (needs libfann-dev: without it the FANN column is skipped) and starts it once per timed
+   block. It sets FANN's weights to the case's initial parameters, times n_steps calls of
+   fann_train (one row per call, cycling through the rows) with CLOCK_PROCESS_CPUTIME_ID and
+   CLOCK_MONOTONIC, and prints both times and then every connection's weight, for the
+   correctness check.
+
+   usage: fann_step n_steps lr n_rows n_layers size_0 ... size_last
+   stdin (doubles): the weights in fann_get_connection_array's order, the rows of X, the rows of Y
+   stdout: "cpu_seconds wall_seconds" of the n_steps calls, then "from to weight" per connection */
+
+static double seconds(clockid_t clock)
+{
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static double *read_doubles(size_t n)
+{
+    double *p = malloc(n * sizeof *p);
+    if (p == NULL || fread(p, sizeof *p, n, stdin) != n) {
+        fprintf(stderr, "fann_step: expected %zu doubles on stdin\n", n);
+        exit(2);
+    }
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    unsigned sizes[64], n_layers, k;
+    long n_steps, n_rows, i, r;
+    float lr;
+    if (argc < 5 || (n_layers = atoi(argv[4])) < 2 || n_layers > 64 || argc != 5 + (int)n_layers) {
+        fprintf(stderr, "usage: fann_step n_steps lr n_rows n_layers size_0 ... size_last\n");
+        return 2;
+    }
+    n_steps = atol(argv[1]);
+    lr = (float)atof(argv[2]);          /* FANN keeps its learning rate as a float */
+    n_rows = atol(argv[3]);
+    for (k = 0; k < n_layers; k++)
+        sizes[k] = atoi(argv[5 + k]);
+
+    struct fann *ann = fann_create_standard_array(n_layers, sizes);
+    /* FANN_SIGMOID is 1/(1+exp(-2 s x)); steepness s = 0.5 makes it the logistic function */
+    fann_set_activation_function_hidden(ann, FANN_SIGMOID);
+    fann_set_activation_function_output(ann, FANN_SIGMOID);
+    fann_set_activation_steepness_hidden(ann, 0.5);
+    fann_set_activation_steepness_output(ann, 0.5);
+    /* the default FANN_ERRORFUNC_TANH steps along log((1 + d) / (1 - d)) = 2 atanh(d) for
+       d = t - y instead of d: not the gradient of MSE */
+    fann_set_train_error_function(ann, FANN_ERRORFUNC_LINEAR);
+    fann_set_learning_rate(ann, lr);
+    fann_set_learning_momentum(ann, 0);
+
+    unsigned n_con = fann_get_total_connections(ann);
+    struct fann_connection *con = malloc(n_con * sizeof *con);
+    double *w = read_doubles(n_con);
+    fann_get_connection_array(ann, con);
+    for (k = 0; k < n_con; k++)
+        con[k].weight = w[k];
+    fann_set_weight_array(ann, con, n_con);
+    unsigned n_in = sizes[0], n_out = sizes[n_layers - 1];
+    double *X = read_doubles((size_t)n_rows * n_in), *Y = read_doubles((size_t)n_rows * n_out);
+
+    double c0 = seconds(CLOCK_PROCESS_CPUTIME_ID), w0 = seconds(CLOCK_MONOTONIC);
+    for (i = 0, r = 0; i < n_steps; i++) {
+        fann_train(ann, X + r * n_in, Y + r * n_out);
+        if (++r == n_rows)
+            r = 0;
+    }
+    double w1 = seconds(CLOCK_MONOTONIC), c1 = seconds(CLOCK_PROCESS_CPUTIME_ID);
+
+    printf("%.9e %.9e\n", c1 - c0, w1 - w0);
+    fann_get_connection_array(ann, con);
+    for (k = 0; k < n_con; k++)
+        printf("%u %u %.17g\n", con[k].from_neuron, con[k].to_neuron, con[k].weight);
+    fann_destroy(ann);
+    return 0;
+}
