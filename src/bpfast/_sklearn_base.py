@@ -255,14 +255,12 @@ class _BaseMLP(BaseEstimator):
         # every epoch, the callback asks for the epochs that cannot stop to run in one go.
         every_epoch = (self.early_stopping or bool(self.verbose) or sq_coef != 0
                        or self.learning_rate == "invscaling")
-        seen = 0        # epochs of this fit's History that the bookkeeping has taken in
 
         def take_in(history) -> bool:
-            """scikit-learn's bookkeeping for the epochs not seen yet; False: stop."""
-            nonlocal seen
-            while seen < len(history.loss):
-                seen += 1
-                if not self._end_of_epoch(data_factor * history.loss[seen - 1], sq_coef, n,
+            """scikit-learn's bookkeeping for the epochs not taken in yet; False: stop."""
+            # n_iter_ counts this fit's epochs taken in: _end_of_epoch adds 1 first thing.
+            while self.n_iter_ < len(history.loss):
+                if not self._end_of_epoch(data_factor * history.loss[self.n_iter_], sq_coef, n,
                                           X_val, y_val):
                     return False
             return True

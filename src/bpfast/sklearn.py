@@ -107,7 +107,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Hold out ``validation_fraction`` of the data (stratified), stop on its
         accuracy and keep the best weights.
     validation_fraction : float in (0, 1), default=0.1
-    n_iter_no_change : int >= 1, default=10
+    n_iter_no_change : int >= 1 or np.inf, default=10
     dtype : {None, 'float32', 'float64'}, default=None
         Floating-point type of the network; None follows X (float32 stays
         float32, anything else becomes float64).
@@ -287,7 +287,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     early_stopping : bool, default=False
         Stop on the R^2 of a held-out ``validation_fraction`` and keep the best weights.
     validation_fraction : float in (0, 1), default=0.1
-    n_iter_no_change : int >= 1, default=10
+    n_iter_no_change : int >= 1 or np.inf, default=10
     dtype : {None, 'float32', 'float64'}, default=None
     backend : {'cython', 'reference'}, default='cython'
 
