@@ -265,6 +265,7 @@ def test_ctrl_c_warns_and_keeps_what_was_trained(monkeypatch, forward_callback):
         clf = MLPClassifier(max_iter=50, **KW).fit(X, y)
     messages = [str(w.message) for w in caught]
     assert messages == ["Training interrupted by user."]     # and no ConvergenceWarning
+    assert caught[0].filename == __file__                      # points at the caller's fit
     monkeypatch.undo()
     _assert_true_to(clf, _reference(7, **KW))
 
@@ -333,3 +334,12 @@ def test_n_iter_no_change_may_be_infinite_as_in_scikit_learn():
         theirs = SkMLPClassifier(**kw).fit(X, y)
     assert ours.n_iter_ == theirs.n_iter_ == 15      # tol=10 would stop after 11 otherwise
     assert max(float(np.abs(a - b).max()) for a, b in zip(ours.coefs_, theirs.coefs_)) < 1e-12
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_batch_size_larger_than_the_data_is_clipped_with_a_warning_at_the_callers_line():
+    X, y = _blobs()
+    with pytest.warns(UserWarning, match="clipped") as caught:
+        clf = MLPClassifier(hidden_layer_sizes=(4,), batch_size=10_000, max_iter=2).fit(X, y)
+    assert [w.filename for w in caught if "clipped" in str(w.message)] == [__file__]
+    assert clf.n_iter_ == 2

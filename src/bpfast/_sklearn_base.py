@@ -183,7 +183,7 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ training
     def _fit(self, X, y, incremental: bool, classes=None):
-        self._validate_params()         # the table in _sklearn_params, then what it cannot say
+        self._validate_params()         # the table above, then what it cannot say
         hidden = hidden_sizes(self.hidden_layer_sizes)
         check_solver(self.solver)
         if incremental and self.early_stopping:
@@ -227,7 +227,7 @@ class _BaseMLP(BaseEstimator):
             return min(200, n)
         if self.batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                          "It is going to be clipped", UserWarning, stacklevel=4)
+                          "It is going to be clipped", UserWarning, stacklevel=5)
         return int(np.clip(self.batch_size, 1, n))
 
     def _fit_stochastic(self, X, Y, X_val, y_val, incremental, rng) -> None:
@@ -277,7 +277,7 @@ class _BaseMLP(BaseEstimator):
         # After an interrupt or a divergence, Network.fit's History of this call (its
         # history_) holds the epochs completed since the callback last ran.
         earlier_history = getattr(net, "history_", None)
-        diverged = interrupted = None
+        diverged, interrupted = None, False
         try:
             net.fit(X, Y, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
                     lr=float(self.learning_rate_init), shuffle=bool(self.shuffle), seed=seed,
