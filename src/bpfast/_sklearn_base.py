@@ -4,8 +4,8 @@ What each hyper-parameter may be is a table in scikit-learn's
 ``_parameter_constraints`` form, checked by ``BaseEstimator._validate_params``
 at the start of ``fit`` and ``partial_fit``: a wrong value raises scikit-learn's
 ``InvalidParameterError`` (a ValueError and a TypeError) naming the parameter.
-What a table cannot say -- each hidden layer width, and why solvers other than
-'sgd' are refused -- is checked after it.
+What a table cannot say -- no bool for a number, each hidden layer width, and
+why solvers other than 'sgd' are refused -- is checked after it.
 
 ``_BaseMLP`` maps scikit-learn's SGD training onto :meth:`bpfast.Network.fit`:
 the learning-rate and L2 scaling that make each update equal to scikit-learn's,
@@ -72,6 +72,14 @@ def hidden_sizes(hidden_layer_sizes) -> Tuple[int, ...]:
     if not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
         raise ValueError(f"hidden_layer_sizes must be > 0 (ints); got {hidden_layer_sizes!r}")
     return tuple(int(s) for s in sizes)
+
+
+def check_no_bools(params: dict) -> None:
+    """Refuse True/False for a number (the table's Intervals take bools as 0 and 1)."""
+    for name, value in params.items():
+        flags = {"boolean", "verbose"} & set(map(str, PARAMETER_CONSTRAINTS[name]))
+        if isinstance(value, (bool, np.bool_)) and not flags:
+            raise ValueError(f"{name} must not be a bool; got {value!r}")
 
 
 def check_solver(solver: str) -> None:
@@ -184,6 +192,7 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ training
     def _fit(self, X, y, incremental: bool, classes=None):
         self._validate_params()         # the table above, then what it cannot say
+        check_no_bools(self.get_params(deep=False))
         hidden = hidden_sizes(self.hidden_layer_sizes)
         check_solver(self.solver)
         if incremental and self.early_stopping:
