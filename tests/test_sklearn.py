@@ -278,7 +278,11 @@ def test_invalid_parameters_raise_in_fit():
                           ({"momentum": 1.5}, "momentum"),
                           ({"batch_size": 0}, "batch_size"),
                           ({"dtype": "int32"}, "dtype"),
-                          ({"backend": "gpu"}, "backend")]:
+                          ({"backend": "gpu"}, "backend"),
+                          ({"max_iter": True}, "max_iter"),        # not 1
+                          ({"alpha": np.True_}, "alpha"),
+                          ({"n_iter_no_change": 0}, "n_iter_no_change"),
+                          ({"validation_fraction": 1.0}, "validation_fraction")]:
         est = MLPClassifier(**params)           # no validation at construction
         with pytest.raises(ValueError, match=match):
             est.fit(X, y)

@@ -1,0 +1,381 @@
+"""The machinery shared by bpfast.sklearn's MLPClassifier and MLPRegressor.
+
+What each hyper-parameter may be is a table in scikit-learn's
+``_parameter_constraints`` form, checked by ``BaseEstimator._validate_params``
+at the start of ``fit`` and ``partial_fit``: a wrong value raises scikit-learn's
+``InvalidParameterError`` (a ValueError and a TypeError) naming the parameter.
+What a table cannot say -- no bool for a number, each hidden layer width, and
+why solvers other than 'sgd' are refused -- is checked after it.
+
+``_BaseMLP`` maps scikit-learn's SGD training onto :meth:`bpfast.Network.fit`:
+the learning-rate and L2 scaling that make each update equal to scikit-learn's,
+the per-epoch bookkeeping (``loss_curve_``, ``n_iter_``, ``t_``, the stopping
+rule) run from Network.fit's callback, and what happens on a divergence or a
+Ctrl-C. This module imports scikit-learn; ``bpfast.sklearn`` explains when it
+is missing.
+"""
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+from typing import List, Sequence, Tuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from bpfast.network import BACKENDS, Network
+
+#: scikit-learn's activation names -> bpfast's.
+ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+
+PARAMETER_CONSTRAINTS: dict = {
+    "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+    "activation": [StrOptions(set(ACTIVATIONS))],
+    # scikit-learn's three solvers pass the table; check_solver explains the refusal.
+    "solver": [StrOptions({"sgd", "adam", "lbfgs"})],
+    "alpha": [Interval(Real, 0, np.inf, closed="left")],
+    "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+    "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+    "learning_rate_init": [Interval(Real, 0, np.inf, closed="neither")],
+    "power_t": [Interval(Real, 0, np.inf, closed="left")],
+    "max_iter": [Interval(Integral, 1, None, closed="left")],
+    "shuffle": ["boolean"],
+    "random_state": ["random_state"],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "verbose": ["verbose"],
+    "warm_start": ["boolean"],
+    # bpfast's momentum update needs momentum < 1 (scikit-learn accepts 1).
+    "momentum": [Interval(Real, 0, 1, closed="left")],
+    "nesterovs_momentum": ["boolean"],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+    "dtype": [None, StrOptions({"float32", "float64"}),
+              Options(type, {np.float32, np.float64, float}),
+              Options(np.dtype, {np.dtype(np.float32), np.dtype(np.float64)})],
+    "backend": [StrOptions(set(BACKENDS))],
+}
+
+
+def hidden_sizes(hidden_layer_sizes) -> Tuple[int, ...]:
+    """The hidden layer widths as a tuple of ints, each >= 1 (ValueError otherwise)."""
+    sizes = hidden_layer_sizes
+    if isinstance(sizes, Integral) and not isinstance(sizes, bool):
+        sizes = (sizes,)
+    sizes = tuple(sizes)
+    if not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        raise ValueError(f"hidden_layer_sizes must be > 0 (ints); got {hidden_layer_sizes!r}")
+    return tuple(int(s) for s in sizes)
+
+
+def check_no_bools(params: dict) -> None:
+    """Refuse True/False for a number (the table's Intervals take bools as 0 and 1)."""
+    for name, value in params.items():
+        flags = {"boolean", "verbose"} & set(map(str, PARAMETER_CONSTRAINTS[name]))
+        if isinstance(value, (bool, np.bool_)) and not flags:
+            raise ValueError(f"{name} must not be a bool; got {value!r}")
+
+
+def check_solver(solver: str) -> None:
+    """Refuse scikit-learn's other solvers with the reason (ValueError)."""
+    if solver != "sgd":
+        raise ValueError("bpfast's MLP estimators implement solver='sgd' only (with momentum "
+                         f"and Nesterov momentum); got solver={solver!r}")
+
+
+def _network_arrays(attr: str, name: str, doc: str) -> property:
+    """A property for the network's ``attr`` list ('weights' or 'biases'), public as ``name``.
+
+    Reading gives the live views; assigning a list of arrays of the same shapes
+    copies them into the network.
+    """
+    def network(self, what):
+        net = self.__dict__.get("network_")
+        if net is None:
+            raise AttributeError(f"{name} {what} only after fit")
+        return net
+
+    def get(self) -> List[np.ndarray]:
+        return list(getattr(network(self, "exists"), attr))
+
+    def set(self, values: Sequence[np.ndarray]) -> None:
+        target = getattr(network(self, "can be set"), attr)
+        if len(values) != len(target):
+            raise ValueError(f"{name} needs {len(target)} arrays; got {len(values)}")
+        for i, value in enumerate(values):
+            target[i] = value
+
+    return property(get, set, doc=doc)
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared machinery of MLPClassifier and MLPRegressor; not for direct use."""
+
+    # Set by the subclasses.
+    _output_activation = "identity"
+    _loss = "mse"
+
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="sgd",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, dtype=None, backend="cython"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+        self.backend = backend
+
+    coefs_ = _network_arrays("weights", "coefs_", """\
+        Weight matrices, ``coefs_[i]`` of shape ``(layer_units[i], layer_units[i+1])``.
+
+        Live views of ``network_.weights`` (float32 or float64): changing one in
+        place changes the model. Assigning a list of arrays of the same shapes
+        copies them into the network.""")
+    intercepts_ = _network_arrays("biases", "intercepts_", """\
+        Bias vectors, ``intercepts_[i]`` of shape ``(layer_units[i+1],)``; live views.""")
+
+    def _initialize(self, n_features: int, n_outputs: int, dtype, rng) -> None:
+        """A new network with scikit-learn's Glorot-uniform initialisation, drawn from rng."""
+        sizes = [n_features, *hidden_sizes(self.hidden_layer_sizes), n_outputs]
+        net = Network(sizes, activation=ACTIVATIONS[self.activation],
+                      output_activation=self._output_activation, loss=self._loss,
+                      dtype=dtype, backend=self.backend, seed=0)
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            net.weights[i][...] = rng.uniform(-bound, bound, (fan_in, fan_out))
+            net.biases[i][...] = rng.uniform(-bound, bound, fan_out)
+        self.network_ = net
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(sizes)
+        self.out_activation_ = "softmax" if self._output_activation == "softmax" else "identity"
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        self._best_params = net.get_parameters()
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    # ------------------------------------------------------------------ training
+    def _fit(self, X, y, incremental: bool, classes=None):
+        self._validate_params()         # the table above, then what it cannot say
+        check_no_bools(self.get_params(deep=False))
+        hidden = hidden_sizes(self.hidden_layer_sizes)
+        check_solver(self.solver)
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first_pass = "network_" not in self.__dict__ or (not self.warm_start and not incremental)
+        X, Y, labels = self._validate_input(X, y, incremental, first_pass, classes)
+        rng = check_random_state(self.random_state)
+        if first_pass:
+            dtype = self.dtype if self.dtype is not None else X.dtype
+            self._initialize(X.shape[1], Y.shape[1], dtype, rng)
+        else:
+            want = [X.shape[1], *hidden, Y.shape[1]]
+            if self.network_.sizes != want:
+                raise ValueError(
+                    f"warm_start / partial_fit continue the fitted network of layer sizes "
+                    f"{self.network_.sizes}, but the data and hidden_layer_sizes give {want}; "
+                    f"fit again with warm_start=False to start over")
+        if not incremental or "_optimizer_lr" not in self.__dict__:
+            self._optimizer_lr = float(self.learning_rate_init)  # the optimizer's state
+        if self.early_stopping:
+            X, Y, X_val, y_val = self._split_validation(X, Y, labels, rng)
+        else:
+            X_val = y_val = None
+        self._fit_stochastic(X, Y, X_val, y_val, incremental, rng)
+        return self
+
+    def _split_validation(self, X, Y, labels, rng):
+        """scikit-learn's hold-out split (stratified for a classifier): X, Y, X_val, y_val."""
+        split = train_test_split(X, Y, *(() if labels is None else (labels,)),
+                                 random_state=rng, test_size=self.validation_fraction,
+                                 stratify=labels)
+        X, X_val, Y, Y_val = split[:4]
+        y_val = split[5] if labels is not None else (Y_val.ravel() if Y_val.shape[1] == 1 else Y_val)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        return X, Y, X_val, y_val
+
+    def _batch_size(self, n: int) -> int:
+        if self.batch_size == "auto":
+            return min(200, n)
+        if self.batch_size > n:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                          "It is going to be clipped", UserWarning, stacklevel=5)
+        return int(np.clip(self.batch_size, 1, n))
+
+    def _fit_stochastic(self, X, Y, X_val, y_val, incremental, rng) -> None:
+        net = self.network_
+        n = X.shape[0]
+        batch_size = self._batch_size(n)
+        # bpfast's loss -> scikit-learn's: the classifier's cross-entropy is the same
+        # (softmax, dLoss/dZ = (A - Y) / batch). scikit-learn's squared loss is half the
+        # mean, but its gradient is (A - Y) / batch whatever the number of outputs, while
+        # bpfast's 'mse' has 2 (A - Y) / (batch * n_outputs): scaling the learning rate
+        # by n_outputs / 2 (and the decay by its inverse) gives the same update.
+        scale = 1.0 if self._loss == "cross_entropy" else self.n_outputs_ / 2.0
+        data_factor = 1.0 if self._loss == "cross_entropy" else 0.5
+        l2 = float(self.alpha) / batch_size            # scikit-learn: alpha / n_batch * W
+        weight_decay = l2 / scale
+        # An epoch's loss from bpfast is data + 0.5 * weight_decay * sq (sq = sum(W**2) at
+        # its end); scikit-learn's is data_factor * data + 0.5 * l2 * sq, the same up to
+        # sq_coef * sq -- and sq_coef is 0 unless a regressor has several outputs.
+        sq_coef = 0.5 * (l2 - data_factor * weight_decay)
+        seed = int(rng.randint(np.iinfo(np.int32).max)) if self.shuffle else 0
+        self.n_iter_ = 0
+        stopped = False
+        # The stopping rule reads each epoch's loss, but the count it compares with
+        # n_iter_no_change grows by at most 1 per epoch: unless something must be seen
+        # every epoch, the callback asks for the epochs that cannot stop to run in one go.
+        every_epoch = (self.early_stopping or bool(self.verbose) or sq_coef != 0
+                       or self.learning_rate == "invscaling")
+
+        def take_in(history) -> bool:
+            """scikit-learn's bookkeeping for the epochs not taken in yet; False: stop."""
+            # n_iter_ counts this fit's epochs taken in: _end_of_epoch adds 1 first thing.
+            while self.n_iter_ < len(history.loss):
+                if not self._end_of_epoch(data_factor * history.loss[self.n_iter_], sq_coef, n,
+                                          X_val, y_val):
+                    return False
+            return True
+
+        def callback(epoch: int, history):
+            nonlocal stopped
+            if not take_in(history):
+                stopped = True
+                return False
+            if every_epoch:
+                return True
+            return int(min(self.n_iter_no_change + 1 - self._no_improvement_count, self.max_iter))
+
+        # After an interrupt or a divergence, Network.fit's History of this call (its
+        # history_) holds the epochs completed since the callback last ran.
+        earlier_history = getattr(net, "history_", None)
+        diverged, interrupted = None, False
+        try:
+            net.fit(X, Y, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
+                    lr=float(self.learning_rate_init), shuffle=bool(self.shuffle), seed=seed,
+                    momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum),
+                    weight_decay=weight_decay, lr_schedule=lambda epoch: self._optimizer_lr * scale,
+                    callback=callback, keep_momentum=incremental)
+        except FloatingPointError as exc:
+            diverged = exc
+        except KeyboardInterrupt:
+            interrupted = True
+        if diverged is not None or interrupted:
+            history = getattr(net, "history_", None)
+            if history is not None and history is not earlier_history:
+                take_in(history)
+        if diverged is not None and not self.early_stopping:
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed, or "
+                             f"learning_rate_init is too large ({diverged})") from None
+        if diverged is not None:
+            # scikit-learn trains on with non-finite weights, then restores the best ones.
+            warnings.warn(f"Training diverged after {self.n_iter_} epochs ({diverged}); the "
+                          "weights with the best validation score were kept.",
+                          ConvergenceWarning, stacklevel=4)
+        elif interrupted:
+            warnings.warn("Training interrupted by user.", stacklevel=4)
+        elif not incremental and not stopped and self.n_iter_ == self.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                          "and the optimization hasn't converged yet.", ConvergenceWarning,
+                          stacklevel=4)
+        if self.early_stopping:
+            net.set_parameters(self._best_params)
+
+    def _end_of_epoch(self, loss, sq_coef, n, X_val, y_val) -> bool:
+        """scikit-learn's bookkeeping after an epoch; False when training must stop."""
+        if sq_coef:
+            weights = self.network_.weights
+            loss += sq_coef * sum(float(np.dot(W.ravel(), W.ravel())) for W in weights)
+        self.n_iter_ += 1
+        self.loss_ = loss
+        self.t_ += n
+        self.loss_curve_.append(loss)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, loss))
+        self._update_no_improvement_count(X_val, y_val)
+        if self.learning_rate == "invscaling":
+            self._optimizer_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+        if self._no_improvement_count > self.n_iter_no_change:
+            what = "Validation score" if self.early_stopping else "Training loss"
+            msg = (f"{what} did not improve more than tol={self.tol:f} for "
+                   f"{self.n_iter_no_change} consecutive epochs.")
+            if self.learning_rate != "adaptive":
+                if self.verbose:
+                    print(msg + " Stopping.")
+                return False
+            if self._optimizer_lr <= 1e-6:
+                if self.verbose:
+                    print(msg + " Learning rate too small. Stopping.")
+                return False
+            self._optimizer_lr /= 5.0
+            if self.verbose:
+                print(msg + " Setting learning rate to %f" % self._optimizer_lr)
+            self._no_improvement_count = 0
+        return True
+
+    def _update_no_improvement_count(self, X_val, y_val) -> None:
+        if self.early_stopping:
+            # Called back from inside Network.fit: its owning thread may predict.
+            score = self._validation_score(self.network_.predict(X_val), y_val)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print("Validation score: %f" % score)
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = self.network_.get_parameters()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    # ------------------------------------------------------------------ prediction
+    def _forward(self, X: ArrayLike) -> np.ndarray:
+        # Reads the fitted state only: predict, predict_proba and score may run in threads.
+        check_is_fitted(self, "network_")
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        return self.network_.predict(X)
