@@ -41,6 +41,14 @@ class History:
     def epochs(self) -> int:
         return len(self.loss)
 
+    def plot(self, path=None):
+        """Loss (and val_loss) per epoch, learning rate on a right axis; needs matplotlib.
+
+        Returns the Axes; with ``path``, also saves the figure there as a PNG.
+        """
+        from bpfast._plot import plot_history
+        return plot_history(self, path)
+
 
 class ParameterList(Sequence):
     """The live weight (or bias) arrays of a Network.
@@ -462,6 +470,11 @@ class Network:
             raise ValueError("flat parameters must be finite real numbers")
         with self._exclusive():
             self._params[...] = flat
+
+    def summary(self) -> str:
+        """A table of the layers (shapes, activation, parameters), totals and optimizer state."""
+        from bpfast._summary import summarize
+        return summarize(self)
 
 
 def _epochs_until_next_call(verdict) -> int:
