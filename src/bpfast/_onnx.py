@@ -37,7 +37,7 @@ from bpfast.network import Network
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "MIN_OPSET"]
 
-#: The default ONNX opset: recent, and run by onnxruntime since its 1.20 release.
+#: The default ONNX opset: recent (onnx 1.16), and run by onnxruntime since its 1.18 release.
 DEFAULT_OPSET = 21
 #: The oldest opset the graph can use (Softmax over one axis, as here, since opset 13).
 MIN_OPSET = 13
