@@ -6,9 +6,11 @@
 
 The compiled kernels are ``dense_forward``, ``backprop_error`` and ``sgd_update``
 (with the rest in ``bpfast.functional``); ``bpfast.reference`` holds the same
-functions in pure Python.
+functions in pure Python. ``export_onnx`` writes a Network (or a fitted
+``bpfast.sklearn`` estimator) as an ONNX model.
 """
 from bpfast import reference
+from bpfast._onnx import export_onnx
 from bpfast.functional import backprop_error, dense_forward, sgd_update
 from bpfast.io import load, save
 from bpfast.network import History, Network
@@ -16,4 +18,4 @@ from bpfast.network import History, Network
 __version__ = "0.1.0"
 
 __all__ = ["Network", "History", "dense_forward", "backprop_error", "sgd_update", "save", "load",
-           "reference", "__version__"]
+           "export_onnx", "reference", "__version__"]

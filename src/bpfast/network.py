@@ -44,6 +44,14 @@ class History:
     def epochs(self) -> int:
         return len(self.loss)
 
+    def plot(self, path=None):
+        """Loss (and val_loss) per epoch, learning rate on a right axis; needs matplotlib.
+
+        Returns the Axes; with ``path``, also saves the figure there as a PNG.
+        """
+        from bpfast._plot import plot_history
+        return plot_history(self, path)
+
 
 class ParameterList(Sequence):
     """The live weight (or bias) arrays of a Network.
@@ -543,6 +551,11 @@ class Network:
         flat = as_parameters(flat, "flat parameters", self.dtype, self._params.shape)
         with self._exclusive():
             self._params[...] = flat
+
+    def summary(self) -> str:
+        """A table of the layers (shapes, activation, parameters), totals and optimizer state."""
+        from bpfast._summary import summarize
+        return summarize(self)
 
 
 DIVERGED_RATIO = 1e6      # an epoch loss this many times the first epoch's marks divergence
