@@ -178,7 +178,6 @@ def test_a_copy_of_a_warm_started_fit_continues_bit_for_bit():
 
 
 # ---------------------------------------------------------------- (c) threads
-@pytest.mark.xfail(strict=False, reason="needs Network.predict without the exclusive lock")
 def test_predict_predict_proba_and_score_from_four_threads():
     X, y = make_blobs(n_samples=300, centers=3, random_state=0)
     clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.1, max_iter=30,
