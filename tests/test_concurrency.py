@@ -1,7 +1,8 @@
 """Concurrency: separate Networks train in parallel threads and give bit-identical results to
-running one by one; one Network used from two threads at once refuses the second with
-RuntimeError -- deterministically proven from inside fit's callback -- and is never
-silently corrupted; the owning thread may re-enter (a callback calling predict)."""
+running one by one; many threads may predict with one Network at once; training on one
+Network from two threads at once refuses the second with RuntimeError -- deterministically
+proven from inside fit's callback -- and is never silently corrupted; the owning thread may
+re-enter (a callback calling predict)."""
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -289,3 +290,62 @@ def test_training_in_a_thread_with_the_smallest_stack():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["trained", "4", "True"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_two_threads_train_two_networks_as_one_after_the_other(dtype):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 64)).astype(dtype)
+    Y = rng.uniform(size=(512, 10)).astype(dtype)
+    kw = dict(epochs=5, batch_size=32, lr=0.05, shuffle=True)
+
+    def make(seed):
+        return bpfast.Network([64, 64, 10], dtype=dtype, seed=seed)
+
+    sequential = []
+    for seed in (1, 2):
+        net = make(seed)
+        net.fit(X, Y, seed=seed, **kw)
+        sequential.append(net.get_parameters())
+    nets = [make(1), make(2)]
+    threads = [threading.Thread(target=net.fit, args=(X, Y), kwargs=dict(seed=s, **kw))
+               for net, s in zip(nets, (1, 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for net, want in zip(nets, sequential):
+        assert np.array_equal(net.get_parameters(), want)
+
+
+@pytest.mark.parametrize("backend", ["cython", "reference"])
+def test_many_threads_predict_and_evaluate_on_one_network_at_once(backend):
+    """Prediction shares the network: 4 threads x 50 calls, none refused, every answer the
+    single-threaded one. A thread that trains meanwhile is refused, not torn."""
+    X, Y = problem(n=64)
+    net = bpfast.Network(**CONFIGS[0], backend=backend, seed=7)
+    want_out, want_loss = net.predict(X), net.evaluate(X, Y)
+    start = threading.Barrier(4)
+
+    def worker(_):
+        start.wait()
+        got = [(net.predict(X), net.evaluate(X, Y)) for _ in range(50 if backend == "cython" else 3)]
+        return got
+
+    with ThreadPoolExecutor(4) as pool:
+        results = [r for chunk in pool.map(worker, range(4)) for r in chunk]
+    assert results
+    for out, loss in results:
+        assert np.array_equal(out, want_out) and loss == want_loss
+
+
+def test_training_is_refused_while_another_thread_predicts():
+    X, Y = problem(n=8)
+    net = bpfast.Network(**CONFIGS[1], seed=3)
+    before = net.get_parameters()
+    with net._shared():             # another thread's predict, held open
+        kind, value = in_other_thread(lambda: net.train_step(X, Y, 0.1))
+        assert (kind, type(value).__name__) == ("raised", "RuntimeError")
+        kind, value = in_other_thread(lambda: net.predict(X))
+        assert kind == "ok"
+    assert np.array_equal(net.get_parameters(), before)

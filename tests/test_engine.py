@@ -1,7 +1,5 @@
 """The fused training engine: fit against train_step and an independent NumPy
-implementation, reproducibility from seeds, and training in parallel threads."""
-import threading
-
+implementation, and reproducibility from seeds."""
 import numpy as np
 import pytest
 
@@ -121,29 +119,3 @@ def test_shuffle_visits_every_sample_once_per_epoch():
     ha = a.fit(X, Y, epochs=1, batch_size=4, lr=1e-300, shuffle=True, seed=3)
     hb = b.fit(X, Y, epochs=1, batch_size=4, lr=1e-300, shuffle=False)
     assert ha.loss[0] == pytest.approx(hb.loss[0], rel=1e-12)
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_two_threads_train_two_networks_as_one_after_the_other(dtype):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(512, 64)).astype(dtype)
-    Y = rng.uniform(size=(512, 10)).astype(dtype)
-    kw = dict(epochs=5, batch_size=32, lr=0.05, shuffle=True)
-
-    def make(seed):
-        return bpfast.Network([64, 64, 10], dtype=dtype, seed=seed)
-
-    sequential = []
-    for seed in (1, 2):
-        net = make(seed)
-        net.fit(X, Y, seed=seed, **kw)
-        sequential.append(net.get_parameters())
-    nets = [make(1), make(2)]
-    threads = [threading.Thread(target=net.fit, args=(X, Y), kwargs=dict(seed=s, **kw))
-               for net, s in zip(nets, (1, 2))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for net, want in zip(nets, sequential):
-        assert np.array_equal(net.get_parameters(), want)
