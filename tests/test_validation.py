@@ -1,6 +1,7 @@
-"""Validation at the boundary: every bad argument is refused with the right exception type
-and a message that names the argument; every acceptable input form is converted once and
-gives exactly the results of the canonical input (C-contiguous, of the network's dtype).
+"""Validation at the Network boundary: every bad argument is refused with the right
+exception type and a message that names the argument; every acceptable input form is
+converted once and gives exactly the results of the canonical input (C-contiguous, of the
+network's dtype). tests/test_validation_functional.py does the same for the kernels.
 
 Convention: a value of the wrong *type* raises TypeError, a value of the right type but out
 of range or of the wrong shape raises ValueError; misuse of the call order raises
@@ -12,46 +13,11 @@ import numpy as np
 import pytest
 
 import bpfast
-from bpfast import _validation, functional
+from bpfast import _validation
+from validation_helpers import BAD_LR, BACKENDS, DTYPES, Counting, data, net_of, raises, variants
 
 # np.matrix is one of the accepted input types; its PendingDeprecationWarning is NumPy's business.
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
-
-BACKENDS = ["cython", "reference"]
-DTYPES = ["float64", "float32"]
-
-
-class Raises:
-    """``with raises(ValueError, "X"):`` -- the exact type, and every name in the message."""
-
-    def __init__(self, exc, *names):
-        self.exc, self.names = exc, names
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, etype, value, tb):
-        assert etype is not None, f"expected {self.exc.__name__}, nothing was raised"
-        if etype is not self.exc:
-            return False     # re-raise the unexpected exception, with its traceback
-        for name in self.names:
-            assert name in str(value), f"{name!r} is not named in: {value}"
-        self.value = value
-        return True
-
-
-raises = Raises
-
-
-def net_of(backend="cython", dtype="float64", sizes=(3, 4, 2), **kw):
-    kw.setdefault("activation", "tanh")
-    kw.setdefault("output_activation", "sigmoid")
-    return bpfast.Network(list(sizes), dtype=dtype, backend=backend, seed=0, **kw)
-
-
-def data(n=5, n_in=3, n_out=2, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, n_in)), rng.uniform(size=(n, n_out))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -59,7 +25,6 @@ def backend(request):
     return request.param
 
 
-# ============================================================== the constructor
 @pytest.mark.parametrize("sizes, exc", [
     ([], ValueError), ([3], ValueError), ([3, 0], ValueError), ([3, -2, 1], ValueError),
     ([0, 1], ValueError), ([3, 2.0], TypeError), ([3, 2.5], TypeError), ([True, 1], TypeError),
@@ -133,7 +98,6 @@ def test_dtype_spellings(dtype, want):
     assert bpfast.Network([2, 1], dtype=dtype).dtype == want
 
 
-# ============================================================== bad arrays, every method
 # (value, expected exception) for X of a network with 3 inputs
 BAD_X = [
     pytest.param(np.zeros(3 * 4 * 2).reshape(3, 4, 2), ValueError, id="3-D"),
@@ -245,7 +209,6 @@ def test_mismatched_rows_of_X_and_Y_name_both_counts(backend):
         net.train_step(X, Y[:4], 0.1)
 
 
-# ============================================================== call order
 def test_backward_before_forward_is_a_runtime_error(backend):
     with raises(RuntimeError, "forward"):
         net_of(backend).backward(data()[1])
@@ -297,12 +260,6 @@ def test_predict_between_forward_and_backward_reference_backend():
     assert np.array_equal(net._grads, want._grads)
 
 
-# ============================================================== scalar arguments
-BAD_LR = [(0, ValueError), (0.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError),
-          (float("inf"), ValueError), (-float("inf"), ValueError), (10 ** 400, ValueError),
-          (np.float32("nan"), ValueError), ("0.1", TypeError), (None, TypeError),
-          (True, TypeError), (np.bool_(True), TypeError), (1j, TypeError),
-          (np.array(0.1), TypeError), ([0.1], TypeError)]
 
 
 @pytest.mark.parametrize("lr, exc", BAD_LR)
@@ -406,7 +363,6 @@ def test_fit_seed_range_is_the_same_on_both_backends():
                                atol=1e-14)
 
 
-# ============================================================== parameters from outside
 def test_parameter_lists_cannot_be_replaced(backend):
     net = net_of(backend)
     for name in ("weights", "biases", "grad_weights", "grad_biases"):
@@ -500,24 +456,6 @@ def test_bad_set_parameters(backend, flat, exc):
     assert np.array_equal(net.get_parameters(), before)
 
 
-# ============================================================== acceptable input forms
-def variants(X, dtype):
-    """(name, X') pairs that must give exactly the results of the canonical X."""
-    other = np.float32 if dtype == "float64" else np.float64
-    canon = X.astype(dtype)
-    F = np.asfortranarray(canon)
-    wide = np.zeros((X.shape[0] * 2, X.shape[1] * 3), dtype=dtype)
-    wide[::2, ::3] = canon
-    readonly = canon.copy()
-    readonly.flags.writeable = False
-    raw = np.zeros(canon.nbytes + 1, dtype=np.uint8)
-    misaligned = np.ndarray(canon.shape, dtype=canon.dtype, buffer=raw, offset=1)
-    misaligned[...] = canon
-    out = [("list", canon.tolist()), ("tuple", tuple(map(tuple, canon.tolist()))),
-           ("fortran", F), ("strided", wide[::2, ::3]), ("reversed", canon[::-1].copy()[::-1]),
-           ("readonly", readonly), ("misaligned", misaligned),
-           ("matrix", np.asmatrix(canon)), ("other-float", canon.astype(other))]
-    return out
 
 
 def integer_variants(dtype):
@@ -658,196 +596,6 @@ def test_input_arrays_are_never_modified(backend):
     assert np.array_equal(X, Xc) and np.array_equal(Y, Yc)
 
 
-# ============================================================== the functional API
-def fdata(dtype=np.float64, n=4, n_in=3, n_out=2):
-    rng = np.random.default_rng(1)
-    return tuple(a.astype(dtype) for a in (rng.normal(size=(n, n_in)), rng.normal(size=(n_in, n_out)),
-                                          rng.normal(size=n_out), rng.normal(size=(n, n_out))))
-
-
-@pytest.mark.parametrize("args, exc, name", [
-    (lambda X, W, b: (X[:, :2], W, b), ValueError, "X"),
-    (lambda X, W, b: (X[None], W, b), ValueError, "X"),
-    (lambda X, W, b: (X[:0], W, b), ValueError, "X"),
-    (lambda X, W, b: (X, W[:0], b), ValueError, "W"),
-    (lambda X, W, b: (X, W[:, 0], b), ValueError, "W"),
-    (lambda X, W, b: (X, W[None], b), ValueError, "W"),
-    (lambda X, W, b: (X, W, b[:1]), ValueError, "b"),
-    (lambda X, W, b: (X, W, b[None]), ValueError, "b"),
-    (lambda X, W, b: (X, W, b[0]), ValueError, "b"),
-    (lambda X, W, b: (np.where(X > 0, np.nan, X), W, b), ValueError, "X"),
-    (lambda X, W, b: (X, np.full_like(W, np.inf), b), ValueError, "W"),
-    (lambda X, W, b: (X, W, b + np.nan), ValueError, "b"),
-    (lambda X, W, b: (X + 0j, W, b), TypeError, "X"),
-    (lambda X, W, b: (X, W.astype(object), b), TypeError, "W"),
-    (lambda X, W, b: (X, W, None), TypeError, "b"),
-    (lambda X, W, b: ("X", W, b), TypeError, "X"),
-])
-def test_dense_forward_bad_arguments(args, exc, name):
-    X, W, b, _ = fdata()
-    with raises(exc, name):
-        bpfast.dense_forward(*args(X, W, b), "sigmoid")
-
-
-@pytest.mark.parametrize("activation, exc", [("gelu", ValueError), (None, TypeError), (3, TypeError)])
-def test_dense_forward_bad_activation(activation, exc):
-    X, W, b, _ = fdata()
-    with raises(exc, "activation"):
-        bpfast.dense_forward(X, W, b, activation)
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_dense_forward_and_backprop_error_accept_every_form(dtype):
-    X, W, b, D = fdata(dtype)
-    want = bpfast.dense_forward(X, W, b, "tanh")
-    want_E = bpfast.backprop_error(D, W)
-    assert want.dtype == dtype and want_E.dtype == dtype
-    for (name, Xv), (_, Wv), (_, Dv) in zip(variants(X, dtype), variants(W, dtype), variants(D, dtype)):
-        if name == "other-float" or (dtype == np.float32 and name in ("list", "tuple")):
-            continue     # mixing dtypes (and lists) promote to float64, tested below
-        bv = b.tolist() if dtype == np.float64 else b
-        assert np.array_equal(bpfast.dense_forward(Xv, Wv, bv, "tanh"), want), name
-        assert np.array_equal(bpfast.backprop_error(Dv, Wv), want_E), name
-    assert np.array_equal(bpfast.dense_forward(X[0], W, b, "tanh"), want[:1])
-    assert np.array_equal(bpfast.backprop_error(D[0], W), want_E[:1])
-
-
-def test_functional_result_dtype_rules():
-    X, W, b, D = fdata(np.float32)
-    assert bpfast.dense_forward(X, W, b).dtype == np.float32
-    assert bpfast.dense_forward(X, W.astype(np.float64), b).dtype == np.float64
-    assert bpfast.dense_forward(X.tolist(), W, b).dtype == np.float64     # lists are float64
-    assert bpfast.dense_forward(X.astype(np.float16), W, b).dtype == np.float32
-    assert bpfast.backprop_error(D.astype(np.int32), W).dtype == np.float64
-
-
-@pytest.mark.parametrize("args, exc, name", [
-    (lambda D, W: (D[:, :1], W), ValueError, "delta"),
-    (lambda D, W: (D[:0], W), ValueError, "delta"),
-    (lambda D, W: (D, W[:, :0]), ValueError, "W"),
-    (lambda D, W: (D, W.ravel()), ValueError, "W"),
-    (lambda D, W: (D * np.nan, W), ValueError, "delta"),
-    (lambda D, W: (D, W.astype(complex)), TypeError, "W"),
-    (lambda D, W: (None, W), TypeError, "delta"),
-])
-def test_backprop_error_bad_arguments(args, exc, name):
-    _, W, _, D = fdata()
-    with raises(exc, name):
-        bpfast.backprop_error(*args(D, W))
-
-
-def test_sgd_update_bad_arguments():
-    W = np.ones((3, 2))
-    g = np.ones((3, 2))
-    with raises(TypeError, "W"):
-        bpfast.sgd_update(W.tolist(), g, 0.1)
-    with raises(TypeError, "W"):
-        bpfast.sgd_update(W.astype(np.int64), g, 0.1)
-    with raises(TypeError, "W"):
-        bpfast.sgd_update(W.astype(np.float16), g, 0.1)
-    ro = W.copy()
-    ro.flags.writeable = False
-    with raises(ValueError, "W", "read-only"):
-        bpfast.sgd_update(ro, g, 0.1)
-    with raises(ValueError, "grad"):
-        bpfast.sgd_update(W, g.T, 0.1)
-    with raises(ValueError, "grad"):
-        bpfast.sgd_update(W, g.ravel(), 0.1)
-    with raises(ValueError, "grad"):
-        bpfast.sgd_update(W, g * np.nan, 0.1)
-    with raises(ValueError, "grad"):
-        bpfast.sgd_update(W.astype(np.float32), g * 1e300, 0.1)
-    with raises(TypeError, "grad"):
-        bpfast.sgd_update(W, g + 1j, 0.1)
-    for lr, exc in BAD_LR:
-        with raises(exc, "lr"):
-            bpfast.sgd_update(W, g, lr)
-    assert np.array_equal(W, np.ones((3, 2)))
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_sgd_update_every_layout_of_W_and_grad(dtype):
-    rng = np.random.default_rng(0)
-    W0 = rng.normal(size=(4, 3)).astype(dtype)
-    G = rng.normal(size=(4, 3))
-    want = W0.copy()
-    bpfast.sgd_update(want, G.astype(dtype), 0.25)
-    np.testing.assert_allclose(want, W0 - dtype(0.25) * G.astype(dtype), rtol=1e-6)
-    for name, Gv in variants(G.astype(dtype).astype(np.float64), dtype):
-        if name == "other-float":
-            continue
-        W = W0.copy()
-        bpfast.sgd_update(W, Gv, 0.25)
-        assert np.array_equal(W, want), name
-    # W itself strided, Fortran-ordered, misaligned, 0-d and empty
-    big = np.zeros((8, 6), dtype=dtype)
-    big[::2, ::2] = W0
-    bpfast.sgd_update(big[::2, ::2], G.astype(dtype), 0.25)
-    assert np.array_equal(big[::2, ::2], want) and not big[1::2].any() and not big[:, 1::2].any()
-    F = np.asfortranarray(W0)
-    bpfast.sgd_update(F, G.astype(dtype), 0.25)
-    assert np.array_equal(F, want)
-    raw = np.zeros(W0.nbytes + 1, np.uint8)
-    M = np.ndarray(W0.shape, dtype=dtype, buffer=raw, offset=1)
-    M[...] = W0
-    bpfast.sgd_update(M, G.astype(dtype), 0.25)
-    assert np.array_equal(M, want)
-    s = np.array(1.0, dtype=dtype)
-    bpfast.sgd_update(s, np.array(2.0), 0.5)
-    assert s == 0.0
-    bpfast.sgd_update(np.zeros((0, 3), dtype=dtype), np.zeros((0, 3)), 0.5)
-
-
-def test_sgd_update_with_grad_aliasing_W():
-    W = np.arange(6.0)
-    bpfast.sgd_update(W, W, 0.5)
-    assert np.array_equal(W, np.arange(6.0) * 0.5)
-    W = np.arange(6.0)
-    bpfast.sgd_update(W[1:], W[:-1], 1.0)      # overlapping, shifted: numpy semantics
-    assert np.array_equal(W, [0, 1, 1, 1, 1, 1])
-
-
-def test_functional_extras_validate_and_accept_read_only():
-    A = np.full((3, 2), 0.5)
-    E = np.ones((3, 2))
-    with raises(ValueError, "E"):
-        functional.activation_backward(E[:2], A, "sigmoid")
-    with raises(ValueError, "activation"):
-        functional.activation_backward(E, A, "softmax")
-    with raises(ValueError, "loss"):
-        functional.output_delta(A, E, "hinge", "sigmoid")
-    with raises(ValueError, "cross_entropy"):
-        functional.output_delta(A, E, "cross_entropy", "sigmoid")
-    with raises(ValueError, "Y"):
-        functional.output_delta(A, E[:, :1], "mse", "sigmoid")
-    with raises(ValueError, "delta"):
-        functional.weight_gradients(A, E[:2])
-    with raises(TypeError, "A_prev"):
-        functional.weight_gradients(A.astype(complex), E)
-    ro_A, ro_E = A.copy(), E.copy()
-    ro_A.flags.writeable = ro_E.flags.writeable = False
-    got = functional.activation_backward(ro_E, ro_A, "sigmoid")
-    assert np.array_equal(got, np.full((3, 2), 0.25))
-    assert np.array_equal(ro_E, np.ones((3, 2)))            # never changed in place
-    E2 = np.ones((3, 2))
-    functional.activation_backward(E2, A, "sigmoid")
-    assert np.array_equal(E2, np.ones((3, 2)))
-    loss, delta = functional.output_delta(ro_A, ro_E, "mse", "identity")
-    assert loss == 0.25 and delta.shape == (3, 2)
-    dW, db = functional.weight_gradients(ro_A, ro_E)
-    assert np.array_equal(dW, np.full((2, 2), 1.5)) and np.array_equal(db, [3.0, 3.0])
-
-
-def test_reference_functions_agree_with_the_compiled_ones_on_converted_input():
-    X, W, b, D = fdata()
-    from bpfast import reference
-    got = bpfast.dense_forward(X.tolist(), np.asfortranarray(W), b, "sigmoid")
-    want = reference.dense_forward(X.tolist(), W.tolist(), b.tolist(), "sigmoid")
-    np.testing.assert_allclose(got, want, rtol=1e-13)
-    np.testing.assert_allclose(bpfast.backprop_error(D[::-1][::-1], W),
-                               reference.backprop_error(D.tolist(), W.tolist()), rtol=1e-13)
-
-
 def test_error_messages_say_what_was_given():
     with raises(ValueError) as r:
         net_of().forward(np.zeros((7, 5)))
@@ -881,17 +629,6 @@ def test_the_architecture_cannot_be_reassigned(backend, attr, value):
     assert getattr(net, attr) == before
 
 
-class Counting:
-    """An array-like that counts how often it is converted (NumPy calls __array__)."""
-
-    def __init__(self, a):
-        self.a, self.n = np.asarray(a), 0
-
-    def __array__(self, dtype=None, copy=None):
-        self.n += 1
-        return self.a if dtype is None else self.a.astype(dtype)
-
-
 def test_network_arguments_are_converted_exactly_once(backend):
     X, Y = data(n=6)
     calls = {
@@ -906,23 +643,3 @@ def test_network_arguments_are_converted_exactly_once(backend):
         x, y = Counting(X), Counting(Y)
         call(x, y)
         assert x.n <= 1 and y.n <= 1, (name, x.n, y.n)
-
-
-def test_functional_arguments_are_converted_exactly_once():
-    X, W, b, D = fdata()
-    args = [Counting(a) for a in (X, W, b)]
-    bpfast.dense_forward(*args, "tanh")
-    assert [a.n for a in args] == [1, 1, 1]
-    args = [Counting(a) for a in (D, W)]
-    bpfast.backprop_error(*args)
-    assert [a.n for a in args] == [1, 1]
-    for fn, arrays in [(functional.output_delta, (np.abs(D), D)), (functional.weight_gradients, (X, D)),
-                       (functional.activation_backward, (D, np.tanh(D)))]:
-        args = [Counting(a) for a in arrays]
-        extra = {"output_delta": ("mse", "relu"), "weight_gradients": (),
-                 "activation_backward": ("tanh",)}[fn.__name__]
-        fn(*args, *extra)
-        assert [a.n for a in args] == [1, 1], fn.__name__
-    g = Counting(np.ones_like(W))
-    bpfast.sgd_update(W.copy(), g, 0.1)
-    assert g.n == 1
