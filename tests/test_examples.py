@@ -35,14 +35,14 @@ def line_with(out, prefix):
 
 
 def test_every_example_is_tested():
-    tested = {"seed000_feedforward_mse.py", "seed001_computational_graph.py",
-              "seed002_regression_sse.py", "seed003_error_split.py",
-              "seed004_epochs_batches.py", "digits.py"}
+    tested = {"lesson000_feedforward_mse.py", "lesson001_computational_graph.py",
+              "lesson002_regression_sse.py", "lesson003_error_split.py",
+              "lesson004_epochs_batches.py", "digits.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
-def test_seed000_feedforward_mse():
-    out = run_example("seed000_feedforward_mse.py")
+def test_lesson000_feedforward_mse():
+    out = run_example("lesson000_feedforward_mse.py")
     # Mazur's published values for this network
     assert numbers(line_with(out, "out_h   ="))[0] == pytest.approx(0.593269992, abs=1e-9)
     o1, o2 = numbers(line_with(out, "out_o   ="))
@@ -53,8 +53,8 @@ def test_seed000_feedforward_mse():
     assert numbers(line_with(out, "MSE by hand"))[0] == pytest.approx(0.298371109, abs=1e-9)
 
 
-def test_seed001_computational_graph():
-    out = run_example("seed001_computational_graph.py")
+def test_lesson001_computational_graph():
+    out = run_example("lesson001_computational_graph.py")
     assert numbers(line_with(out, "forward: f ="))[0] == pytest.approx(0.73106, abs=1e-5)
     # CS231n's gradients: dw0 = -0.20, dx0 = 0.39, dw1 = -0.39, dx1 = -0.59, db = 0.20
     grads = numbers(line_with(out, "gradients of f:"))
@@ -65,8 +65,8 @@ def test_seed001_computational_graph():
     assert numbers(line_with(out, "max |hand - bpfast|"))[0] < 1e-12
 
 
-def test_seed002_regression_sse():
-    out = run_example("seed002_regression_sse.py", "--epochs", "120")
+def test_lesson002_regression_sse():
+    out = run_example("lesson002_regression_sse.py", "--epochs", "120")
     assert numbers(line_with(out, "one batch:"))[-1] < 1e-10
     losses = [numbers(line)[-1] for line in out.splitlines() if line.startswith("epoch")]
     assert len(losses) >= 3 and losses[-1] < losses[0] / 20
@@ -75,8 +75,8 @@ def test_seed002_regression_sse():
     assert numbers(line_with(out, "SSE on the training set"))[-1] < 0.05   # MSE against sin(x)
 
 
-def test_seed003_error_split():
-    out = run_example("seed003_error_split.py")
+def test_lesson003_error_split():
+    out = run_example("lesson003_error_split.py")
     assert "into 0.32 and 0.48" in out and "into 0.10 and 0.40" in out
     assert numbers(line_with(out, "split in proportion")) == [0.42, 0.88]
     assert numbers(line_with(out, "backprop_error(e, W) =")) == [2.1, 4.4]
@@ -84,8 +84,8 @@ def test_seed003_error_split():
     assert numbers(line_with(out, "backprop_error(e, W normalised)")) == [0.42, 0.88]
 
 
-def test_seed004_epochs_batches():
-    out = run_example("seed004_epochs_batches.py")
+def test_lesson004_epochs_batches():
+    out = run_example("lesson004_epochs_batches.py")
     line = line_with(out, "N=100, batch_size=50, epochs=100")
     assert "ceil(100/50) * 100 = 200" in line and "History.n_updates = 200" in line
     assert "History.n_updates = 400" in line_with(out, "N=100, batch_size=30")

@@ -1,4 +1,4 @@
-"""Seed 004: epochs, batches and the number of weight updates.
+"""Lesson 004: epochs, batches and the number of weight updates.
 
 The tutorial's question: with 100 samples, batch_size 50 and 100 epochs, how
 many times are the weights updated? One epoch is 100 / 50 = 2 iterations, so
@@ -6,7 +6,7 @@ many times are the weights updated? One epoch is 100 / 50 = 2 iterations, so
 ``History.n_updates``; when the batch size does not divide the data, the last
 batch of each epoch is smaller and an epoch makes ceil(N / B) updates.
 
-Run:  python examples/seed004_epochs_batches.py
+Run:  python examples/lesson004_epochs_batches.py
 """
 import math
 

@@ -1,4 +1,5 @@
-"""The worked numbers of the tutorials in shared/seeds, through bpfast's public API."""
+"""The worked numbers of the tutorials bpfast grew from (lessons 000-004, each also an
+example in examples/), through bpfast's public API."""
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import bpfast
 from bpfast import functional, reference
 
 
-# Seed 003: output errors 0.8 and 0.5; output 1 is fed by weights 2.0 and 3.0 and
+# Lesson 003: output errors 0.8 and 0.5; output 1 is fed by weights 2.0 and 3.0 and
 # output 2 by 1.0 and 4.0. W is (n_in, n_out): column j holds output j's weights.
 W_003 = np.array([[2.0, 1.0],
                   [3.0, 4.0]])
@@ -17,12 +18,12 @@ E_OUT_003 = np.array([[0.8, 0.5]])
 
 @pytest.mark.parametrize("backprop_error", [bpfast.backprop_error,
                                             lambda e, w: np.array(reference.backprop_error(e.tolist(), w.tolist()))])
-def test_seed003_error_through_the_transposed_matrix(backprop_error):
-    # e_hidden = W @ e_out in the seed's column convention, delta @ W.T in ours.
+def test_lesson003_error_through_the_transposed_matrix(backprop_error):
+    # e_hidden = W @ e_out in the lesson's column convention, delta @ W.T in ours.
     np.testing.assert_allclose(backprop_error(E_OUT_003, W_003), [[2.1, 4.4]], rtol=1e-15)
 
 
-def test_seed003_error_split_in_proportion_to_the_weights():
+def test_lesson003_error_split_in_proportion_to_the_weights():
     # Normalising each output's weights to sum 1 splits 0.8 into 0.32 + 0.48 and
     # 0.5 into 0.1 + 0.4; the hidden nodes recombine them into 0.42 and 0.88.
     W_split = W_003 / W_003.sum(axis=0, keepdims=True)
@@ -32,7 +33,7 @@ def test_seed003_error_split_in_proportion_to_the_weights():
 
 
 @pytest.mark.parametrize("backend", ["cython", "reference"])
-def test_seed004_epochs_batches_and_updates(backend):
+def test_lesson004_epochs_batches_and_updates(backend):
     # 100 samples in batches of 50 for 100 epochs: (100 / 50) * 100 = 200 updates.
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(100, 3)), rng.uniform(size=(100, 1))
@@ -44,7 +45,7 @@ def test_seed004_epochs_batches_and_updates(backend):
 
 
 @pytest.mark.parametrize("n,batch,updates", [(100, 50, 2), (101, 50, 3), (7, 10, 1), (10, 1, 10)])
-def test_seed004_last_partial_batch_is_trained(n, batch, updates):
+def test_lesson004_last_partial_batch_is_trained(n, batch, updates):
     rng = np.random.default_rng(1)
     net = bpfast.Network([2, 1], seed=0)
     history = net.fit(rng.normal(size=(n, 2)), rng.uniform(size=(n, 1)), epochs=3,
@@ -52,7 +53,7 @@ def test_seed004_last_partial_batch_is_trained(n, batch, updates):
     assert history.n_updates == 3 * updates == 3 * math.ceil(n / batch)
 
 
-def test_seed001_sigmoid_neuron_local_and_upstream_gradients():
+def test_lesson001_sigmoid_neuron_local_and_upstream_gradients():
     # The computational graph of f = sigmoid(w0*x0 + w1*x1 + w2) at w = (2, -3, -3),
     # x = (-1, -2): forward 0.73; the sigmoid's local gradient (1 - f) f = 0.1966
     # times the upstream gradient 1 gives dw = x * 0.1966, dw2 = 0.1966 and, sent
@@ -73,7 +74,7 @@ def test_seed001_sigmoid_neuron_local_and_upstream_gradients():
     np.testing.assert_allclose(dx, [[0.39322387, -0.58983580]], rtol=1e-7)
 
 
-def test_seed000_002_feed_forward_and_losses():
+def test_lesson000_002_feed_forward_and_losses():
     # A 2-2-1 sigmoid network by hand: h = sigmoid(x W1 + b1), y = sigmoid(h W2 + b2).
     W1, b1 = np.array([[0.15, 0.25], [0.20, 0.30]]), np.array([0.35, 0.35])
     W2, b2 = np.array([[0.40], [0.45]]), np.array([0.60])
@@ -97,7 +98,7 @@ def test_seed000_002_feed_forward_and_losses():
     assert net.backward(Y) == pytest.approx(sse, rel=1e-15)
 
 
-def test_seed002_three_layer_regression_with_linear_output_learns():
+def test_lesson002_three_layer_regression_with_linear_output_learns():
     # y = h2 W3 + b3, h2 = sigmoid(h1 W2 + b2), h1 = sigmoid(x W1 + b1), L = sum of squares.
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, size=(64, 2))

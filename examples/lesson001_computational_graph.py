@@ -1,4 +1,4 @@
-"""Seed 001: one sigmoid neuron as a computational graph, backpropagated by hand.
+"""Lesson 001: one sigmoid neuron as a computational graph, backpropagated by hand.
 
 The tutorial (after CS231n's lecture on backpropagation) draws the logistic
 neuron ``f(w, x) = 1 / (1 + exp(-(w0*x0 + w1*x1 + b)))`` as a graph of primitive
@@ -14,7 +14,7 @@ node ``L = (f - y)^2`` is put on top of the graph, the hand-made gradients of L
 equal ``Network.backward``'s ``grad_weights`` / ``grad_biases``; the gradient
 of L with respect to the inputs equals ``bpfast.backprop_error(delta, W)``.
 
-Run:  python examples/seed001_computational_graph.py
+Run:  python examples/lesson001_computational_graph.py
 """
 import math
 

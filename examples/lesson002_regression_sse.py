@@ -1,4 +1,4 @@
-"""Seed 002: a 3-layer regression network trained on the sum of squared errors.
+"""Lesson 002: a 3-layer regression network trained on the sum of squared errors.
 
 The tutorial's network and loss, in its own notation (row vectors, batch first):
 
@@ -18,7 +18,7 @@ them against ``Network.backward``'s gradients, (2) trains the network with
 ``Network.fit`` on y = sin(x) and prints the loss every few epochs, and (3)
 checks that ``predict`` is exactly the three formulas above.
 
-Run:  python examples/seed002_regression_sse.py [--epochs N]
+Run:  python examples/lesson002_regression_sse.py [--epochs N]
 """
 import argparse
 
@@ -32,7 +32,7 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def chain_rule_gradients(net: bpfast.Network, X: np.ndarray, Y: np.ndarray):
-    """dL/dW1..3 and dL/db1..3 of L = sum (Y - y^)^2, by the seed's chain rule."""
+    """dL/dW1..3 and dL/db1..3 of L = sum (Y - y^)^2, by the lesson's chain rule."""
     (W1, W2, W3), (b1, b2, b3) = net.weights, net.biases
     h1 = sigmoid(X @ W1 + b1)
     h2 = sigmoid(h1 @ W2 + b2)
@@ -80,7 +80,7 @@ def main() -> None:
                    callback=report)
     print(f"trained {hist.epochs} epochs, {hist.n_updates} updates")
 
-    # (3) predict is the seed's three formulas
+    # (3) predict is the lesson's three formulas
     (W1, W2, W3), (b1, b2, b3) = net.weights, net.biases
     by_formula = sigmoid(sigmoid(X @ W1 + b1) @ W2 + b2) @ W3 + b3
     pred = net.predict(X)

@@ -1,4 +1,4 @@
-"""Seed 003: splitting the output errors back onto the hidden nodes.
+"""Lesson 003: splitting the output errors back onto the hidden nodes.
 
 The tutorial's example: output node 1 has error e1 = 0.8 and is connected to the
 two hidden nodes by weights 2.0 and 3.0; output node 2 has error e2 = 0.5 and
@@ -18,7 +18,7 @@ normalised to sum 1 first, the same product gives back 0.42 and 0.88.
 W follows bpfast's (n_in, n_out) layout: W[i, j] is the weight from hidden node i
 to output node j, so output 1's weights are the first column (2.0, 3.0).
 
-Run:  python examples/seed003_error_split.py
+Run:  python examples/lesson003_error_split.py
 """
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""Seed 000: the feed-forward pass of a small sigmoid network and its MSE.
+"""Lesson 000: the feed-forward pass of a small sigmoid network and its MSE.
 
 The tutorial feeds the inputs through a hidden layer and an output layer, each a
 weighted sum followed by a sigmoid, and then measures the mean squared error
@@ -14,7 +14,7 @@ Each layer is one call of ``bpfast.dense_forward`` (the compiled kernel,
 error ``delta = dMSE/dZ`` come from ``bpfast.functional.output_delta``. Every
 number is recomputed with ``bpfast.reference`` (pure Python) and compared.
 
-Run:  python examples/seed000_feedforward_mse.py
+Run:  python examples/lesson000_feedforward_mse.py
 """
 import numpy as np
 
