@@ -167,7 +167,7 @@ def targets(cases, results):
         extra = ""
         if "GEMM lower bound (SciPy BLAS)" in m:
             extra = f", the SciPy-BLAS one {fit / m['GEMM lower bound (SciPy BLAS)']:.3f}x"
-        out.append(f"- {c.name}, fit within 1.15x of the GEMM lower bound (the issue's: 3 products per "
+        out.append(f"- {c.name}, fit within 1.15x of the GEMM lower bound (the targets' definition: 3 products per "
                    f"layer at the {RATE_SIZE}³ GEMM rate): fit/bound = {r_i:.3f}x → {verdict(r_i <= 1.15, r_i, 1.15)}. "
                    f"Against the stricter bound of the products a step needs, each timed on its "
                    f"own shape: {r_g:.3f}x ({verdict(r_g <= 1.15, r_g, 1.15)}{extra}). "
@@ -408,7 +408,7 @@ spread in the raw table): a verdict within ~5% of its threshold is not conclusiv
   logistic function) for hidden and output layers, `FANN_ERRORFUNC_LINEAR`, no momentum, learning
   rate `2 lr / (B n_out)` (FANN's step has no factor 2). Only where FANN has the network: sigmoid
   layers, MSE, batch 1, float64 (needs libfann-dev and a C compiler; skipped otherwise).
-- **GEMM bound (3 products/layer at the large-GEMM rate)**: the issue's definition, for the
+- **GEMM bound (3 products/layer at the large-GEMM rate)**: the targets' definition, for the
   cases from 784-128-10 on: the flops of 3 products per layer (`2 * batch * n_in * n_out * 3`)
   at the single-thread rate of a {RATE_SIZE}³ `np.matmul` of the case's dtype, timed in
   the same interleaved blocks as the implementations.

@@ -1,6 +1,6 @@
 """A plain-NumPy implementation of a whole network's step: an independent oracle for tests.
 
-Written straight from DESIGN.md's formulas, sharing no code with bpfast.
+Written straight from the formulas of docs/design.md, sharing no code with bpfast.
 """
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""The Network API of DESIGN.md, and the two backends computing the same numbers."""
+"""The Network API (docs/design.md), and the two backends computing the same numbers."""
 import numpy as np
 import pytest
 

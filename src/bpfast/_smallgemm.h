@@ -4,7 +4,7 @@
  * Why not BLAS: OpenBLAS's Haswell/Zen kernels (what it runs on an AVX2 CPU) have no
  * small-matrix path, so a 32x64 @ 64x64 product first packs both operands into
  * buffers, and at these sizes the packing and the call cost as much as the
- * arithmetic (float64 on a Zen 3: 24 GFLOP/s through BLAS, 33 here). This kernel
+ * arithmetic (benchmarks/README.md has the rates). This kernel
  * reads the operands where they lie: each 6x8 (float64) or 6x16 (float32) tile of C
  * is 12 vector accumulators, fed by one row of B and six broadcast elements of A
  * per step of k. benchmarks/bench_small_gemm.py compares the two by shape.
@@ -24,8 +24,8 @@ static int bpf_small_gemm_mode = -1;
 
 /* Whether gemm() may use this kernel. Automatic: only at SIMD level 1 (AVX2 + FMA,
  * no AVX-512). On an AVX-512 CPU OpenBLAS runs its SkylakeX kernels, which have their
- * own small-matrix path (measured at ~94% of the float64 FMA peak for these shapes
- * on a Zen 4), so BLAS stays. */
+ * own small-matrix path (near the FMA peak for these shapes: benchmarks/README.md),
+ * so BLAS stays. */
 static inline int bpf_small_gemm_on(void) {
 #ifdef BPF_DISPATCH
     int level = bpf_cpu_level();

@@ -60,7 +60,7 @@ def dense_forward(X, W, b, activation):
 
 
 def backprop_error(delta, W):
-    """E_prev = delta @ W.T: each output's error flows back along its weights (seed 003)."""
+    """E_prev = delta @ W.T: each output's error flows back along its weights (lesson 003)."""
     return matmul(delta, transpose(W))
 
 
