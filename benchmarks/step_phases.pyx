@@ -29,7 +29,7 @@ cdef void phase(int which, Py_ssize_t n, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_
     elif which == 2:
         dense_forward_into(n, d1, d2, H, W2, b2, ACT_SOFTMAX, O)
     elif which == 3:
-        output_delta_into(n, d2, O, Y, LOSS_CROSS_ENTROPY, ACT_SOFTMAX, D2)
+        output_delta_into(n, d2, O, Y, LOSS_CROSS_ENTROPY, ACT_SOFTMAX, <floating*>NULL, D2)
     elif which == 4:
         backprop_error_into(n, d1, d2, D2, W2, E)
     elif which == 5:

@@ -18,7 +18,8 @@ def parameters(fn):
 
 def test_the_public_kernels_are_the_ones_every_face_exports():
     assert set(KERNELS) == {"dense_forward", "backprop_error", "activation_backward",
-                            "output_delta", "weight_gradients", "sgd_update", "sgd_fused_update"}
+                            "output_delta", "weight_gradients", "sgd_update", "sgd_fused_update",
+                            "adam_update", "rprop_update"}
     for name in KERNELS:
         for module in (_kernels, reference):
             assert callable(getattr(module, name, None)), f"{module.__name__} lacks {name}"

@@ -101,10 +101,10 @@ def test_regressor_loss_curve_includes_the_l2_term_with_several_outputs():
 @pytest.mark.parametrize("learning_rate", ["constant", "adaptive"])
 def test_epochs_run_in_chunks_give_the_same_fit_as_one_by_one(learning_rate, monkeypatch):
     """Without anything to see every epoch, the epochs that cannot stop run in one call."""
-    import bpfast.network
+    from bpfast import _fitting
     chunks = []
-    original = bpfast.network._epochs_until_next_call
-    monkeypatch.setattr(bpfast.network, "_epochs_until_next_call",
+    original = _fitting._epochs_until_next_call
+    monkeypatch.setattr(_fitting, "_epochs_until_next_call",
                         lambda verdict: chunks.append(original(verdict)) or chunks[-1])
     X, y = _blobs()
     kw = dict(hidden_layer_sizes=(8,), learning_rate_init=0.2, batch_size=16, max_iter=60,

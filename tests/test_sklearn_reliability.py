@@ -151,7 +151,7 @@ def test_a_copy_between_partial_fits_continues_bit_for_bit(estimator, copier):
                    learning_rate="invscaling", power_t=0.3)
     for _ in range(2):
         est.partial_fit(X, y, **extra)
-    assert np.abs(est.network_._velocity).max() > 0       # there is momentum to keep
+    assert np.abs(est.network_._state).max() > 0          # there is momentum to keep
     twin = copier(est)
     assert twin.network_ is not est.network_
     for model in (est, twin):

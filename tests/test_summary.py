@@ -65,22 +65,19 @@ def test_momentum_velocities_reported_when_nonzero():
     net = bpfast.Network([3, 4, 1], output_activation="identity")
     assert net.summary().endswith("Optimizer state: none")
     net.fit(X, Y, epochs=2, batch_size=4, lr=0.05, momentum=0.9)
-    assert net.summary().endswith("Optimizer state: momentum velocities: 21 values")
+    assert net.summary().endswith("Optimizer state: sgd, 8 steps; "
+                                  "momentum velocities: 21 values")
     net.fit(X, Y, epochs=1, batch_size=4, lr=0.05)           # plain SGD resets them to 0
     assert net.summary().endswith("Optimizer state: none")
 
 
-def test_another_state_buffer_is_one_line_to_add(monkeypatch):
-    monkeypatch.setattr(_summary, "OPTIMIZER_STATE",
-                        _summary.OPTIMIZER_STATE + [("_second_moments", "Adam second moments")])
+@pytest.mark.parametrize("optimizer, halves", [
+    ("adam", "first moments: 13 values; second moments: 13 values"),
+    ("rprop", "step sizes: 13 values; previous gradients: 13 values")])
+def test_every_optimizer_state_is_named_with_its_step_count(optimizer, halves):
     net = bpfast.Network([2, 3, 1])
-    assert net.summary().endswith("Optimizer state: none")      # no such buffer: nothing
-    net._second_moments = np.zeros(13)
-    assert net.summary().endswith("Optimizer state: none")      # all zero: nothing either
-    net._second_moments[4] = 1e-9
-    net._velocity[0] = 0.5
-    assert net.summary().endswith("Optimizer state: momentum velocities: 13 values; "
-                                  "Adam second moments: 13 values")
+    net.fit(np.eye(2), np.ones((2, 1)), epochs=3, batch_size=2, optimizer=optimizer)
+    assert net.summary().endswith(f"Optimizer state: {optimizer}, 3 steps; {halves}")
 
 
 def test_summary_from_a_fit_callback_and_repr_unchanged():

@@ -12,8 +12,8 @@ from cython cimport floating
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
-from libc.math cimport isfinite
+from libc.string cimport memcpy, memset
+from libc.math cimport isfinite, sqrt
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cimport numpy as cnp
@@ -21,7 +21,8 @@ import numpy as np
 
 from bpfast._kernels cimport (
     dense_forward_into, backprop_error_into, activation_backward_into, output_delta_into,
-    weight_gradients_into, sgd_update_into, sgd_backward_layer, tiny_network,
+    weight_gradients_into, sgd_update_into, adam_update_into, adam_args, rprop_update_into,
+    rprop_args, bpf_adam_args, bpf_rprop_args, sgd_backward_layer, tiny_network,
     tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE,
 )
 from bpfast._layout import param_layout
@@ -71,14 +72,41 @@ cdef struct Workspace:
     void* err1
     void* x_rows           # rows * sizes[0]
     void* y_rows           # rows * sizes[L]
+    void* w_rows           # rows: a shuffled batch's sample weights
+
+
+cdef enum:
+    # The optimizers, as Network.fit names them in OPTIMIZERS (same order).
+    OPT_SGD = 0
+    OPT_ADAM = 1
+    OPT_ADAMW = 2
+    OPT_RPROP = 3
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rprop")
 
 
 cdef struct Update:
-    # How backward_all changes the parameters after computing the gradients.
+    # How a batch's gradients change the parameters. The optimizer's state is the flat
+    # buffer S of 2 * n_params laid out like the parameters, twice: SGD's velocities in
+    # the first half; Adam's first and second moments; Rprop's step sizes and previous
+    # gradients.
+    int optimizer
     double lr
-    double momentum        # 0: plain SGD, fused into the weight-gradient product
-    double weight_decay    # L2 on weights, not biases
+    double momentum        # SGD; 0: plain SGD, fused into the weight-gradient product
+    double weight_decay    # on weights, not biases: L2 (SGD, Adam, Rprop), decoupled (AdamW)
     bint nesterov
+    double beta1, beta2, eps
+    bint folded            # Adam's eps as scikit-learn places it
+    double eta_minus, eta_plus, step_min, step_max
+    double clip_norm       # > 0: clip the gradient's global norm to it before the update
+    bint from_gradients    # plain SGD from the gradient buffer too, not fused (bpfast.optim)
+    long long step         # updates made with this state (Adam's t), counted here
+
+
+cdef struct StepArgs:
+    # An Update's scalars for one step, for weights (decayed) and biases (not).
+    bpf_adam_args adam_w, adam_b
+    bpf_rprop_args rprop_w, rprop_b
 
 
 cdef struct Interrupts:
@@ -156,6 +184,15 @@ def take_pending_exception():
 
 # ---------------------------------------------------------------- the phases
 
+cdef Update plain_sgd(double lr) noexcept nogil:
+    """The settings of plain SGD at learning rate lr (train_step's update)."""
+    cdef Update upd
+    memset(&upd, 0, sizeof(Update))
+    upd.optimizer = OPT_SGD
+    upd.lr = lr
+    return upd
+
+
 cdef inline floating* layer_output(const Net* net, Py_ssize_t n, floating* acts,
                                    int l) noexcept nogil:
     return acts + n * net.a_off[l]
@@ -175,16 +212,39 @@ cdef void forward_all(const Net* net, Py_ssize_t n, const floating* X, const flo
         inp = out
 
 
-cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
-                         floating* P, const Workspace* ws, floating* G, floating* V,
-                         const Update* upd) noexcept nogil:
-    """Compute the error and backpropagate it; returns the loss of the batch.
+cdef void update_layer(const Net* net, int l, floating* P, const floating* G, floating* S,
+                       Py_ssize_t n_params, const Update* upd,
+                       const StepArgs* args) noexcept nogil:
+    """Layer l's parameters take the optimizer's step from their gradients G; its state is
+    at the same offsets in S's halves (S and S + n_params)."""
+    cdef Py_ssize_t w = net.w_off[l], b = net.b_off[l]
+    cdef Py_ssize_t nw = b - w, nb = net.sizes[l + 1]
+    cdef floating* S2 = S + n_params
+    cdef floating lr = <floating>upd.lr
+    if upd.optimizer == OPT_SGD:
+        sgd_update_into(nw, P + w, G + w, S + w if upd.momentum != 0 else <floating*>NULL, lr,
+                        <floating>upd.momentum, <floating>upd.weight_decay, upd.nesterov)
+        sgd_update_into(nb, P + b, G + b, S + b if upd.momentum != 0 else <floating*>NULL, lr,
+                        <floating>upd.momentum, <floating>0, upd.nesterov)
+    elif upd.optimizer == OPT_RPROP:
+        rprop_update_into(nw, P + w, G + w, S2 + w, S + w, &args.rprop_w)
+        rprop_update_into(nb, P + b, G + b, S2 + b, S + b, &args.rprop_b)
+    else:
+        adam_update_into(nw, P + w, G + w, S + w, S2 + w, &args.adam_w)
+        adam_update_into(nb, P + b, G + b, S + b, S2 + b, &args.adam_b)
 
-    G == NULL: each layer is updated in place by fused SGD (W := (1 - lr * decay) * W -
-    lr * dW) right after its error has been sent back through the old W.
-    G != NULL: G receives dLoss/dW and dLoss/db; with upd != NULL each layer then
-    takes its SGD step from G (sgd_update_into, velocities V) while its gradient is still
-    in cache, else P is untouched.
+
+cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
+                         const floating* sw, floating* P, const Workspace* ws, floating* G,
+                         floating* S, Py_ssize_t n_params, const Update* upd,
+                         const StepArgs* args) noexcept nogil:
+    """Compute the error (sample weights sw, or NULL) and backpropagate it; returns the loss.
+
+    G == NULL: each layer is updated in place by fused plain SGD (W := (1 - lr * decay) *
+    W - lr * dW) right after its error has been sent back through the old W.
+    G != NULL: G receives dLoss/dW and dLoss/db; with args != NULL each layer then takes
+    the optimizer's step (update_layer) while its gradient is still in cache, else P is
+    untouched.
     """
     cdef int l, L = net.n_layers
     cdef floating* acts = <floating*>ws.acts
@@ -196,7 +256,7 @@ cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const 
     cdef floating lr = upd.lr if upd != NULL else 0
     cdef floating w_scale = 1 - lr * <floating>upd.weight_decay if upd != NULL else 1
     cdef double loss = output_delta_into(n, net.sizes[L], layer_output(net, n, acts, L - 1), Y,
-                                         net.loss, net.output_act, delta)
+                                         net.loss, net.output_act, sw, delta)
     for l in range(L - 1, -1, -1):
         n_in = net.sizes[l]
         n_out = net.sizes[l + 1]
@@ -210,11 +270,8 @@ cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const 
             if l > 0:
                 backprop_error_into(n, n_in, n_out, delta, P + w, E)
             weight_gradients_into(n, n_in, n_out, A_prev, delta, G + w, G + b)
-            if upd != NULL:
-                sgd_update_into(n_in * n_out, P + w, G + w, V + w, lr, <floating>upd.momentum,
-                                <floating>upd.weight_decay, upd.nesterov)
-                sgd_update_into(n_out, P + b, G + b, V + b, lr, <floating>upd.momentum,
-                                <floating>0, upd.nesterov)
+            if args != NULL:
+                update_layer(net, l, P, G, S, n_params, upd, args)
             if l > 0:
                 activation_backward_into(n * n_in, E, A_prev, net.hidden_act)
         if l > 0:
@@ -225,30 +282,81 @@ cdef double backward_all(const Net* net, Py_ssize_t n, const floating* X, const 
 
 
 cdef double sgd_train_batch(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
-                            floating* P, const Workspace* ws, const Update* upd) noexcept nogil:
+                            const floating* sw, floating* P, const Workspace* ws,
+                            const Update* upd) noexcept nogil:
     """Run, compute the error, backpropagate and update with plain SGD; returns the loss.
 
     A tiny network (2-2-1) takes the whole step in one call (tiny_sgd_train_batch: the
     same bits, a fraction of the calls).
     """
     cdef floating lr = upd.lr
-    if tiny_network(net.n_layers, net.sizes, n, net.hidden_act, net.output_act, net.loss):
+    if sw == NULL and tiny_network(net.n_layers, net.sizes, n, net.hidden_act,
+                                   net.output_act, net.loss):
         return tiny_sgd_train_batch(net.n_layers, net.sizes, net.w_off, net.b_off, net.a_off,
                                     net.hidden_act, net.output_act, net.loss, n, X, Y, P,
                                     <floating*>ws.acts, <floating*>ws.err0, <floating*>ws.err1,
                                     lr, 1 - lr * <floating>upd.weight_decay)
     forward_all(net, n, X, P, <floating*>ws.acts)
-    return backward_all(net, n, X, Y, P, ws, <floating*>NULL, <floating*>NULL, upd)
+    return backward_all(net, n, X, Y, sw, P, ws, <floating*>NULL, <floating*>NULL, 0, upd,
+                        NULL)
+
+
+cdef void prepare_step(Update* upd, StepArgs* args) noexcept nogil:
+    """Count the step and compute its scalars (Adam's bias corrections, ...)."""
+    upd.step += 1
+    if upd.optimizer == OPT_ADAM or upd.optimizer == OPT_ADAMW:
+        args.adam_w = adam_args(upd.step, upd.lr, upd.beta1, upd.beta2, upd.eps,
+                                upd.weight_decay, upd.optimizer == OPT_ADAMW, upd.folded)
+        args.adam_b = adam_args(upd.step, upd.lr, upd.beta1, upd.beta2, upd.eps, 0,
+                                upd.optimizer == OPT_ADAMW, upd.folded)
+    elif upd.optimizer == OPT_RPROP:
+        args.rprop_w = rprop_args(upd.eta_minus, upd.eta_plus, upd.step_min, upd.step_max,
+                                  upd.weight_decay)
+        args.rprop_b = rprop_args(upd.eta_minus, upd.eta_plus, upd.step_min, upd.step_max, 0)
+
+
+cdef void step_from_gradients(const Net* net, floating* P, floating* G, floating* S,
+                              Py_ssize_t n_params, Update* upd) noexcept nogil:
+    """The optimizer's step from the gradients in G, all layers: clip their global norm to
+    upd.clip_norm first when it is > 0 (as torch.nn.utils.clip_grad_norm_: G *= min(1,
+    clip / (norm + 1e-6)))."""
+    cdef StepArgs args
+    cdef double scale
+    cdef int l
+    prepare_step(upd, &args)
+    if upd.clip_norm > 0:
+        scale = upd.clip_norm / (sqrt(sum_squares(n_params, G)) + 1e-6)
+        if scale < 1:
+            scale_buffer(n_params, G, <floating>scale)
+    for l in range(net.n_layers):
+        update_layer(net, l, P, G, S, n_params, upd, &args)
 
 
 cdef double train_batch(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
-                        floating* P, floating* G, floating* V, const Workspace* ws,
-                        const Update* upd) noexcept nogil:
-    """One update on one batch: fused plain SGD, or gradients into G then momentum SGD."""
-    if upd.momentum == 0:
-        return sgd_train_batch(net, n, X, Y, P, ws, upd)
+                        const floating* sw, floating* P, floating* G, floating* S,
+                        Py_ssize_t n_params, const Workspace* ws, Update* upd) noexcept nogil:
+    """One update on one batch: fused plain SGD; or the gradients into G and the optimizer's
+    step from them, layer by layer while each is in cache, or after all of them when their
+    global norm is clipped."""
+    cdef StepArgs args
+    cdef double loss
+    if (upd.optimizer == OPT_SGD and upd.momentum == 0 and upd.clip_norm == 0
+            and not upd.from_gradients):
+        upd.step += 1
+        return sgd_train_batch(net, n, X, Y, sw, P, ws, upd)
     forward_all(net, n, X, P, <floating*>ws.acts)
-    return backward_all(net, n, X, Y, P, ws, G, V, upd)
+    if upd.clip_norm == 0:
+        prepare_step(upd, &args)
+        return backward_all(net, n, X, Y, sw, P, ws, G, S, n_params, upd, &args)
+    loss = backward_all(net, n, X, Y, sw, P, ws, G, S, n_params, upd, NULL)
+    step_from_gradients(net, P, G, S, n_params, upd)
+    return loss
+
+
+cdef void scale_buffer(Py_ssize_t size, floating* x, floating factor) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(size):
+        x[i] *= factor
 
 
 cdef double weight_sq_norm(const Net* net, const floating* P) noexcept nogil:
@@ -303,8 +411,9 @@ cdef struct EpochRun:
     Py_ssize_t batch_size
     void* params
     void* grads
-    void* velocity
+    void* state            # the optimizer's state, 2 * n_params
     void* backup           # the parameters at the start of the running epoch
+    void* weights          # sample weights, one per row, or NULL
     Py_ssize_t n_params
     Py_ssize_t* order      # the sample order, shuffled in place
     uint64_t rng
@@ -315,7 +424,7 @@ cdef struct EpochRun:
 
 
 cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRun* run,
-                   const Workspace* ws, const Update* upd, Interrupts* it,
+                   const Workspace* ws, Update* upd, Interrupts* it,
                    double* loss_sum) noexcept nogil:
     """One epoch of mini-batch training; returns 0, 1 if a batch loss is not finite, 2 if
     interrupted after a batch.
@@ -328,6 +437,8 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
     cdef Py_ssize_t d_in = net.sizes[0], d_out = net.sizes[net.n_layers]
     cdef const floating* xb
     cdef const floating* yb
+    cdef const floating* W = <floating*>run.weights
+    cdef const floating* wb = NULL
     cdef double loss
     if run.shuffled:
         shuffle(run.order, N, &run.rng)
@@ -338,11 +449,16 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
             gather_rows(Y, d_out, run.order + start, n, <floating*>ws.y_rows)
             xb = <floating*>ws.x_rows
             yb = <floating*>ws.y_rows
+            if W != NULL:
+                gather_rows(W, 1, run.order + start, n, <floating*>ws.w_rows)
+                wb = <floating*>ws.w_rows
         else:
             xb = X + start * d_in
             yb = Y + start * d_out
-        loss = train_batch(net, n, xb, yb, <floating*>run.params, <floating*>run.grads,
-                           <floating*>run.velocity, ws, upd)
+            if W != NULL:
+                wb = W + start
+        loss = train_batch(net, n, xb, yb, wb, <floating*>run.params, <floating*>run.grads,
+                           <floating*>run.state, run.n_params, ws, upd)
         run.n_updates += 1
         if not isfinite(loss):
             return 1
@@ -354,7 +470,7 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
 
 
 cdef Py_ssize_t run_epochs(const Net* net, const floating* X, const floating* Y, EpochRun* run,
-                           const Workspace* ws, Update upd, const double* lrs,
+                           const Workspace* ws, Update* upd, const double* lrs,
                            Py_ssize_t n_epochs, double* losses) noexcept nogil:
     """Epochs back to back; returns how many completed, each loss in `losses`.
 
@@ -374,15 +490,16 @@ cdef Py_ssize_t run_epochs(const Net* net, const floating* X, const floating* Y,
         memcpy(run.backup, P, run.n_params * sizeof(floating))
         loss_sum = 0
         upd.lr = lrs[e]
-        status = run_epoch(net, X, Y, run, ws, &upd, &it, &loss_sum)
+        status = run_epoch(net, X, Y, run, ws, upd, &it, &loss_sum)
         if status == 2:
             run.interrupted = True
             if all_finite(run.n_params, P):
                 return e
             status = 1
         loss = loss_sum if net.loss == LOSS_SSE else loss_sum / run.n_samples
-        if upd.weight_decay != 0:
-            # The decay at the dtype of the parameters, as the updates use it.
+        if upd.weight_decay != 0 and upd.optimizer != OPT_ADAMW:
+            # The L2 term (AdamW's decay is no term of the loss), at the dtype of the
+            # parameters, as the updates use it.
             loss += 0.5 * <floating>upd.weight_decay * weight_sq_norm(net, P)
         if status != 0 or not isfinite(loss) or not all_finite(run.n_params, P):
             memcpy(P, run.backup, run.n_params * sizeof(floating))
@@ -401,12 +518,12 @@ cdef class Engine:
     cdef Py_ssize_t n_params, max_width, work_rows
     cdef readonly Py_ssize_t work_size      # elements in the workspace
     cdef readonly Py_ssize_t batch          # rows of the last forward; 0: none to backprop
-    cdef object params, grads, velocity, backup, work, indices
+    cdef object params, grads, state, backup, work, indices
     cdef Workspace ws
     cdef uint64_t rng
 
     def __cinit__(self, sizes, int hidden_act, int output_act, int loss,
-                  cnp.ndarray params, cnp.ndarray grads, cnp.ndarray velocity):
+                  cnp.ndarray params, cnp.ndarray grads, cnp.ndarray state):
         cdef int L = len(sizes) - 1, l
         layers, n_params = param_layout(sizes)
         self.net.n_layers = L
@@ -429,14 +546,14 @@ cdef class Engine:
             self.net.a_off[l] = acts_width
             acts_width += sizes[l + 1]
         self.n_params = n_params
-        for buf in (params, grads, velocity):
-            if (buf.ndim != 1 or buf.shape[0] != n_params or not buf.flags.c_contiguous
+        for buf, size in ((params, n_params), (grads, n_params), (state, 2 * n_params)):
+            if (buf.ndim != 1 or buf.shape[0] != size or not buf.flags.c_contiguous
                     or buf.dtype != params.dtype or params.dtype not in (np.float32, np.float64)):
                 raise ValueError("Engine: parameter buffers do not match the layout")
         self.is_double = params.dtype == np.float64
         self.params = params
         self.grads = grads
-        self.velocity = velocity
+        self.state = state
         self.work_size = 0
         self.work_rows = 0
         self.batch = 0
@@ -457,7 +574,7 @@ cdef class Engine:
         quarter of it, so that one huge batch does not pin its memory for good.
         """
         cdef Py_ssize_t d_in = self.net.sizes[0], d_out = self.net.sizes[self.net.n_layers]
-        cdef Py_ssize_t need = self.acts_size(n) + n * (2 * self.max_width + d_in + d_out)
+        cdef Py_ssize_t need = self.acts_size(n) + n * (2 * self.max_width + d_in + d_out + 1)
         cdef Py_ssize_t item = 8 if self.is_double else 4
         cdef bint moved = need > self.work_size or 4 * need < self.work_size
         if moved:
@@ -472,6 +589,7 @@ cdef class Engine:
             self.ws.err1 = <char*>self.ws.err0 + item * n * self.max_width
             self.ws.x_rows = <char*>self.ws.err1 + item * n * self.max_width
             self.ws.y_rows = <char*>self.ws.x_rows + item * n * d_in
+            self.ws.w_rows = <char*>self.ws.y_rows + item * n * d_out
         return 0
 
     cdef check(self, cnp.ndarray A, Py_ssize_t width, str name):
@@ -580,11 +698,7 @@ cdef class Engine:
 
     cdef double fused_step(self, cnp.ndarray X, cnp.ndarray Y, double lr) except? -1:
         cdef Py_ssize_t n = cnp.PyArray_DIMS(X)[0]
-        cdef Update upd
-        upd.lr = lr
-        upd.momentum = 0
-        upd.weight_decay = 0
-        upd.nesterov = False
+        cdef Update upd = plain_sgd(lr)
         self.reserve(n)
         self.batch = 0
         if self.backup is None:
@@ -627,17 +741,21 @@ cdef class Engine:
         self.indices = np.arange(n_samples, dtype=np.intp)
 
     def epochs(self, cnp.ndarray X, cnp.ndarray Y, Py_ssize_t batch_size, bint shuffled,
-               double[::1] lrs, double momentum, bint nesterov, double weight_decay):
+               double[::1] lrs, sample_weight, Update update):
         """len(lrs) epochs over (X, Y) in one nogil call, epoch e with learning rate lrs[e].
 
-        Returns (losses of the completed epochs, n_updates, diverged, interrupted); see
-        run_epochs. After an interrupt, take_pending_exception() gives what was raised.
+        sample_weight: None or one weight per row, of the network's dtype. update: the
+        optimizer's settings (an Update given as a dict; its `step` counts on from there).
+        Returns (losses of the completed epochs, n_updates, diverged, interrupted, step);
+        see run_epochs. After an interrupt, take_pending_exception() gives what was raised.
         """
         cdef Py_ssize_t N = X.shape[0], n_epochs = lrs.shape[0], done = 0
         self.check(X, self.net.sizes[0], "X")
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != N or batch_size < 1 or self.indices is None or self.indices.shape[0] != N:
             raise ValueError("epochs: X, Y, batch_size and seed() do not agree")
+        if sample_weight is not None:
+            self.check(sample_weight.reshape(N, 1), 1, "sample_weight")
         cdef Py_ssize_t rows = min(batch_size, N)
         self.reserve(rows)
         self.batch = 0
@@ -645,20 +763,16 @@ cdef class Engine:
             self.backup = np.empty_like(self.params)
         losses = np.zeros(n_epochs)
         if n_epochs == 0:
-            return losses, 0, False, False
+            return losses, 0, False, False, update.step
         cdef double[::1] loss_view = losses
-        cdef Update upd
-        upd.lr = 0
-        upd.momentum = momentum
-        upd.weight_decay = weight_decay
-        upd.nesterov = nesterov
         cdef EpochRun run
         run.n_samples = N
         run.batch_size = rows
         run.params = data(self.params)
         run.grads = data(self.grads)
-        run.velocity = data(self.velocity)
+        run.state = data(self.state)
         run.backup = data(self.backup)
+        run.weights = data(sample_weight) if sample_weight is not None else NULL
         run.n_params = self.n_params
         run.order = <Py_ssize_t*>data(self.indices)
         run.rng = self.rng
@@ -670,13 +784,28 @@ cdef class Engine:
         cdef void* y = data(Y)
         with nogil:
             if self.is_double:
-                done = run_epochs(&self.net, <double*>x, <double*>y, &run, &self.ws, upd,
+                done = run_epochs(&self.net, <double*>x, <double*>y, &run, &self.ws, &update,
                                   &lrs[0], n_epochs, &loss_view[0])
             else:
-                done = run_epochs(&self.net, <float*>x, <float*>y, &run, &self.ws, upd,
+                done = run_epochs(&self.net, <float*>x, <float*>y, &run, &self.ws, &update,
                                   &lrs[0], n_epochs, &loss_view[0])
         self.rng = run.rng
-        return losses[:done], run.n_updates, run.diverged, run.interrupted
+        return losses[:done], run.n_updates, run.diverged, run.interrupted, update.step
+
+    def step_from_gradients(self, Update update):
+        """The optimizer's step from the gradient buffer (what backward() filled); returns
+        the new step count. bpfast.optim's step()."""
+        cdef void* P = data(self.params)
+        cdef void* G = data(self.grads)
+        cdef void* S = data(self.state)
+        with nogil:
+            if self.is_double:
+                step_from_gradients(&self.net, <double*>P, <double*>G, <double*>S,
+                                    self.n_params, &update)
+            else:
+                step_from_gradients(&self.net, <float*>P, <float*>G, <float*>S,
+                                    self.n_params, &update)
+        return update.step
 
     def params_finite(self):
         """True when no parameter is NaN or infinite."""
@@ -695,7 +824,7 @@ cdef double backprop_typed(const Net* net, Py_ssize_t n, const floating* X, cons
                            const Update* upd) noexcept nogil:
     """Engine.backprop_batch for one dtype."""
     if run and G == NULL:
-        return sgd_train_batch(net, n, X, Y, P, ws, upd)
+        return sgd_train_batch(net, n, X, Y, <floating*>NULL, P, ws, upd)
     if run:
         forward_all(net, n, X, P, <floating*>ws.acts)
-    return backward_all(net, n, X, Y, P, ws, G, <floating*>NULL, upd)
+    return backward_all(net, n, X, Y, <floating*>NULL, P, ws, G, <floating*>NULL, 0, upd, NULL)

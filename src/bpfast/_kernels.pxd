@@ -28,7 +28,8 @@ cdef void dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              int activation, floating* A) noexcept nogil
 
 cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
-                              int loss, int activation, floating* delta) noexcept nogil
+                              int loss, int activation, const floating* sample_weight,
+                              floating* delta) noexcept nogil
 
 cdef void backprop_error_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                               const floating* delta, const floating* W,
@@ -44,6 +45,36 @@ cdef void weight_gradients_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
 cdef void sgd_update_into(Py_ssize_t size, floating* W, const floating* grad,
                           floating* velocity, floating lr, floating momentum,
                           floating weight_decay, bint nesterov) noexcept nogil
+
+cdef extern from "_vmath.h":
+    # The scalars of one optimizer step, for _vmath.h's update loops.
+    ctypedef struct bpf_adam_args:
+        double step
+        double beta1
+        double beta2
+        double bc2_sqrt
+        double eps
+        double decay
+        double shrink
+    ctypedef struct bpf_rprop_args:
+        double eta_minus
+        double eta_plus
+        double step_min
+        double step_max
+        double decay
+
+cdef void adam_update_into(Py_ssize_t size, floating* W, const floating* grad, floating* m,
+                           floating* v, const bpf_adam_args* args) noexcept nogil
+
+cdef bpf_adam_args adam_args(long long t, double lr, double beta1, double beta2, double eps,
+                             double weight_decay, bint decoupled, bint folded) noexcept nogil
+
+cdef void rprop_update_into(Py_ssize_t size, floating* W, const floating* grad,
+                            floating* prev, floating* steps,
+                            const bpf_rprop_args* args) noexcept nogil
+
+cdef bpf_rprop_args rprop_args(double eta_minus, double eta_plus, double step_min,
+                               double step_max, double weight_decay) noexcept nogil
 
 cdef void sgd_fused_update_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                                 floating* W, floating* b, const floating* A_prev,

@@ -16,6 +16,7 @@ in ``functional.py``. The rest (``gemm``, ``column_sums``, ``sgd_backward_layer`
 paths) are building blocks, composed of or tested against the pairs.
 """
 from cython cimport floating
+from libc.math cimport log, pow, sqrt
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cdef extern from "_vmath.h" nogil:
@@ -44,6 +45,14 @@ cdef extern from "_vmath.h" nogil:
                                double* delta)
     double bpf_squared_error_f(Py_ssize_t size, const float* A, const float* Y, double scale,
                                float* delta)
+    void bpf_adam_d(Py_ssize_t size, double* P, const double* G, double* M, double* V,
+                    const bpf_adam_args* a)
+    void bpf_adam_f(Py_ssize_t size, float* P, const float* G, float* M, float* V,
+                    const bpf_adam_args* a)
+    void bpf_rprop_d(Py_ssize_t size, double* P, const double* G, double* prev, double* steps,
+                     const bpf_rprop_args* r)
+    void bpf_rprop_f(Py_ssize_t size, float* P, const float* G, float* prev, float* steps,
+                     const bpf_rprop_args* r)
     int bpf_cpu_level()
     int bpf_set_cpu_level(int cap)
 
@@ -282,46 +291,93 @@ def dense_forward(floating[:, ::1] X, floating[:, ::1] W, floating[::1] b, str a
 # ================================================================ the error, backwards
 
 cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
-                              int loss, int activation, floating* delta) noexcept nogil:
-    """delta := dLoss/dZ of the output layer; returns the loss (accumulated in double)."""
+                              int loss, int activation, const floating* sample_weight,
+                              floating* delta) noexcept nogil:
+    """delta := dLoss/dZ of the output layer; returns the loss (accumulated in double).
+
+    sample_weight (NULL: none) makes the loss and delta the weighted average over rows,
+    divided by the sum of the weights ('sse': the weighted sum), so integer weights
+    equal repeated rows.
+    """
     cdef Py_ssize_t i, j
     cdef double value
     cdef floating s
     if loss == LOSS_CROSS_ENTROPY:
         # Softmax + cross-entropy fused: dLoss/dZ = (A * sum(Y) - Y) / n, no division by A.
         if floating is double:
-            return bpf_xent_delta_d(n, m, A, Y, delta)
+            value = bpf_xent_delta_d(n, m, A, Y, delta)
         else:
-            return bpf_xent_delta_f(n, m, A, Y, delta)
-    cdef double scale = 1.0 / (n * m) if loss == LOSS_MSE else 1.0
-    if floating is double:
-        value = bpf_squared_error_d(n * m, A, Y, scale, delta)      # delta = dLoss/dA
+            value = bpf_xent_delta_f(n, m, A, Y, delta)
     else:
-        value = bpf_squared_error_f(n * m, A, Y, scale, delta)
-    if activation == ACT_SOFTMAX:
-        # Softmax couples a row: dZ_i = A_i * (G_i - sum_j G_j A_j).
-        for i in range(n):
-            s = 0
-            for j in range(m):
-                s += delta[i * m + j] * A[i * m + j]
-            for j in range(m):
-                delta[i * m + j] = A[i * m + j] * (delta[i * m + j] - s)
-    else:
-        activation_backward_into(n * m, delta, A, activation)
+        if floating is double:
+            value = bpf_squared_error_d(n * m, A, Y, 1.0 / (n * m) if loss == LOSS_MSE else 1.0,
+                                        delta)                      # delta = dLoss/dA
+        else:
+            value = bpf_squared_error_f(n * m, A, Y, 1.0 / (n * m) if loss == LOSS_MSE else 1.0,
+                                        delta)
+        if activation == ACT_SOFTMAX:
+            # Softmax couples a row: dZ_i = A_i * (G_i - sum_j G_j A_j).
+            for i in range(n):
+                s = 0
+                for j in range(m):
+                    s += delta[i * m + j] * A[i * m + j]
+                for j in range(m):
+                    delta[i * m + j] = A[i * m + j] * (delta[i * m + j] - s)
+        else:
+            activation_backward_into(n * m, delta, A, activation)
+    if sample_weight != NULL:
+        value = weigh_rows(n, m, A, Y, loss, sample_weight, delta)
     return value
 
 
-def output_delta(floating[:, ::1] A, floating[:, ::1] Y, str loss, str activation):
+cdef double weigh_rows(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
+                       int loss, const floating* w, floating* delta) noexcept nogil:
+    """Turn the unweighted output delta (scaled by 1/n, 1/(n m) or 1) into the weighted
+    one, row i times w_i * n / sum(w) ('sse': w_i); returns the weighted loss. Rows whose
+    weights sum to 0 contribute nothing."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0, value = 0, row, diff, factor
+    for i in range(n):
+        total += w[i]
+    for i in range(n):
+        row = 0
+        for j in range(m):
+            if loss == LOSS_CROSS_ENTROPY:
+                if Y[i * m + j] != 0:
+                    row -= <double>Y[i * m + j] * log(<double>A[i * m + j] if A[i * m + j] > 0
+                                                      else 5e-324)
+            else:
+                diff = <double>A[i * m + j] - <double>Y[i * m + j]
+                row += diff * diff
+        value += w[i] * row
+        if loss == LOSS_SSE:
+            factor = w[i]
+        else:
+            factor = w[i] * n / total if total > 0 else 0
+        for j in range(m):
+            delta[i * m + j] = <floating>(delta[i * m + j] * factor)
+    if loss == LOSS_SSE:
+        return value
+    if total == 0:
+        return 0
+    return value / (total * m) if loss == LOSS_MSE else value / total
+
+
+def output_delta(floating[:, ::1] A, floating[:, ::1] Y, str loss, str activation,
+                 floating[::1] sample_weight=None):
     """Return (loss, delta) with delta = dLoss/dZ of the output layer."""
     cdef Py_ssize_t n = A.shape[0], m = A.shape[1]
     cdef int loss_code = LOSSES[loss], act = ACTIVATIONS[activation]
     cdef double value
     _check(Y.shape[0] == n and Y.shape[1] == m and n > 0 and m > 0,
            "output_delta: A and Y differ in shape or are empty")
+    _check(sample_weight is None or sample_weight.shape[0] == n,
+           "output_delta: sample_weight needs one weight per row")
+    cdef const floating* w = &sample_weight[0] if sample_weight is not None else NULL
     out = new_array((n, m), floating is double)
     cdef floating[:, ::1] delta = out
     with nogil:
-        value = output_delta_into(n, m, &A[0, 0], &Y[0, 0], loss_code, act, &delta[0, 0])
+        value = output_delta_into(n, m, &A[0, 0], &Y[0, 0], loss_code, act, w, &delta[0, 0])
     return value, out
 
 
@@ -471,6 +527,83 @@ def sgd_update(floating[::1] W, floating[::1] grad, double lr, floating[::1] vel
     with nogil:
         sgd_update_into(W.shape[0], &W[0], &grad[0], v, <floating>lr, <floating>momentum,
                         <floating>weight_decay, nesterov)
+
+
+cdef void adam_update_into(Py_ssize_t size, floating* W, const floating* grad, floating* m,
+                           floating* v, const bpf_adam_args* args) noexcept nogil:
+    """One Adam/AdamW step in place (the scalars of step t in args: adam_args())."""
+    if floating is double:
+        bpf_adam_d(size, W, grad, m, v, args)
+    else:
+        bpf_adam_f(size, W, grad, m, v, args)
+
+
+cdef bpf_adam_args adam_args(long long t, double lr, double beta1, double beta2, double eps,
+                             double weight_decay, bint decoupled, bint folded) noexcept nogil:
+    """The scalars of Adam's step t (from 1): lr / (1 - beta1^t), sqrt(1 - beta2^t), the
+    decays. folded: eps is added to sqrt(v), not to sqrt(v) / sqrt(1 - beta2^t) (the
+    bias corrections folded into the learning rate, as scikit-learn's Adam does)."""
+    cdef bpf_adam_args a
+    a.step = lr / (1 - pow(beta1, <double>t))
+    a.beta1 = beta1
+    a.beta2 = beta2
+    a.bc2_sqrt = sqrt(1 - pow(beta2, <double>t))
+    a.eps = eps / a.bc2_sqrt if folded else eps
+    a.decay = 0 if decoupled else weight_decay
+    a.shrink = 1 - lr * weight_decay if decoupled else 1
+    return a
+
+
+def adam_update(floating[::1] W, floating[::1] grad, floating[::1] m, floating[::1] v,
+                long long step, double lr, tuple betas=(0.9, 0.999), double eps=1e-8,
+                double weight_decay=0, bint decoupled=False, bint folded=False):
+    """Adam's step number `step` (from 1) in place over flat arrays: W, m and v change.
+
+    weight_decay is an L2 term on the gradient (Adam), or with decoupled=True shrinks W
+    by 1 - lr * weight_decay first (AdamW); folded: scikit-learn's placement of eps.
+    """
+    _check(W.shape[0] == grad.shape[0] == m.shape[0] == v.shape[0],
+           "adam_update: W, grad, m and v differ in size")
+    if W.shape[0] == 0:
+        return
+    cdef bpf_adam_args a = adam_args(step, lr, betas[0], betas[1], eps, weight_decay,
+                                     decoupled, folded)
+    with nogil:
+        adam_update_into(W.shape[0], &W[0], &grad[0], &m[0], &v[0], &a)
+
+
+cdef void rprop_update_into(Py_ssize_t size, floating* W, const floating* grad,
+                            floating* prev, floating* steps,
+                            const bpf_rprop_args* args) noexcept nogil:
+    """One iRprop- step in place: steps grow or shrink by the sign of grad * prev."""
+    if floating is double:
+        bpf_rprop_d(size, W, grad, prev, steps, args)
+    else:
+        bpf_rprop_f(size, W, grad, prev, steps, args)
+
+
+cdef bpf_rprop_args rprop_args(double eta_minus, double eta_plus, double step_min,
+                               double step_max, double weight_decay) noexcept nogil:
+    cdef bpf_rprop_args r
+    r.eta_minus = eta_minus
+    r.eta_plus = eta_plus
+    r.step_min = step_min
+    r.step_max = step_max
+    r.decay = weight_decay
+    return r
+
+
+def rprop_update(floating[::1] W, floating[::1] grad, floating[::1] prev, floating[::1] steps,
+                 tuple etas=(0.5, 1.2), tuple step_sizes=(1e-6, 50.0), double weight_decay=0):
+    """One iRprop- step in place over flat arrays: W, prev and steps change."""
+    _check(W.shape[0] == grad.shape[0] == prev.shape[0] == steps.shape[0],
+           "rprop_update: W, grad, prev and steps differ in size")
+    if W.shape[0] == 0:
+        return
+    cdef bpf_rprop_args r = rprop_args(etas[0], etas[1], step_sizes[0], step_sizes[1],
+                                       weight_decay)
+    with nogil:
+        rprop_update_into(W.shape[0], &W[0], &grad[0], &prev[0], &steps[0], &r)
 
 
 cdef void sgd_fused_update_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from bpfast import reference as ref
-from bpfast._engine import NeedsValidation
+from bpfast._engine import OPTIMIZERS, NeedsValidation
 
 _MASK = (1 << 64) - 1
 
@@ -44,10 +44,10 @@ def shuffle(idx, state):
 class ReferenceEngine:
     """Pure-Python twin of ``_engine.Engine``."""
 
-    def __init__(self, sizes, hidden_act, output_act, loss, params, grads, velocity):
+    def __init__(self, sizes, hidden_act, output_act, loss, params, grads, state):
         self.sizes = list(sizes)
         self.hidden_act, self.output_act, self.loss = hidden_act, output_act, loss
-        self.params, self.grads, self.velocity = params, grads, velocity
+        self.params, self.grads, self.state = params, grads, state
         self.views = []     # (W view, b view) per layer into a flat buffer
         off = 0
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
@@ -79,13 +79,13 @@ class ReferenceEngine:
             acts.append(ref.dense_forward(acts[-1], W, b, self._act(l)))
         return acts
 
-    def _backward_all(self, acts, Y, layers, lr=None, w_scale=1.0):
+    def _backward_all(self, acts, Y, layers, sample_weight=None, lr=None, w_scale=1.0):
         """Compute the error and backpropagate; returns (loss, per-layer (dW, db) or None).
 
         With lr given, each layer is updated in place by fused SGD right after its
         error was sent back through the old W (as the compiled engine does).
         """
-        loss, delta = ref.output_delta(acts[-1], Y, self.loss, self.output_act)
+        loss, delta = ref.output_delta(acts[-1], Y, self.loss, self.output_act, sample_weight)
         grads = [None] * len(layers)
         for l in range(len(layers) - 1, -1, -1):
             W, b = layers[l]
@@ -101,6 +101,34 @@ class ReferenceEngine:
                 ref.activation_backward(E, acts[l], self.hidden_act)
                 delta = E
         return loss, grads
+
+    def _step_from_gradients(self, u):
+        """The optimizer's step from the gradient buffer, as _engine's step_from_gradients."""
+        u["step"] += 1
+        half = self.params.shape[0]
+        if u["clip_norm"] > 0:
+            norm = math.sqrt(float(np.dot(self.grads.astype(np.float64), self.grads)))
+            scale = u["clip_norm"] / (norm + 1e-6)
+            if scale < 1:
+                self.grads *= self.grads.dtype.type(scale)
+        layers, grads = self._layers(self.params), self._layers(self.grads)
+        first, second = self._layers(self.state[:half]), self._layers(self.state[half:])
+        name, lr, wd = OPTIMIZERS[u["optimizer"]], u["lr"], u["weight_decay"]
+        for (W, b), (dW, db), (m_W, m_b), (v_W, v_b) in zip(layers, grads, first, second):
+            for P, G, S1, S2, decay in ((W, dW, m_W, v_W, wd), (b, db, m_b, v_b, 0.0)):
+                if name == "sgd":
+                    ref.sgd_update(P, G, lr, S1 if u["momentum"] else None, u["momentum"],
+                                   decay, u["nesterov"])
+                elif name == "rprop":
+                    ref.rprop_update(P, G, S2, S1, (u["eta_minus"], u["eta_plus"]),
+                                     (u["step_min"], u["step_max"]), decay)
+                else:
+                    ref.adam_update(P, G, S1, S2, u["step"], lr, (u["beta1"], u["beta2"]),
+                                    u["eps"], decay, name == "adamw", u["folded"])
+        self._write(self.params, layers)
+        self._write(self.state[:half], first)
+        self._write(self.state[half:], second)
+        return u["step"]
 
     # -- the Engine interface
     def forward(self, X, keep=True):
@@ -119,21 +147,23 @@ class ReferenceEngine:
         self.batch, self.acts = 0, None
         return loss
 
-    def _train_batch(self, X, Y, lr, momentum, nesterov, weight_decay):
+    def _train_batch(self, X, Y, sample_weight, u):
         layers = self._layers(self.params)
         acts = self._forward_all(X, layers)
-        if momentum == 0:
-            loss, _ = self._backward_all(acts, Y, layers, lr, 1.0 - lr * weight_decay)
+        if (u["optimizer"] == 0 and u["momentum"] == 0 and u["clip_norm"] == 0
+                and not u["from_gradients"]):
+            u["step"] += 1
+            loss, _ = self._backward_all(acts, Y, layers, sample_weight, u["lr"],
+                                         1.0 - u["lr"] * u["weight_decay"])
             self._write(self.params, layers)
             return loss
-        loss, grads = self._backward_all(acts, Y, layers)
-        velocity = self._layers(self.velocity)
-        for (W, b), (dW, db), (vW, vb) in zip(layers, grads, velocity):
-            ref.sgd_update(W, dW, lr, vW, momentum, weight_decay, nesterov)
-            ref.sgd_update(b, db, lr, vb, momentum, 0.0, nesterov)
-        self._write(self.params, layers)
-        self._write(self.velocity, velocity)
+        loss, grads = self._backward_all(acts, Y, layers, sample_weight)
+        self._write(self.grads, grads)
+        self._step_from_gradients(u)
         return loss
+
+    def step_from_gradients(self, update):
+        return self._step_from_gradients(dict(update))
 
     def try_train_step(self, X, Y, lr):
         raise NeedsValidation     # no fast path: the Network validates first
@@ -141,7 +171,9 @@ class ReferenceEngine:
     def train_step(self, X, Y, lr):
         self.batch, self.acts = 0, None
         backup = self.params.copy()
-        loss = self._train_batch(X.tolist(), Y.tolist(), lr, 0.0, False, 0.0)
+        update = dict(optimizer=0, lr=lr, momentum=0.0, weight_decay=0.0, clip_norm=0.0,
+                      from_gradients=False, step=0)
+        loss = self._train_batch(X.tolist(), Y.tolist(), None, update)
         if not (math.isfinite(loss) and self.params_finite()):
             self.params[...] = backup
             return math.nan
@@ -151,25 +183,27 @@ class ReferenceEngine:
         self.rng = int(seed) & _MASK
         self.indices = list(range(n_samples))
 
-    def epochs(self, X, Y, batch_size, shuffled, lrs, momentum, nesterov, weight_decay):
+    def epochs(self, X, Y, batch_size, shuffled, lrs, sample_weight, update):
         """As _engine.Engine.epochs: (losses of the completed epochs, n_updates, diverged,
-        interrupted); Ctrl-C raises KeyboardInterrupt here directly."""
+        interrupted, step); Ctrl-C raises KeyboardInterrupt here directly."""
         self.batch, self.acts = 0, None
+        u = dict(update)
         losses, n_updates = [], 0
+        w = None if sample_weight is None else sample_weight.tolist()
         for lr in lrs:
             backup = self.params.copy()
-            loss, n, ok = self._epoch(X, Y, batch_size, shuffled, float(lr), momentum, nesterov,
-                                      weight_decay)
+            u["lr"] = float(lr)
+            loss, n, ok = self._epoch(X, Y, w, batch_size, shuffled, u)
             n_updates += n
-            if weight_decay:
-                loss += 0.5 * weight_decay * self._weight_sq_norm()
+            if u["weight_decay"] and OPTIMIZERS[u["optimizer"]] != "adamw":
+                loss += 0.5 * u["weight_decay"] * self._weight_sq_norm()
             if not (ok and math.isfinite(loss) and self.params_finite()):
                 self.params[...] = backup
-                return np.array(losses), n_updates, True, False
+                return np.array(losses), n_updates, True, False, u["step"]
             losses.append(loss)
-        return np.array(losses), n_updates, False, False
+        return np.array(losses), n_updates, False, False, u["step"]
 
-    def _epoch(self, X, Y, batch_size, shuffled, lr, momentum, nesterov, weight_decay):
+    def _epoch(self, X, Y, w, batch_size, shuffled, u):
         N = X.shape[0]
         if shuffled:
             self.rng = shuffle(self.indices, self.rng)
@@ -178,7 +212,7 @@ class ReferenceEngine:
         for start in range(0, N, batch_size):
             rows = self.indices[start:start + batch_size] if shuffled else range(start, min(start + batch_size, N))
             loss = self._train_batch([Xl[i] for i in rows], [Yl[i] for i in rows],
-                                     lr, momentum, nesterov, weight_decay)
+                                     None if w is None else [w[i] for i in rows], u)
             n_updates += 1
             if not math.isfinite(loss):
                 return loss, n_updates, False

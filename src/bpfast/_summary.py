@@ -7,10 +7,10 @@ import numpy as np
 
 from bpfast._layout import param_layout
 
-#: The optimizer state buffers a Network may hold, as (attribute, what its values are).
-#: Each is laid out like the parameters; summary() reports every one that exists and
-#: holds a nonzero value. An optimizer with state of its own adds its buffer here.
-OPTIMIZER_STATE: List[Tuple[str, str]] = [("_velocity", "momentum velocities")]
+#: What each optimizer keeps per parameter, in the two halves of Network._state.
+STATE_HALVES = {"sgd": ("momentum velocities", None), "adam": ("first moments", "second moments"),
+                "adamw": ("first moments", "second moments"),
+                "rprop": ("step sizes", "previous gradients")}
 
 _HEADER = ("Layer", "Input -> output", "Activation", "Params", "W + b")
 _RIGHT_ALIGNED = {3, 4}
@@ -37,13 +37,17 @@ def layer_rows(net) -> List[Tuple[str, str, str, str, str]]:
 
 
 def optimizer_state_lines(net) -> List[str]:
-    """'momentum velocities: N values' for each state buffer that holds anything."""
-    lines = []
-    for attribute, what in OPTIMIZER_STATE:
-        buffer = getattr(net, attribute, None)
-        if buffer is not None and np.any(buffer != 0):
-            lines.append(f"{what}: {np.size(buffer):,} values")
-    return lines
+    """The optimizer whose state the Network holds, its step count and its buffers
+    ('sgd, 8 steps', 'momentum velocities: 21 values'); nothing when it holds none."""
+    kind = getattr(net, "_state_kind", None)
+    if kind is None or not net._state.any():       # plain SGD keeps none
+        return []
+    half = net._state.shape[0] // 2
+    first, second = STATE_HALVES[kind]
+    parts = [f"{kind}, {net._state_step:,} steps", f"{first}: {half:,} values"]
+    if second is not None:
+        parts.append(f"{second}: {half:,} values")
+    return parts
 
 
 def _table(rows: Sequence[Sequence[str]]) -> List[str]:

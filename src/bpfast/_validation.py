@@ -154,6 +154,17 @@ def as_parameters(x, name, dtype, shape):
     return out
 
 
+def as_sample_weight(x, n, dtype, name="sample_weight"):
+    """Sample weights: one finite number >= 0 per row, not all 0, in dtype."""
+    w = as_vector(x, name, dtype, n)
+    if (w < 0).any():
+        raise ValueError(f"{name} must be >= 0; got {w[w < 0][0]!r} at row "
+                         f"{int(np.argmax(w < 0))}")
+    if not w.any():
+        raise ValueError(f"{name} is all zeros: no row would count")
+    return w
+
+
 def as_vector(x, name, dtype, length, writeable=True):
     """x as a C-contiguous finite 1-D array of `dtype` and `length` elements."""
     arr = _numeric_array(x, name)

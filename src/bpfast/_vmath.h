@@ -166,6 +166,26 @@ BPF_INLINE float bpf_tanh_f(float x) {
 BPF_SQUARED_ERROR(d, double)
 BPF_SQUARED_ERROR(f, float)
 
+/* sqrt at the type's own precision (correctly rounded, so the same at every SIMD level). */
+#define bpf_sqrt_d sqrt
+#define bpf_sqrt_f sqrtf
+
+/* The scalars of one Adam step (computed once per batch by the engine). */
+typedef struct {
+    double step;        /* lr / (1 - beta1^t) */
+    double beta1, beta2;
+    double bc2_sqrt;    /* sqrt(1 - beta2^t) */
+    double eps;
+    double decay;       /* Adam's L2 term on the gradient (0 for AdamW and for biases) */
+    double shrink;      /* AdamW's decoupled decay: P *= 1 - lr * weight_decay (1: none) */
+} bpf_adam_args;
+
+/* The scalars of one iRprop- step. */
+typedef struct {
+    double eta_minus, eta_plus, step_min, step_max;
+    double decay;       /* L2 term on the gradient (0 for biases) */
+} bpf_rprop_args;
+
 /* One family of loops per type and target:
  *   bias_<f>(n, m, b, Z):  Z := f(Z + b) over n rows of m (f: identity, sigmoid, tanh, relu)
  *   softmax(n, m, Z):      Z[i] := softmax(Z[i]) row by row, shifted by the row max
@@ -179,6 +199,14 @@ BPF_SQUARED_ERROR(f, float)
  *   sgd_decay(size, P, G, lr, decay):   P -= lr (G + decay P)
  *   sgd_momentum(size, P, G, V, lr, mu, decay, nesterov): the momentum SGD update
  *       g = G + decay P;  V := mu V - lr g;  P += V  (Nesterov: P += mu V - lr g)
+ *   adam(size, P, G, M, V, a): Adam and AdamW (the arithmetic of torch.optim.Adam/AdamW)
+ *       P := shrink P (AdamW's decoupled decay);  g = G + decay P (Adam's L2);
+ *       M := b1 M + (1 - b1) g;  V := b2 V + (1 - b2) g^2;
+ *       P := P - step (M / (sqrt(V) / bc2_sqrt + eps))
+ *   rprop(size, P, G, prev, steps, r): iRprop- (torch.optim.Rprop)
+ *       g = G + decay P; by the sign of g * prev the step grows (eta_plus), shrinks
+ *       (eta_minus, and g := 0) or stays, clamped to [step_min, step_max];
+ *       P -= sign(g) step;  prev := g
  */
 #define BPF_ROWS(BODY)                                                               \
     for (ptrdiff_t i = 0; i < n; i++) {                                              \
@@ -301,6 +329,38 @@ BPF_SQUARED_ERROR(f, float)
                                         T_ lr, T_ decay) {                           \
         for (ptrdiff_t i = 0; i < size; i++) P[i] -= lr * (G[i] + decay * P[i]);    \
     }                                                                                \
+    TARGET static void NAME##_adam(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
+                                   T_* restrict M, T_* restrict V, const bpf_adam_args* a) { \
+        const T_ step = (T_)a->step, b1 = (T_)a->beta1, b2 = (T_)a->beta2;          \
+        const T_ c1 = (T_)1 - b1, c2 = (T_)1 - b2;                                   \
+        const T_ bc2_sqrt = (T_)a->bc2_sqrt, eps = (T_)a->eps, decay = (T_)a->decay; \
+        const T_ shrink = (T_)a->shrink;                                             \
+        for (ptrdiff_t i = 0; i < size; i++) {                                       \
+            T_ p = P[i] * shrink;                                                    \
+            T_ g = G[i] + decay * p;                                                 \
+            T_ m = b1 * M[i] + c1 * g;                                               \
+            T_ v = b2 * V[i] + c2 * (g * g);                                         \
+            M[i] = m;                                                                \
+            V[i] = v;                                                                \
+            P[i] = p - step * (m / (bpf_sqrt_##X(v) / bc2_sqrt + eps));               \
+        }                                                                            \
+    }                                                                                \
+    TARGET static void NAME##_rprop(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
+                                    T_* restrict prev, T_* restrict steps,           \
+                                    const bpf_rprop_args* r) {                       \
+        const T_ up = (T_)r->eta_plus, down = (T_)r->eta_minus;                      \
+        const T_ lo = (T_)r->step_min, hi = (T_)r->step_max, decay = (T_)r->decay;   \
+        for (ptrdiff_t i = 0; i < size; i++) {                                       \
+            T_ g = G[i] + decay * P[i];                                              \
+            T_ turn = g * prev[i];                                                   \
+            T_ s = steps[i] * (turn > 0 ? up : turn < 0 ? down : (T_)1);             \
+            s = s < lo ? lo : s > hi ? hi : s;                                       \
+            g = turn < 0 ? (T_)0 : g;                                                \
+            steps[i] = s;                                                            \
+            P[i] -= (g > 0 ? s : g < 0 ? -s : (T_)0);                                \
+            prev[i] = g;                                                             \
+        }                                                                            \
+    }                                                                                \
     TARGET static void NAME##_sgd_momentum(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
                                        T_* restrict V, T_ lr, T_ mu, T_ decay, int nesterov) { \
         for (ptrdiff_t i = 0; i < size; i++) {                                       \
@@ -379,6 +439,14 @@ static inline int bpf_set_cpu_level(int cap) {
         if (V) { BPF_PICK(X, sgd_momentum, size, P, G, V, lr, mu, decay, nesterov) }  \
         if (decay != 0) { BPF_PICK(X, sgd_decay, size, P, G, lr, decay) }            \
         BPF_PICK(X, sgd_plain, size, P, G, lr)                                       \
+    }                                                                                \
+    static inline void bpf_adam_##X(ptrdiff_t size, T* P, const T* G, T* M, T* V,       \
+                                    const bpf_adam_args* a) {                        \
+        BPF_PICK(X, adam, size, P, G, M, V, a)                                       \
+    }                                                                                \
+    static inline void bpf_rprop_##X(ptrdiff_t size, T* P, const T* G, T* prev, T* steps, \
+                                     const bpf_rprop_args* r) {                      \
+        BPF_PICK(X, rprop, size, P, G, prev, steps, r)                               \
     }                                                                                \
     static inline int bpf_all_finite_##X(ptrdiff_t size, const T* x) {               \
         BPF_PICK(X, all_finite, size, x)                                             \

@@ -12,12 +12,12 @@ import numpy as np
 
 from bpfast import _kernels
 from bpfast._validation import (_convert, _not_finite_message, _numeric_array, all_finite,
-                                as_bool, as_matrix, as_vector, nonnegative_float, positive_float,
-                                result_dtype)
+                                as_bool, as_matrix, as_sample_weight, as_vector,
+                                nonnegative_float, positive_float, positive_int, result_dtype)
 from bpfast.activations import activation_code, loss_code
 
 __all__ = ["dense_forward", "backprop_error", "activation_backward", "output_delta",
-           "weight_gradients", "sgd_update", "sgd_fused_update"]
+           "weight_gradients", "sgd_update", "sgd_fused_update", "adam_update", "rprop_update"]
 
 
 def _as_W(W, name="W"):
@@ -90,8 +90,11 @@ def activation_backward(E, A, activation: str) -> np.ndarray:
     return E
 
 
-def output_delta(A, Y, loss: str, activation: str):
+def output_delta(A, Y, loss: str, activation: str, sample_weight=None):
     """The loss of an output ``A`` against targets ``Y`` and ``delta = dLoss/dZ``.
+
+    With ``sample_weight`` (one weight >= 0 per row) the mean over rows is the weighted
+    mean, divided by the sum of the weights ('sse': the weighted sum).
 
     Returns
     -------
@@ -103,7 +106,9 @@ def output_delta(A, Y, loss: str, activation: str):
     dtype = result_dtype(A, Y)
     A = as_matrix(A, "A", dtype)
     Y = as_matrix(Y, "Y", dtype, width=A.shape[1], rows=A.shape[0])
-    return _kernels.output_delta(A, Y, loss, activation)
+    if sample_weight is not None:
+        sample_weight = as_sample_weight(sample_weight, A.shape[0], dtype)
+    return _kernels.output_delta(A, Y, loss, activation, sample_weight)
 
 
 def weight_gradients(A_prev, delta):
@@ -191,6 +196,58 @@ def sgd_update(W: np.ndarray, grad, lr: float, velocity: Optional[np.ndarray] = 
         raise ValueError("velocity contains NaN or infinity")
     _in_place(lambda w, v: _kernels.sgd_update(w, flat_grad, lr, v, momentum, weight_decay,
                                                nesterov), W, velocity)
+
+
+def _state_for(W, arrays):
+    """Validated state arrays of an in-place optimizer step: W's shape and dtype, finite."""
+    out = []
+    for name, arr in arrays:
+        arr = _updatable(arr, name, W.dtype)
+        if arr.shape != W.shape:
+            raise ValueError(f"{name} must have W's shape {W.shape}; got {arr.shape}")
+        if not all_finite(arr):
+            raise ValueError(f"{name} contains NaN or infinity")
+        if any(np.may_share_memory(arr, other) for other in [W] + out):
+            raise ValueError(f"{name} must not share memory with W or the other state")
+        out.append(arr)
+    return out
+
+
+def adam_update(W: np.ndarray, grad, m: np.ndarray, v: np.ndarray, step: int, lr: float,
+                betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                decoupled: bool = False, folded: bool = False) -> None:
+    """Adam's step number ``step`` (from 1), in place on W, m and v (``torch.optim.Adam``;
+    with ``decoupled=True``, ``AdamW``): see ``bpfast.optim.Adam`` for the formulas.
+    ``folded=True`` places eps as scikit-learn does."""
+    W = _updatable(W, "W")
+    lr = positive_float(lr, "lr")
+    step = positive_int(step, "step")
+    betas = tuple(nonnegative_float(b, f"betas[{i}]", upper=1.0) for i, b in enumerate(betas))
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair; got {betas!r}")
+    eps = positive_float(eps, "eps")
+    weight_decay = nonnegative_float(weight_decay, "weight_decay")
+    decoupled, folded = as_bool(decoupled, "decoupled"), as_bool(folded, "folded")
+    flat_grad = _gradient_for(W, grad, "grad")
+    m, v = _state_for(W, (("m", m), ("v", v)))
+    _in_place(lambda w, m_, v_: _kernels.adam_update(w, flat_grad, m_, v_, step, lr, betas, eps,
+                                                     weight_decay, decoupled, folded), W, m, v)
+
+
+def rprop_update(W: np.ndarray, grad, prev: np.ndarray, steps: np.ndarray, etas=(0.5, 1.2),
+                 step_sizes=(1e-6, 50.0), weight_decay: float = 0.0) -> None:
+    """One iRprop- step in place on W, prev (the previous gradients) and steps (the step
+    sizes): see ``bpfast.optim.Rprop``."""
+    W = _updatable(W, "W")
+    etas = tuple(positive_float(e, f"etas[{i}]") for i, e in enumerate(etas))
+    step_sizes = tuple(positive_float(e, f"step_sizes[{i}]") for i, e in enumerate(step_sizes))
+    if len(etas) != 2 or len(step_sizes) != 2:
+        raise ValueError("etas and step_sizes must be pairs")
+    weight_decay = nonnegative_float(weight_decay, "weight_decay")
+    flat_grad = _gradient_for(W, grad, "grad")
+    prev, steps = _state_for(W, (("prev", prev), ("steps", steps)))
+    _in_place(lambda w, p, s: _kernels.rprop_update(w, flat_grad, p, s, etas, step_sizes,
+                                                    weight_decay), W, prev, steps)
 
 
 def sgd_fused_update(W: np.ndarray, b: np.ndarray, A_prev, delta, lr: float) -> None:

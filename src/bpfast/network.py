@@ -7,26 +7,23 @@ shape) but never resized or replaced: the kernels can hold raw pointers.
 """
 from __future__ import annotations
 
-import math
-import numbers
 import threading
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from bpfast import _engine, _kernels
+from bpfast import _engine, _fitting, _kernels, optim
 from bpfast._engine import NeedsValidation
 from bpfast._layout import param_layout
 from bpfast._reference_engine import ReferenceEngine
-from bpfast._validation import (MAX_DIM, as_bool, as_dtype, as_matrix, as_parameters, choice,
-                                nonnegative_float, positive_float, positive_int, seed_value)
+from bpfast._validation import (MAX_DIM, as_bool, as_dtype, as_matrix, as_parameters,
+                                as_sample_weight, choice, positive_float, positive_int,
+                                seed_value)
 from bpfast.activations import activation_code, loss_code
 
 BACKENDS = ("cython", "reference")
-LR_SCHEDULES = ("constant", "invscaling", "step")
 _FIXED = ("sizes", "activation", "output_activation", "loss", "dtype", "backend")
 PREDICT_CHUNK = 8192        # rows per forward call in predict(): bounds the workspace
 
@@ -39,6 +36,7 @@ class History:
     lr: List[float] = field(default_factory=list)         # learning rate of each epoch
     n_updates: int = 0                                    # weight updates made in total
     diverged: bool = False                                # see Network.fit, "Divergence"
+    best_epoch: int = -1                                  # with early_stopping: from 0
 
     @property
     def epochs(self) -> int:
@@ -151,7 +149,11 @@ class Network:
         n_params = param_layout(self.sizes)[1]
         self._params = np.zeros(n_params, dtype=self.dtype)
         self._grads = np.zeros(n_params, dtype=self.dtype)
-        self._velocity = np.zeros(n_params, dtype=self.dtype)
+        # The optimizer's state, laid out like the parameters twice (bpfast.optim), whose
+        # optimizer it is, and the updates it has seen.
+        self._state = np.zeros(2 * n_params, dtype=self.dtype)
+        self._state_kind = None
+        self._state_step = 0
         self.weights = self._views(self._params, "weights", 0)
         self.biases = self._views(self._params, "biases", 1)
         self.grad_weights = self._views(self._grads, "grad_weights", 0)
@@ -168,9 +170,9 @@ class Network:
 
     def _make_engine(self):
         if self.backend == "cython":
-            return _engine.Engine(self.sizes, *self._codes, self._params, self._grads, self._velocity)
+            return _engine.Engine(self.sizes, *self._codes, self._params, self._grads, self._state)
         return ReferenceEngine(self.sizes, self.activation, self.output_activation, self.loss,
-                               self._params, self._grads, self._velocity)
+                               self._params, self._grads, self._state)
 
     def __setattr__(self, name, value):
         # weights/biases are views into the flat buffer the kernels point into.
@@ -239,13 +241,16 @@ class Network:
         with self._shared():
             return {"config": self.config(), "seed": self.seed,
                     "rng": self._rng.bit_generator.state,
-                    "params": self._params.copy(), "velocity": self._velocity.copy()}
+                    "params": self._params.copy(), "optimizer_state": self._state.copy(),
+                    "optimizer": self._state_kind, "optimizer_step": self._state_step}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state["config"], seed=state["seed"])
         self._rng.bit_generator.state = state["rng"]
         self.set_parameters(state["params"])
-        self._velocity[...] = state["velocity"]
+        self._state[...] = state["optimizer_state"]
+        self._state_kind = state["optimizer"]
+        self._state_step = state["optimizer_step"]
 
     @property
     def n_inputs(self) -> int:
@@ -259,7 +264,12 @@ class Network:
         return as_matrix(X, name, self.dtype, width=self.sizes[0], allow_1d=True)
 
     def _Y(self, Y, rows, name="Y"):
-        # 1-D: a vector of targets for a single output, or the targets of a single sample.
+        # 1-D integers with cross-entropy: class labels, one-hot encoded here. Else 1-D is a
+        # vector of targets for a single output, or the targets of a single sample.
+        if self.loss == "cross_entropy" and self.sizes[-1] > 1:
+            labels = np.asarray(Y) if not isinstance(Y, np.ndarray) else Y
+            if labels.ndim == 1 and labels.dtype.kind in "iu":
+                Y = one_hot(labels, self.sizes[-1], name)
         return as_matrix(Y, name, self.dtype, width=self.sizes[-1], rows=rows,
                          allow_1d=rows == 1, column_1d=self.sizes[-1] == 1)
 
@@ -356,46 +366,74 @@ class Network:
             nesterov: bool = False, weight_decay: float = 0.0, lr_schedule="constant",
             power_t: float = 0.5, step_size: int = 10, gamma: float = 0.5,
             validation_data=None, callback: Optional[Callable] = None,
-            progress: bool = False, keep_momentum: bool = False) -> History:
-        """Mini-batch gradient descent over whole epochs, in native calls that release the GIL.
+            progress: bool = False, keep_momentum: bool = False, *, optimizer="sgd",
+            betas=(0.9, 0.999), eps: float = 1e-8, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
+            keep_state: bool = False, sample_weight=None, clip_norm: Optional[float] = None,
+            early_stopping: bool = False, patience: int = 10, min_delta: float = 0.0,
+            restore_best: bool = True) -> History:
+        """Mini-batch training over whole epochs, in native calls that release the GIL.
 
         Parameters
         ----------
         X : array_like, shape (N, sizes[0])
         Y : array_like, shape (N, sizes[-1])
+            With the 'cross_entropy' loss, also 1-D integer class labels in
+            [0, sizes[-1]), one-hot encoded here.
         epochs, batch_size : int >= 1
             Each epoch makes ceil(N / batch_size) updates; the last batch may be smaller.
         lr : float > 0
+            The learning rate (Rprop: the initial step size).
         shuffle : bool
             Visit the samples in a new random order each epoch.
         seed : int or None
             Seeds the shuffle (a native RNG, independent of NumPy's global state);
             None draws it from the Network's own seeded generator.
         momentum : float in [0, 1)
-            Classical momentum ``v = momentum * v - lr * g; W += v``; with
-            ``nesterov=True``, ``W += momentum * v - lr * g``. Velocities start at 0
-            unless ``keep_momentum``.
+            SGD's classical momentum ``v = momentum * v - lr * g; W += v``; with
+            ``nesterov=True``, ``W += momentum * v - lr * g``.
         weight_decay : float >= 0
-            L2 penalty on weights (not biases): the loss gains
-            ``0.5 * weight_decay * sum(W ** 2)`` and the gradient ``weight_decay * W``.
+            On weights, not biases. SGD, Adam and Rprop: an L2 penalty, the loss gains
+            ``0.5 * weight_decay * sum(W ** 2)`` and the gradient ``weight_decay * W``;
+            AdamW: decoupled, ``W *= 1 - lr * weight_decay`` each step.
         lr_schedule : {'constant', 'invscaling', 'step'} or callable
             Learning rate of epoch e (from 0): constant ``lr``; invscaling
             ``lr / (e + 1) ** power_t``; step ``lr * gamma ** (e // step_size)``; a
-            callable is called as ``lr_schedule(e)``.
+            callable is called as ``lr_schedule(e)``. Applies to every optimizer (for
+            Rprop, whose steps adapt by themselves, only its first value counts, as in
+            PyTorch).
         validation_data : (Xv, Yv) or None
             Its loss is recorded after every epoch in ``History.val_loss``.
         callback : callable or None
             ``callback(epoch, history)`` after every epoch; returning False stops.
             Returning an int k >= 1 (not a bool) asks for the next call after k more
-            epochs, which then run in one native call: a stopping rule that cannot
-            fire for a while need not cost a round trip to Python per epoch (a
-            callable ``lr_schedule`` is then evaluated for those epochs up front).
+            epochs, which then run in one native call (a callable ``lr_schedule`` is then
+            evaluated for those epochs up front).
         progress : bool
             Show a progress bar (needs tqdm).
         keep_momentum : bool
-            Continue from the velocities that the previous ``fit`` left (incremental
-            training, as scikit-learn's ``partial_fit`` does); they are reset to 0
-            after a diverged fit.
+            The old name of ``keep_state``, kept working.
+        optimizer : {'sgd', 'adam', 'adamw', 'rprop'} or a bpfast.optim object
+            'adam' and 'adamw' take ``betas`` and ``eps``, 'rprop' takes ``etas`` and
+            ``step_sizes`` (their meanings in ``torch.optim``); see ``bpfast.optim``. An
+            object brings its own hyper-parameters (lr included; the schedule scales it)
+            and always updates from the gradients, as its ``step()`` does, so a fit and a
+            loop of ``forward``, ``backward``, ``step()`` give the same bits.
+        keep_state : bool
+            Continue from the optimizer state the previous fit left (velocities,
+            moments, step sizes and the step count; incremental training, as
+            scikit-learn's ``partial_fit`` does); by default each fit starts afresh.
+        sample_weight : array_like, shape (N,), or None
+            Each batch's loss and gradient are the weighted average over its rows,
+            divided by the batch's sum of weights ('sse': the weighted sum), as in
+            scikit-learn: integer weights on a full batch equal repeating the rows.
+        clip_norm : float > 0 or None
+            Scale each batch's gradient to this global norm when it is larger, as
+            ``torch.nn.utils.clip_grad_norm_``.
+        early_stopping : bool
+            Stop when the monitored loss (``val_loss`` with validation data, else the
+            training loss) has not improved by more than ``min_delta`` for ``patience``
+            epochs; with ``restore_best`` the parameters of the best epoch are put back
+            at the end (``History.best_epoch``).
 
         Returns
         -------
@@ -407,10 +445,12 @@ class Network:
         ------
         FloatingPointError
             If the loss stops being finite. The parameters are restored to their
-            values at the start of the epoch in which that happened.
+            values at the start of the epoch in which that happened, and the optimizer
+            state is dropped.
         KeyboardInterrupt
             Ctrl-C reaches the native loop between batches (within about 0.1 s however
-            long an epoch is). The parameters are those after the last completed update.
+            long an epoch is). The parameters are those after the last completed update,
+            consistent with the optimizer state.
         RuntimeError
             If called from inside its own callback.
 
@@ -420,8 +460,8 @@ class Network:
         interrupted or diverged: its ``loss`` holds the epochs completed, ``n_updates``
         every update made, the interrupted epoch's included.
 
-        Divergence: a loss that stays finite but grows past DIVERGED_RATIO times the
-        first epoch's sets ``History.diverged`` and warns (RuntimeWarning) once, without
+        Divergence: a loss that stays finite but grows past a million times the first
+        epoch's sets ``History.diverged`` and warns (RuntimeWarning) once, without
         stopping.
         """
         X = self._X(X)
@@ -429,19 +469,21 @@ class Network:
         epochs = positive_int(epochs, "epochs")
         # A batch larger than the data is the whole data (and must fit a C Py_ssize_t).
         batch_size = min(positive_int(batch_size, "batch_size"), X.shape[0])
-        lr = positive_float(lr, "lr")
-        momentum = nonnegative_float(momentum, "momentum", upper=1.0)
-        weight_decay = nonnegative_float(weight_decay, "weight_decay")
+        opt = optim.make(self, optimizer, lr, momentum, nesterov, weight_decay, betas, eps,
+                         etas, step_sizes, clip_norm)
         shuffle = as_bool(shuffle, "shuffle")
-        nesterov = as_bool(nesterov, "nesterov")
         progress = as_bool(progress, "progress")
-        schedule = self._schedule(lr, lr_schedule, power_t, step_size, gamma)
+        keep = as_bool(keep_state, "keep_state") or as_bool(keep_momentum, "keep_momentum")
+        schedule = _fitting.schedule_of(opt.lr, lr_schedule, power_t, step_size, gamma)
+        early = _fitting.EarlyStopping.of(early_stopping, patience, min_delta, restore_best)
+        if sample_weight is not None:
+            sample_weight = as_sample_weight(sample_weight, X.shape[0], self.dtype)
+        validation = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, Y_val)")
             Xv = self._X(validation_data[0], "validation_data[0]")
-            Yv = self._Y(validation_data[1], Xv.shape[0], "validation_data[1]")
-        validation = (Xv, Yv) if validation_data is not None else None
+            validation = (Xv, self._Y(validation_data[1], Xv.shape[0], "validation_data[1]"))
         if np.may_share_memory(X, self._params):
             X = X.copy()            # training must not change its own data
         if np.may_share_memory(Y, self._params):
@@ -449,96 +491,55 @@ class Network:
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable; got {type(callback).__name__}")
         seed = seed_value(seed)
+        update = opt.update(from_gradients=not isinstance(optimizer, str))
 
         with self._exclusive():
             if self._fitting:
                 raise RuntimeError("fit() was called from inside its own callback; train in "
                                    "the callback with train_step(), or return False to stop")
+            if not self._engine.params_finite():
+                raise ValueError("the parameters contain NaN or infinity (set from outside?); "
+                                 "assign finite values before fit")
             self._fitting = True
             try:
-                return self._fit_epochs(X, Y, epochs, batch_size, shuffle, seed, momentum,
-                                        nesterov, weight_decay, schedule, validation, callback,
-                                        progress, keep_momentum,
-                                        callable(lr_schedule))
+                self._prepare_state(opt, keep)
+                history = self.history_ = History()
+                return _fitting.run(self, X, Y, epochs, batch_size, shuffle, seed, opt, update,
+                                    schedule, sample_weight, validation, callback, progress,
+                                    early, callable(lr_schedule), history)
             finally:
                 self._fitting = False
 
-    def _fit_epochs(self, X, Y, epochs, batch_size, shuffle, seed, momentum, nesterov,
-                    weight_decay, schedule, validation, callback, progress, keep_momentum,
-                    schedule_is_callable):
-        """fit's loop over native calls of one or more epochs (the caller holds the lock)."""
-        history = self.history_ = History()
-        bar = _progress_bar(epochs) if progress else None
-        # Without per-epoch Python work, all epochs run in one native call.
-        per_epoch = callback is not None or validation or bar is not None or schedule_is_callable
-        if not self._engine.params_finite():
-            raise ValueError("the parameters contain NaN or infinity (set from outside?); "
-                             "assign finite values before fit")
-        if seed is None:
-            seed = int(self._rng.integers(0, 2 ** 63))
-        self._engine.seed(seed, X.shape[0])
-        if not keep_momentum:
-            self._velocity[...] = 0
-        epoch = 0
-        chunk = 1 if per_epoch else epochs      # epochs in the next native call
-        try:
-            while epoch < epochs:
-                lrs = [schedule(e) for e in range(epoch, min(epoch + chunk, epochs))]
-                losses, n_updates, diverged, interrupted = self._engine.epochs(
-                    X, Y, batch_size, shuffle, np.array(lrs), momentum, nesterov, weight_decay)
-                history.n_updates += n_updates
-                history.loss.extend(float(loss) for loss in losses)
-                history.lr.extend(lrs[:len(losses)])
-                epoch += len(losses)
-                if interrupted:
-                    raise _engine.take_pending_exception() or KeyboardInterrupt()
-                if diverged:
-                    history.diverged = True
-                    self._velocity[...] = 0     # not finite either; a later fit starts afresh
-                    raise FloatingPointError(
-                        f"training diverged in epoch {epoch + 1} (of {epochs}) with "
-                        f"lr={lrs[len(losses)]:g}: the loss or the parameters stopped being "
-                        f"finite; the parameters were restored to the start of that epoch. "
-                        f"Try a smaller lr.")
-                _warn_if_diverging(history)
-                if validation:
-                    history.val_loss.append(self._loss_of(self._outputs(validation[0]),
-                                                          validation[1]))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{history.loss[-1]:.4g}")
-                if callback is not None:
-                    verdict = callback(epoch - 1, history)
-                    if verdict is False or verdict is np.False_:
-                        break
-                    if not validation and bar is None:
-                        chunk = _epochs_until_next_call(verdict)
-        finally:
-            if bar is not None:
-                bar.close()
-        return history
+    # ------------------------------------------------------------------ optimizer state
+    def _prepare_state(self, opt, keep: bool) -> None:
+        """Keep the state for opt (keep=True and it is opt's kind), or start it afresh."""
+        if keep and self._state_kind == opt.name:
+            return
+        if keep and self._state_kind is not None:
+            raise ValueError(f"keep_state=True, but the optimizer state is {self._state_kind}'s "
+                             f"and this fit runs {opt.name}; drop keep_state to start afresh")
+        opt.initial_state(self._state)
+        self._state_kind, self._state_step = opt.name, 0
 
-    @staticmethod
-    def _schedule(lr, lr_schedule, power_t, step_size, gamma):
-        if callable(lr_schedule):
-            def schedule(epoch):
-                return positive_float(lr_schedule(epoch), f"lr_schedule({epoch})")
-            return schedule
-        if not isinstance(lr_schedule, str):
-            raise TypeError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable; "
-                            f"got {type(lr_schedule).__name__}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable; got {lr_schedule!r}")
-        if lr_schedule == "invscaling":
-            power_t = nonnegative_float(power_t, "power_t")
-            return _checked_schedule(lambda epoch: lr / (epoch + 1) ** power_t,
-                                     f"lr_schedule='invscaling' with lr={lr:g} and power_t={power_t:g}")
-        if lr_schedule == "step":
-            step_size = positive_int(step_size, "step_size")
-            gamma = positive_float(gamma, "gamma")
-            return _checked_schedule(lambda epoch: lr * gamma ** (epoch // step_size),
-                                     f"lr_schedule='step' with lr={lr:g} and gamma={gamma:g}")
-        return lambda epoch: lr
+    def _forget_state(self) -> None:
+        self._state[...] = 0
+        self._state_kind, self._state_step = None, 0
+
+    def _optimizer_step(self, opt) -> None:
+        """bpfast.optim's step(): the update from the stored gradients, in place."""
+        with self._exclusive():
+            if self._state_kind != opt.name:
+                self._prepare_state(opt, keep=False)
+            before = self._params.copy(), self._state.copy()
+            update = opt.update()
+            update["step"] = self._state_step
+            step = self._engine.step_from_gradients(update)
+            if not self._engine.params_finite():
+                self._params[...], self._state[...] = before
+                raise FloatingPointError(f"{opt!r}.step() would make parameters NaN or "
+                                         f"infinite; parameters and state were left as they "
+                                         f"were. Try a smaller lr.")
+            self._state_step = step
 
     # ------------------------------------------------------------------ copies
     def get_parameters(self) -> np.ndarray:
@@ -558,53 +559,16 @@ class Network:
         return summarize(self)
 
 
-DIVERGED_RATIO = 1e6      # an epoch loss this many times the first epoch's marks divergence
-
-
-def _warn_if_diverging(history: History) -> None:
-    """Mark and warn, once, when the loss has grown far past the first epoch's."""
-    if history.diverged or len(history.loss) < 2:
-        return
-    first, last = history.loss[0], history.loss[-1]
-    if last > DIVERGED_RATIO * first:
-        history.diverged = True
-        warnings.warn(f"training is diverging: the loss grew from {first:.4g} (epoch 1) to "
-                      f"{last:.4g} (epoch {len(history.loss)}); try a smaller lr or scaled "
-                      f"data (History.diverged is set)", RuntimeWarning, stacklevel=4)
-
-
-def _checked_schedule(rate, description):
-    """A schedule whose every learning rate is checked: a finite number > 0."""
-    def schedule(epoch):
-        try:
-            value = rate(epoch)
-        except OverflowError:
-            value = float("inf")
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{description} gives the learning rate {value!r} at epoch "
-                             f"{epoch}; choose parameters that keep it a finite number > 0")
-        return value
-    return schedule
-
-
-def _epochs_until_next_call(verdict) -> int:
-    """What a fit callback's return value (other than False) asks for: 1, or its int k."""
-    if isinstance(verdict, numbers.Integral) and not isinstance(verdict, (bool, np.bool_)):
-        if verdict < 1:
-            raise ValueError(f"callback returned {verdict!r}: return False to stop, or an int "
-                             f">= 1 of epochs to run before the next call")
-        return int(verdict)
-    return 1
+def one_hot(labels, n_classes, name="Y"):
+    """Integer class labels in [0, n_classes) as rows of an identity matrix."""
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        bad = labels[(labels < 0) | (labels >= n_classes)][0]
+        raise ValueError(f"{name} holds class label {bad}; labels must be in [0, {n_classes}) "
+                         f"for a network of {n_classes} outputs")
+    return np.eye(n_classes)[labels]
 
 
 def _busy():
     return RuntimeError("this Network is in use by another thread; use one Network per thread "
                         "(or a lock of your own)")
 
-
-def _progress_bar(total):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as exc:
-        raise ImportError("progress=True needs tqdm: pip install tqdm") from exc
-    return tqdm(total=total, unit="epoch")
