@@ -391,7 +391,7 @@ def test_other_delimiters_are_detected_and_give_the_same_model(csvs, tmp_path, d
 
 
 def test_an_undetected_delimiter_is_named_in_the_error(tmp_path, capsys):
-    data = write(tmp_path / "colon.csv", "a:b:label\n1:2:x\n3:4:y\n")
+    data = write(tmp_path / "colon.csv", "a:b:label\n1:2:x\n3:4:y\n5:6:x\n7:8:y\n")
     message = main_error(capsys, "train", data, "--output", tmp_path / "m.npz")
     assert "one column only" in message and "--delimiter" in message
     assert cli.main(["train", str(data), "--delimiter", ":", "--epochs", "1", "--output",
@@ -420,6 +420,17 @@ def test_as_many_classes_as_rows_warns(tmp_path, capsys):
                      str(tmp_path / "m.npz"), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "warning" in err and "as many classes as rows (30)" in err
+    # chosen by --task auto (text in every row differs: an identifier, say), it is an error
+    data = write(tmp_path / "ids.csv", "x,id\n" + "".join(f"{i},np.float64({i})\n" for i in range(30)))
+    message = main_error(capsys, "train", data, "--output", tmp_path / "n.npz")
+    assert "as many classes as rows (30)" in message and "--task classify" in message
+
+
+def test_one_hot_targets_beyond_2_gib_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_MAX_ONE_HOT", 20 * 9)       # as if: 20 rows x 10 classes is too many
+    data = write(tmp_path / "d.csv", "x,y\n" + "".join(f"{i},c{i % 10}\n" for i in range(20)))
+    assert "20 rows x 10 classes" in main_error(capsys, "train", data, "--output", tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
 
 
 def test_a_single_class_is_refused(tmp_path, capsys):
@@ -644,3 +655,64 @@ def test_an_installed_bpfast_never_runs_a_bench_script_from_the_current_director
     proc = run("bench", "--quick", cwd=work, env=env)
     assert not marker.exists()
     assert_usage_error(proc, "source checkout", "python benchmarks/bench.py")
+
+
+# ---------------------------------------------------------------- the CSV reader itself
+from bpfast import _csvdata  # noqa: E402
+
+
+def test_reader_handles_quotes_line_endings_bom_and_blank_lines(tmp_path):
+    text = ('\ufeff"x, first",y,label\r\n'
+            '1.5,"2",a\r\n'
+            '\r\n'
+            '  -3 , 4e2 ,"b\r\nwith a line break"\r\n'
+            ',,\r\n'
+            '5,6,a\r\n')
+    path = tmp_path / "d.csv"
+    path.write_bytes(text.encode("utf-8"))
+    table = _csvdata.CSVTable(str(path))
+    assert table.columns == ["x, first", "y", "label"] and table.delimiter == ","
+    X, y = table.read(["x, first", "y"], "label")
+    assert X.tolist() == [[1.5, 2.0], [-3.0, 400.0], [5.0, 6.0]]
+    names, index = y.classes()
+    assert names == ["a", "b\r\nwith a line break"] and index.tolist() == [0, 1, 0]
+    # line numbers count physical lines, quoted line breaks included
+    path.write_text('a,b\n"1\n",2\n3,oops\n')
+    with pytest.raises(_csvdata.CLIError, match="line 4, column 'b': 'oops'"):
+        _csvdata.CSVTable(str(path)).read(["a", "b"])
+    (tmp_path / "r.csv").write_bytes(b"a,b\r1,2\r3,4\r")         # old Mac line ends
+    assert _csvdata.CSVTable(str(tmp_path / "r.csv")).read(["a", "b"])[0].tolist() == [[1, 2], [3, 4]]
+
+
+def test_mixed_targets_order_numbers_then_text():
+    class Table:
+        path, columns = "t.csv", ["y"]
+    target = _csvdata.TargetColumn(Table, "y", 8)
+    target.add(0, ["b", "10", "2.0", "a", "2", "-1", "b", "1e1"], list(range(2, 10)))
+    target.finish(8)
+    names, index = target.classes()
+    assert names == ["-1", "2", "10", "a", "b"]
+    assert [names[i] for i in index] == ["b", "10", "2", "a", "2", "-1", "b", "10"]
+    assert target.task("auto") == "classify" and not target.numeric
+    assert [_csvdata.number_label(v) for v in (1.0, -0.0, 0.25, 1e300, 2.0 ** 60)] == \
+        ["1", "0", "0.25", "1e+300", "1.152921504606847e+18"]
+
+
+def test_the_sniffer_sees_a_short_sample_only(tmp_path, monkeypatch):
+    """csv.Sniffer's quote search is quadratic on some inputs (64 KiB of ',"' took 14 s):
+    it gets at most a few KiB of whole lines."""
+    seen = []
+    real = _csvdata.csv.Sniffer.sniff
+
+    def sniff(self, sample, delimiters=None):
+        seen.append(len(sample))
+        return real(self, sample, delimiters)
+    monkeypatch.setattr(_csvdata.csv.Sniffer, "sniff", sniff)
+    path = tmp_path / "q.csv"
+    path.write_text(',"' * 40000 + "\n")
+    with pytest.raises(_csvdata.CLIError):
+        _csvdata.CSVTable(str(path)).read(["1"])
+    rows = "".join(f"{i};{i * 2};{i % 2}\n" for i in range(5000))
+    path.write_text("a;b;c\n" + rows)
+    assert _csvdata.CSVTable(str(path)).delimiter == ";"
+    assert seen and max(seen) <= _csvdata._SNIFF_CHARS

@@ -41,6 +41,7 @@ from bpfast._csvdata import (CLI_FORMAT, CLIError, CSVTable, check_metadata, cli
 from bpfast.activations import HIDDEN_ACTIVATIONS
 
 _SCORE_ROWS = 8192      # rows per predict call when scoring the training data
+_MAX_ONE_HOT = 2 ** 28  # rows x classes of the one-hot targets (2 GiB in float64)
 
 
 # ====================================================================== helpers
@@ -248,9 +249,17 @@ def cmd_train(args) -> int:
             raise CLIError(f"the target column {target!r} holds one class only ({classes[0]!r}); "
                            f"a classifier needs at least two")
         if len(classes) == n:
-            _warn(f"the target column {target!r} has as many classes as rows ({n}): every row "
-                  f"is its own class, so nothing can generalise (a numeric target to predict "
-                  f"needs --task regress)")
+            alone = (f"the target column {target!r} has as many classes as rows ({n}): every "
+                     f"row is its own class, so nothing can generalise")
+            if args.task == "auto":
+                # An identifier, or numbers in a form that did not parse: not labels.
+                raise CLIError(f"{alone}; is {target!r} the right --target? (--task classify "
+                               f"trains anyway)")
+            _warn(f"{alone} (a numeric target to predict needs --task regress)")
+        if n * len(classes) > _MAX_ONE_HOT:
+            raise CLIError(f"{n} rows x {len(classes)} classes: the one-hot targets alone would "
+                           f"take {n * len(classes) * np.dtype(args.dtype).itemsize / 2 ** 30:.1f} "
+                           f"GiB; is {target!r} the right --target?")
         Y = np.zeros((n, len(classes)), dtype=args.dtype)
         Y[np.arange(n), y_index] = 1.0
         out_act, loss = "softmax", "cross_entropy"
