@@ -517,6 +517,8 @@ def test_predict_refuses_to_overwrite_the_model_or_its_data(models, csvs, tmp_pa
     (["train", "{d}/cls.csv", "--hidden", "4,x"], "argument --hidden"),
     (["train", "{d}/cls.csv", "--activation", "softmax"], "argument --activation"),
     (["train", "{d}/cls.csv", "--delimiter", "ab"], "argument --delimiter"),
+    (["train", "{d}/cls.csv", "--features", "a,b,a"], "--features names 'a' more than once"),
+    (["train", "{d}/cls.csv", "--features", "a,label", "--target", "label"], "cannot also be a feature"),
     (["train", "{d}/cls.csv", "--task", "regress", "--target", "label"], "is not a finite number (a regression target"),
     (["train", "{d}/cls.csv", "--output", "{d}/no/such/dir/m.npz", "--epochs", "1"], "no directory"),
     (["predict", "{d}/missing.npz", "{d}/cls.csv"], "no such model file"),

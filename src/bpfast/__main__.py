@@ -26,6 +26,7 @@ number, a bad option) print ``bpfast: error: ...`` to stderr and exit with statu
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import subprocess
@@ -227,6 +228,9 @@ def cmd_train(args) -> int:
         features = [table.column(f.strip()) for f in args.features.split(",") if f.strip()]
         if target in features:
             raise CLIError(f"the target column {target!r} cannot also be a feature")
+        twice = sorted({f for f in features if features.count(f) > 1})
+        if twice:
+            raise CLIError(f"--features names {', '.join(map(repr, twice))} more than once")
     else:
         features = [c for c in table.columns if c != target]
     if not features:
@@ -326,8 +330,6 @@ def cmd_train(args) -> int:
 
 # ====================================================================== predict
 def cmd_predict(args) -> int:
-    import csv
-
     _refuse_overwriting(args.output, "--output", model=args.model, input_data=args.data)
     net, meta = _load_model(args.model)
     meta = check_metadata(meta, net, args.model)
@@ -342,29 +344,36 @@ def cmd_predict(args) -> int:
     X, _ = table.read(features)
     X -= np.asarray(meta["feature_mean"])
     X /= np.asarray(meta["feature_scale"])
-    out = net.predict(X)
-    if meta["task"] == "classify":
-        classes = meta["classes"]
-        names = [meta["target"]]
-        table_out = [[classes[k]] for k in out.argmax(axis=1)]
-        if args.proba:
-            names += [f"p({c})" for c in classes]
-            table_out = [t + [f"{p:.6g}" for p in row] for t, row in zip(table_out, out)]
-    else:
-        names = [meta["target"]]
-        pred = out[:, 0] * meta["target_scale"] + meta["target_mean"]
-        table_out = [[f"{v:.10g}"] for v in pred]
+    names = [meta["target"]]
+    if args.proba:
+        names += [f"p({c})" for c in meta["classes"]]
+
+    def rows_of(out):
+        """The CSV rows of one block of network outputs."""
+        if meta["task"] == "regress":
+            pred = out[:, 0] * meta["target_scale"] + meta["target_mean"]
+            return [[f"{v:.10g}"] for v in pred]
+        labels = [[meta["classes"][k]] for k in out.argmax(axis=1)]
+        if not args.proba:
+            return labels
+        return [label + [f"{p:.6g}" for p in row] for label, row in zip(labels, out)]
+
+    def write(writer) -> None:
+        # A block of rows at a time: neither the outputs nor their text are held whole.
+        for i in range(0, X.shape[0], _SCORE_ROWS):
+            writer.writerows(rows_of(net.predict(X[i:i + _SCORE_ROWS])))
+
     if args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(names)
-            writer.writerows(table_out)
-        print(f"wrote {len(table_out)} predictions to {args.output}", file=sys.stderr)
+            write(writer)
+        print(f"wrote {X.shape[0]} predictions to {args.output}", file=sys.stderr)
     else:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         if args.proba:
             writer.writerow(names)      # the probabilities' columns carry the class names
-        writer.writerows(table_out)
+        write(writer)
     return 0
 
 
