@@ -357,6 +357,13 @@ def test_a_file_without_a_header_is_refused_with_a_hint_or_read_with_no_header(t
     data = write(tmp_path / "plain.csv", body)
     message = main_error(capsys, "train", data, "--output", tmp_path / "m.npz")
     assert "--no-header" in message and "looks like data" in message
+    # numbers and a text label that recurs below: data too
+    labelled = write(tmp_path / "labelled.csv", "".join(f"{a},{b},{'yn'[int(a > b)]}\n" for a, b in X))
+    assert "looks like data" in main_error(capsys, "train", labelled, "--output", tmp_path / "m.npz")
+    # numbers among names that do not recur below: a header
+    named = write(tmp_path / "named.csv", "x,2019,label\n" + "".join(f"{a},{b},{'yn'[int(a > b)]}\n"
+                                                                    for a, b in X))
+    assert _csvdata.CSVTable(str(named)).columns == ["x", "2019", "label"]
     assert cli.main(["train", str(data), "--no-header", "--task", "classify", "--epochs", "30",
                      "--lr", "0.1", "--output", str(tmp_path / "m.npz"), "--no-progress"]) == 0
     out = capsys.readouterr().out

@@ -21,6 +21,7 @@ CLI_FORMAT = "bpfast-cli-2"
 DELIMITERS = ",;\t|"
 _SAMPLE_CHARS = 1 << 16         # text read to check the file is UTF-8 text, not empty
 _SNIFF_CHARS = 1 << 12          # at most this much of it is given to csv.Sniffer
+_HEADER_CHECK_ROWS = 100        # rows compared with the first to tell a header from data
 _CHUNK_ROWS = 1024              # rows parsed per column-wise conversion
 
 
@@ -46,6 +47,23 @@ def number_label(value: float) -> str:
 
 def _blank(row: List[str]) -> bool:
     return not any(cell.strip() for cell in row)
+
+
+def _looks_like_data(first: List[str], following: List[List[str]]) -> bool:
+    """Whether a first row that should name the columns is rather a row of data.
+
+    It is when all its cells are numbers, or when some are and each of the others
+    recurs in its column below (a class label such as 'yes', not a column name).
+    """
+    numeric = [is_number(cell) for cell in first]
+    if all(numeric):
+        return True
+    if not any(numeric):
+        return False
+    for j, cell in enumerate(first):
+        if not numeric[j] and all(len(row) <= j or row[j].strip() != cell for row in following):
+            return False
+    return True
 
 
 # ====================================================================== the table
@@ -74,13 +92,13 @@ class CSVTable:
         if not sample.strip():
             raise CLIError(f"{path} is empty; a header row and at least one data row are needed")
         self.delimiter = delimiter or _sniff_delimiter(sample)
-        first = self._first_row()
+        first, following = self._first_rows()
         if header:
             names = [cell.strip() for cell in first]
-            if all(is_number(name) for name in names):
-                raise CLIError(f"{path}: its first row {first!r} holds only numbers, so it looks "
-                               f"like data, not column names; if the file has no header row, "
-                               f"give --no-header")
+            if _looks_like_data(names, following):
+                raise CLIError(f"{path}: its first row {first!r} looks like data, not column "
+                               f"names (numbers, and text that recurs in the rows below); if "
+                               f"the file has no header row, give --no-header")
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise CLIError(f"{path}: duplicate column names in the header: {dupes}")
@@ -108,16 +126,23 @@ class CSVTable:
     def _reader(self, f):
         return csv.reader(f, delimiter=self.delimiter)
 
-    def _first_row(self) -> List[str]:
+    def _first_rows(self) -> Tuple[List[str], List[List[str]]]:
+        """The first non-blank row, and up to _HEADER_CHECK_ROWS rows after it."""
+        rows: List[List[str]] = []
         with self._open() as f:
             reader = self._reader(f)
             try:
                 for row in reader:
                     if not _blank(row):
-                        return row
+                        rows.append(row)
+                        if len(rows) > _HEADER_CHECK_ROWS:
+                            break
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise CLIError(f"{self.path} line {reader.line_num}: not valid CSV ({exc})") from None
-        raise CLIError(f"{self.path} is empty; a header row and at least one data row are needed")
+        if not rows:
+            raise CLIError(f"{self.path} is empty; a header row and at least one data row are "
+                           f"needed")
+        return rows[0], rows[1:]
 
     def column(self, name: str) -> str:
         """``name`` if the table has that column, else a CLIError listing its columns."""
