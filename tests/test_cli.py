@@ -725,3 +725,16 @@ def test_the_sniffer_sees_a_short_sample_only(tmp_path, monkeypatch):
     path.write_text("a;b;c\n" + rows)
     assert _csvdata.CSVTable(str(path)).delimiter == ";"
     assert seen and max(seen) <= _csvdata._SNIFF_CHARS
+
+
+def test_a_pipe_as_data_is_refused_and_a_closed_output_pipe_ends_quietly(models, csvs, tmp_path):
+    proc = subprocess.run(f"cat {csvs / 'cls.csv'} | {sys.executable} -m bpfast predict "
+                          f"{models / 'cls.npz'} /dev/stdin", shell=True, capture_output=True,
+                          text=True, env=dict(os.environ))
+    assert_usage_error(proc, "not a regular file")
+    big = tmp_path / "big.csv"          # ~2 MB of predictions: more than a pipe buffers
+    big.write_text("a,b,c\n" + "0.5,-1.25,2\n" * 40000)
+    proc = subprocess.run(f"{sys.executable} -m bpfast predict {models / 'cls.npz'} {big} "
+                          f"--proba | head -2", shell=True, capture_output=True, text=True,
+                          env=dict(os.environ))
+    assert proc.stdout.splitlines()[0] == "label,p(no),p(yes)" and proc.stderr == ""

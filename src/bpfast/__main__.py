@@ -409,7 +409,7 @@ def cmd_export(args) -> int:
 def _add_csv_options(p) -> None:
     p.add_argument("--no-header", action="store_true",
                    help="the file has no header row; its columns are named 1, 2, ... (a first "
-                        "row of numbers only is otherwise refused)")
+                        "row that looks like data is otherwise refused)")
     p.add_argument("--delimiter", type=_delimiter, metavar="CHAR",
                    help="the column delimiter (default: detected among , ; tab |)")
 
@@ -541,6 +541,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CLIError as exc:
         print(f"bpfast: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (bpfast predict ... | head): stop quietly, and
+        # keep Python from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (OSError, ValueError) as exc:
         # Anything else the input can cause (unwritable output, bad values deep inside).
         print(f"bpfast: error: {exc}", file=sys.stderr)

@@ -86,6 +86,9 @@ class CSVTable:
             raise CLIError(f"no such file: {path}")
         if os.path.isdir(path):
             raise CLIError(f"{path} is a directory, not a CSV file")
+        if not os.path.isfile(path):
+            # A pipe or a device: the file is read more than once (its layout, then its rows).
+            raise CLIError(f"{path} is not a regular file; save the data to a file first")
         self.path = path
         self.has_header = header
         sample = self._sample()
