@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -228,7 +229,7 @@ def cmd_train(args) -> int:
         features = [table.column(f.strip()) for f in args.features.split(",") if f.strip()]
         if target in features:
             raise CLIError(f"the target column {target!r} cannot also be a feature")
-        twice = sorted({f for f in features if features.count(f) > 1})
+        twice = sorted(f for f, count in Counter(features).items() if count > 1)
         if twice:
             raise CLIError(f"--features names {', '.join(map(repr, twice))} more than once")
     else:

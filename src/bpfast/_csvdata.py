@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -74,8 +75,8 @@ class CSVTable:
     ----------
     path : str
     header : bool
-        The first non-blank row names the columns. A first row of numbers only is
-        refused with a hint to ``--no-header``; without a header the columns are
+        The first non-blank row names the columns. A first row that looks like data
+        is refused with a hint to ``--no-header``; without a header the columns are
         named "1", "2", ... in order.
     delimiter : str or None
         None: detected by csv.Sniffer among ``DELIMITERS`` (a comma if nothing fits).
@@ -102,7 +103,7 @@ class CSVTable:
                 raise CLIError(f"{path}: its first row {first!r} looks like data, not column "
                                f"names (numbers, and text that recurs in the rows below); if "
                                f"the file has no header row, give --no-header")
-            dupes = sorted({n for n in names if names.count(n) > 1})
+            dupes = sorted(n for n, count in Counter(names).items() if count > 1)
             if dupes:
                 raise CLIError(f"{path}: duplicate column names in the header: {dupes}")
         else:
