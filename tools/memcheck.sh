@@ -36,7 +36,7 @@ fi
 
 DEFAULT_TESTS=(tests/test_kernels.py tests/test_small_gemm.py tests/test_tiny.py tests/test_network.py tests/test_gradients.py
                tests/test_validation.py tests/test_fuzz.py tests/test_divergence.py
-               tests/test_files.py tests/test_concurrency.py)
+               tests/test_io.py tests/test_concurrency.py)
 if [[ $# -gt 0 ]]; then TESTS=("$@"); else TESTS=(); for t in "${DEFAULT_TESTS[@]}"; do [[ -e "$REPO/$t" ]] && TESTS+=("$t"); done; fi
 
 copy_tree() {   # $1: destination

@@ -2,18 +2,19 @@
 
 Subcommands
 -----------
-demo      train on XOR and two spirals with both backends; print losses, accuracy, speedup
-bench     run the repository's ``benchmarks/bench.py`` (options are passed through)
-train     train a network on a CSV file and save it (``model.npz`` + ``model.npz.json``)
-predict   predict with a saved model on a CSV file
+demo      train on XOR and two spirals with both backends; print losses, accuracy, speed ratio
+bench     run ``benchmarks/bench.py`` of the source checkout bpfast was imported from
+train     train a network on a CSV file and save it as one model file
+predict   predict with a model written by ``train`` on a CSV file
+export    write a model as an ONNX graph
 
 Model files written by ``train``
 --------------------------------
-``MODEL`` (e.g. ``model.npz``) is a plain ``bpfast.save`` file: ``bpfast.load``
-reads it. Beside it, ``MODEL.json`` (``model.npz.json``) holds what turns CSV
-rows into network inputs and outputs back into answers::
+``MODEL`` (e.g. ``model.npz``) is one ``bpfast.save`` file, written atomically:
+``bpfast.load`` reads the network, and ``bpfast.load(MODEL, with_metadata=True)``
+also gives what turns CSV rows into network inputs and outputs back into answers::
 
-    {"format": "bpfast-cli-1", "task": "classify" | "regress",
+    {"format": "bpfast-cli-2", "task": "classify" | "regress",
      "target": "species", "features": ["x1", "x2", ...],
      "feature_mean": [...], "feature_scale": [...],     # inputs are (x - mean) / scale
      "classes": ["setosa", ...],                        # classify: output column i -> label
@@ -26,23 +27,23 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 
-SIDECAR_FORMAT = "bpfast-cli-1"
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+from bpfast._csvdata import (CLI_FORMAT, CLIError, CSVTable, check_metadata, cli_metadata,
+                             standardize)
+from bpfast.activations import HIDDEN_ACTIVATIONS
 
-
-class CLIError(Exception):
-    """A user error: printed as ``bpfast: error: <message>``, exit status 2."""
+_SCORE_ROWS = 8192      # rows per predict call when scoring the training data
+_MAX_ONE_HOT = 2 ** 28  # rows x classes of the one-hot targets (2 GiB in float64)
 
 
 # ====================================================================== helpers
@@ -68,6 +69,13 @@ def _positive_float(text: str) -> float:
 
 def _momentum(text: str) -> float:
     return _checked(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _delimiter(text: str) -> str:
+    text = {"tab": "\t", "\\t": "\t"}.get(text, text)
+    if len(text) != 1 or text in "\"\r\n":
+        raise argparse.ArgumentTypeError(f"expected one character (or 'tab'), got {text!r}")
+    return text
 
 
 def _layer_sizes(text: str) -> List[int]:
@@ -107,162 +115,77 @@ def _say(bar, text: str) -> None:
         print(text, flush=True)
 
 
-def _read_csv(path: str) -> Tuple[List[str], List[List[str]]]:
-    """(header, rows) of a CSV file with a header row; every row as wide as the header."""
-    if not os.path.exists(path):
-        raise CLIError(f"no such file: {path}")
-    if os.path.isdir(path):
-        raise CLIError(f"{path} is a directory, not a CSV file")
+def _warn(text: str) -> None:
+    print(f"bpfast: warning: {text}", file=sys.stderr)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """True if paths a and b name one file (through links too), whether or not a exists."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
-    except UnicodeDecodeError as exc:
-        raise CLIError(f"{path} is not a UTF-8 text (CSV) file: {exc}") from None
-    except csv.Error as exc:
-        raise CLIError(f"{path} is not valid CSV: {exc}") from None
-    if not rows:
-        raise CLIError(f"{path} is empty; a header row and at least one data row are needed")
-    header = [h.strip() for h in rows[0]]
-    if all(_is_number(h) for h in header):
-        raise CLIError(f"{path}: the first row must be a header of column names; got {rows[0]!r}")
-    if len(set(header)) != len(header):
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        raise CLIError(f"{path}: duplicate column names in the header: {dupes}")
-    data = rows[1:]
-    if not data:
-        raise CLIError(f"{path} has a header but no data rows")
-    for i, row in enumerate(data):
-        if len(row) != len(header):
-            raise CLIError(f"{path} line {i + 2}: {len(row)} fields, but the header has "
-                           f"{len(header)} ({', '.join(header)})")
-    return header, [[cell.strip() for cell in row] for row in data]
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
+def _refuse_overwriting(output: Optional[str], option: str, **inputs: Optional[str]) -> None:
+    """CLIError if writing `output` would replace one of the inputs (name=path)."""
+    if output is None:
+        return
+    for name, path in inputs.items():
+        if path is not None and _same_file(output, path):
+            raise CLIError(f"{option} {output} is the {name.replace('_', ' ')} ({path}); "
+                           f"writing it would destroy it: choose another file")
 
 
-def _numeric_columns(path: str, header: List[str], rows: List[List[str]],
-                     columns: Sequence[str], what: str) -> np.ndarray:
-    """The named columns as a float64 (n, len(columns)) array, or a clear error."""
-    index = [header.index(c) for c in columns]
-    out = np.empty((len(rows), len(index)))
-    for i, row in enumerate(rows):
-        for j, k in enumerate(index):
-            cell = row[k]
-            try:
-                value = float(cell)
-            except ValueError:
-                value = None
-            if value is None or not math.isfinite(value):
-                shown = repr(cell) if cell else "an empty cell"
-                raise CLIError(f"{path} line {i + 2}, column {header[k]!r}: {shown} is not a "
-                               f"finite number ({what} must be numeric)")
-            out[i, j] = value
-    return out
-
-
-def _column(header: List[str], name: str, path: str) -> str:
-    if name in header:
-        return name
-    raise CLIError(f"{path} has no column {name!r}; its columns are: {', '.join(header)}")
-
-
-def _sidecar_path(model: str) -> str:
-    return model + ".json"
-
-
-# ====================================================================== demo
-def _demo_run(name: str, backend: str, sizes, activation, output_activation, loss, X, Y, y,
-              epochs, batch_size, lr, momentum, print_every, progress) -> Dict:
+def _load_model(path: str):
+    """(net, metadata) of a model file, with its errors as CLIErrors."""
     import bpfast
 
-    net = bpfast.Network(sizes, activation=activation, output_activation=output_activation,
-                         loss=loss, backend=backend, seed=0)
-    bar = _progress(epochs, progress, f"{name} {backend}")
-    overhead = [0.0]     # time spent printing and drawing the bar, not training
-
-    def callback(epoch: int, history) -> bool:
-        t0 = time.perf_counter()
-        if (epoch + 1) % print_every == 0 or epoch == 0 or epoch + 1 == epochs:
-            _say(bar, f"  {backend:<9} epoch {epoch + 1:>5}  loss {history.loss[-1]:.6f}")
-        if bar is not None:
-            bar.update(1)
-        overhead[0] += time.perf_counter() - t0
-        return True
-
-    start = time.perf_counter()
-    history = net.fit(X, Y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                      shuffle=True, seed=1, callback=callback)
-    seconds = time.perf_counter() - start - overhead[0]
-    if bar is not None:
-        bar.close()
-    out = net.predict(X)
-    pred = (out[:, 0] > 0.5).astype(int) if out.shape[1] == 1 else out.argmax(axis=1)
-    correct = int((pred == y).sum())
-    print(f"  {backend}: accuracy {100.0 * correct / len(y):.1f}% ({correct}/{len(y)}), final loss "
-          f"{history.loss[-1]:.6f}, {history.n_updates} updates in {seconds:.3f} s "
-          f"({1e3 * seconds / epochs:.3f} ms/epoch)")
-    return {"loss": history.loss, "seconds": seconds, "epochs": epochs}
+    if not os.path.exists(path):
+        raise CLIError(f"no such model file: {path}")
+    try:
+        return bpfast.load(path, with_metadata=True)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
-def cmd_demo(args) -> int:
-    from bpfast._datasets import one_hot, two_spirals, xor
-
-    quick = args.quick
-    progress = not args.no_progress
-    X, y = xor()
-    spiral_X, spiral_y = two_spirals(100, turns=1.5)
-    problems = [
-        dict(name="XOR", X=X, Y=y.reshape(-1, 1).astype(float), y=y, sizes=[2, 4, 1],
-             activation="tanh", output_activation="sigmoid", loss="mse", batch_size=4, lr=0.5,
-             momentum=0.9, epochs=args.epochs or (300 if quick else 1000)),
-        dict(name="two spirals", X=spiral_X, Y=one_hot(spiral_y, 2), y=spiral_y,
-             sizes=[2, 32, 32, 2], activation="relu", output_activation="softmax",
-             loss="cross_entropy", batch_size=20, lr=0.1, momentum=0.9,
-             epochs=args.epochs or (20 if quick else 100)),
-    ]
-    print("bpfast demo: the same network trained by the compiled (cython) and the pure-Python "
-          "(reference) backend, from the same initial weights and batch order.")
-    for p in problems:
-        epochs = p["epochs"]
-        print(f"\n{p['name']}: {len(p['y'])} samples, network {p['sizes']} ({p['activation']} hidden, "
-              f"{p['output_activation']} output, {p['loss']} loss), lr {p['lr']}, momentum "
-              f"{p['momentum']}, batch {p['batch_size']}, {epochs} epochs")
-        every = max(1, epochs // 5)
-        runs = {}
-        for backend in ("cython", "reference"):
-            runs[backend] = _demo_run(p["name"], backend, p["sizes"], p["activation"],
-                                      p["output_activation"], p["loss"], p["X"], p["Y"], p["y"],
-                                      epochs, p["batch_size"], p["lr"], p["momentum"], every,
-                                      progress)
-        diff = max(abs(a - b) for a, b in zip(runs["cython"]["loss"], runs["reference"]["loss"]))
-        speedup = runs["reference"]["seconds"] / runs["cython"]["seconds"]
-        print(f"  backends agree: max |loss difference| over the epochs {diff:.2e}")
-        print(f"  speedup cython vs reference: {speedup:.1f}x (time of one fit each, "
-              "printing excluded)")
-    return 0
+def _table(path: str, args) -> CSVTable:
+    table = CSVTable(path, header=not args.no_header, delimiter=args.delimiter)
+    if table.delimiter != "," and args.delimiter is None:
+        print(f"bpfast: {path}: columns separated by {table.delimiter!r} (detected)",
+              file=sys.stderr)
+    return table
 
 
 # ====================================================================== bench
-def _find_bench(script: Optional[str]) -> Optional[Path]:
-    if script:
-        path = Path(script)
-        return path if path.is_file() else None
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2] / "benchmarks" / "bench.py", Path.cwd() / "benchmarks" / "bench.py"]
-    return next((c for c in candidates if c.is_file()), None)
+def _checkout_bench() -> Optional[Path]:
+    """benchmarks/bench.py of the source checkout this bpfast was imported from, if any.
+
+    Only a checkout laid out as ROOT/src/bpfast with ROOT/pyproject.toml counts:
+    an installed bpfast (site-packages/bpfast) has none, and the current
+    directory is never searched (a file planted there would run with your rights).
+    """
+    package = Path(__file__).resolve().parent
+    root = package.parents[1]
+    if package.parent.name != "src" or not (root / "pyproject.toml").is_file():
+        return None
+    script = root / "benchmarks" / "bench.py"
+    return script if script.is_file() else None
 
 
 def cmd_bench(args, extra: List[str]) -> int:
-    path = _find_bench(args.script)
-    if path is None:
-        where = args.script or "benchmarks/bench.py of the bpfast repository checkout"
-        raise CLIError(f"benchmark script not found ({where}); 'bpfast bench' runs from a source "
-                       "checkout (git clone ...; pip install -e .) or give --script PATH")
+    if args.script:
+        path = Path(args.script)
+        if not path.is_file():
+            raise CLIError(f"benchmark script not found: {args.script}")
+    else:
+        path = _checkout_bench()
+        if path is None:
+            raise CLIError(f"benchmark script not found: 'bpfast bench' runs benchmarks/bench.py "
+                           f"of a bpfast source checkout, and this bpfast "
+                           f"({Path(__file__).resolve().parent}) was not imported from one. Clone "
+                           f"the bpfast repository and run 'python benchmarks/bench.py' there, or "
+                           f"give --script PATH")
     argv = [sys.executable, str(path)]
     if args.quick:
         argv.append("--quick")
@@ -277,71 +200,86 @@ def cmd_bench(args, extra: List[str]) -> int:
 
 
 # ====================================================================== train
-def _task_of(values: List[str], task: str) -> str:
-    if task != "auto":
-        return task
-    if not all(_is_number(v) for v in values):
-        return "classify"
-    numbers = [float(v) for v in values]
-    if all(n.is_integer() for n in numbers) and len(set(numbers)) <= max(2, min(20, len(numbers) // 5)):
-        return "classify"
-    return "regress"
+def _check_plotting() -> None:
+    """CLIError now, before training, if --plot cannot work."""
+    import bpfast
 
-
-def _sorted_labels(values: List[str]) -> List[str]:
-    labels = set(values)
-    if all(_is_number(v) for v in labels):
-        return sorted(labels, key=lambda v: (float(v), v))
-    return sorted(labels)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CLIError("--plot needs matplotlib: pip install matplotlib") from None
+    if not hasattr(bpfast.History, "plot"):
+        raise CLIError("--plot needs a bpfast whose History has plot(); this one has none")
 
 
 def cmd_train(args) -> int:
     import bpfast
 
-    header, rows = _read_csv(args.data)
-    target = _column(header, args.target, args.data) if args.target else header[-1]
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise CLIError(f"cannot write {args.output}: no directory {out_dir}")
+    _refuse_overwriting(args.output, "--output", training_data=args.data)
+    _refuse_overwriting(args.plot, "--plot", training_data=args.data, model_output=args.output)
+    if args.plot:
+        _check_plotting()
+
+    table = _table(args.data, args)
+    target = table.column(args.target) if args.target else table.columns[-1]
     if args.features:
-        features = [_column(header, f.strip(), args.data) for f in args.features.split(",") if f.strip()]
+        features = [table.column(f.strip()) for f in args.features.split(",") if f.strip()]
         if target in features:
             raise CLIError(f"the target column {target!r} cannot also be a feature")
+        twice = sorted(f for f, count in Counter(features).items() if count > 1)
+        if twice:
+            raise CLIError(f"--features names {', '.join(map(repr, twice))} more than once")
     else:
-        features = [h for h in header if h != target]
+        features = [c for c in table.columns if c != target]
     if not features:
-        raise CLIError(f"{args.data} has no feature columns besides the target {target!r}")
-    X = _numeric_columns(args.data, header, rows, features, "features")
-    t_index = header.index(target)
-    raw_target = [row[t_index] for row in rows]
-    if any(v == "" for v in raw_target):
-        line = raw_target.index("") + 2
-        raise CLIError(f"{args.data} line {line}: the target column {target!r} is empty")
-    task = _task_of(raw_target, args.task)
+        hint = ""
+        if len(table.columns) == 1:
+            hint = (f"; read with the delimiter {table.delimiter!r} it has one column only: if its "
+                    f"columns are separated by another character, give --delimiter CHAR")
+        raise CLIError(f"{args.data} has no feature columns besides the target {target!r}{hint}")
+    X, y = table.read(features, target)
+    n = len(y)
+    task = y.task(args.task)
 
     if args.standardize:
-        mean, scale = X.mean(axis=0), X.std(axis=0)
-        scale[scale == 0] = 1.0
+        mean, scale = standardize(X, features, args.data)
     else:
         mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
-    Xs = (X - mean) / scale
-    meta = {"format": SIDECAR_FORMAT, "task": task, "target": target, "features": features,
-            "feature_mean": mean.tolist(), "feature_scale": scale.tolist()}
     if task == "classify":
-        classes = _sorted_labels(raw_target)
-        lookup = {c: i for i, c in enumerate(classes)}
-        y_index = np.array([lookup[v] for v in raw_target])
-        Y = np.zeros((len(rows), len(classes)))
-        Y[np.arange(len(rows)), y_index] = 1.0
+        classes, y_index = y.classes()
+        if len(classes) < 2:
+            raise CLIError(f"the target column {target!r} holds one class only ({classes[0]!r}); "
+                           f"a classifier needs at least two")
+        if len(classes) == n:
+            alone = (f"the target column {target!r} has as many classes as rows ({n}): every "
+                     f"row is its own class, so nothing can generalise")
+            if args.task == "auto":
+                # An identifier, or numbers in a form that did not parse: not labels.
+                raise CLIError(f"{alone}; is {target!r} the right --target? (--task classify "
+                               f"trains anyway)")
+            _warn(f"{alone} (a numeric target to predict needs --task regress)")
+        if n * len(classes) > _MAX_ONE_HOT:
+            raise CLIError(f"{n} rows x {len(classes)} classes: the one-hot targets alone would "
+                           f"take {n * len(classes) * np.dtype(args.dtype).itemsize / 2 ** 30:.1f} "
+                           f"GiB; is {target!r} the right --target?")
+        Y = np.zeros((n, len(classes)), dtype=args.dtype)
+        Y[np.arange(n), y_index] = 1.0
         out_act, loss = "softmax", "cross_entropy"
-        meta["classes"] = classes
+        meta = cli_metadata(task, target, features, mean, scale, classes=classes)
     else:
-        y = _numeric_columns(args.data, header, rows, [target], "a regression target")
-        t_mean, t_scale = float(y.mean()), float(y.std()) or 1.0
-        Y = (y - t_mean) / t_scale
+        values = y.values()                     # (n, 1), kept for the training R^2
+        Y = values.copy()
+        t_mean, t_scale = standardize(Y, [target], args.data)      # Y scaled in place
         out_act, loss = "identity", "mse"
-        meta["target_mean"], meta["target_scale"] = t_mean, t_scale
+        meta = cli_metadata(task, target, features, mean, scale, target_mean=t_mean[0],
+                            target_scale=t_scale[0])
     sizes = [X.shape[1], *args.hidden, Y.shape[1]]
     net = bpfast.Network(sizes, activation=args.activation, output_activation=out_act, loss=loss,
                          dtype=args.dtype, seed=args.seed)
-    print(f"training {task}: {len(rows)} rows, {len(features)} features -> {target!r}"
+    print(f"training {task}: {n} rows, {len(features)} features -> {target!r}"
           + (f" ({len(meta['classes'])} classes)" if task == "classify" else "")
           + f"; network {sizes}, {args.activation}, {loss}, lr {args.lr}, batch {args.batch_size}, "
             f"{args.epochs} epochs")
@@ -357,95 +295,126 @@ def cmd_train(args) -> int:
 
     start = time.perf_counter()
     try:
-        net.fit(Xs, Y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                momentum=args.momentum, seed=args.seed, callback=callback)
+        history = net.fit(X, Y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          momentum=args.momentum, seed=args.seed, callback=callback)
     except FloatingPointError as exc:
         raise CLIError(f"{exc}") from None
     finally:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
-    out = net.predict(Xs)
+    # The training score, a block of rows at a time: no second (rows, outputs) array.
+    blocks = ((net.predict(X[i:i + _SCORE_ROWS]), slice(i, i + _SCORE_ROWS))
+              for i in range(0, n, _SCORE_ROWS))
     if task == "classify":
-        acc = float((out.argmax(axis=1) == y_index).mean())
-        print(f"training accuracy {100 * acc:.1f}% in {seconds:.2f} s")
+        correct = sum(int((out.argmax(axis=1) == y_index[rows]).sum()) for out, rows in blocks)
+        print(f"training accuracy {100 * correct / n:.1f}% in {seconds:.2f} s")
     else:
-        pred = out[:, 0] * meta["target_scale"] + meta["target_mean"]
-        resid = pred - y[:, 0]
-        ss_tot = float(((y[:, 0] - y[:, 0].mean()) ** 2).sum())
-        r2 = 1 - float((resid ** 2).sum()) / ss_tot if ss_tot else float("nan")
-        print(f"training RMSE {math.sqrt(float((resid ** 2).mean())):.6g}, R^2 {r2:.4f} "
-              f"in {seconds:.2f} s")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise CLIError(f"cannot write {args.output}: no directory {out_dir}")
-    bpfast.save(net, args.output)
-    with open(_sidecar_path(args.output), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1)
-    print(f"saved {args.output} and {_sidecar_path(args.output)}")
+        truth = values[:, 0]
+        sse = sum(float(((out[:, 0] * meta["target_scale"] + meta["target_mean"]
+                          - truth[rows]) ** 2).sum()) for out, rows in blocks)
+        ss_tot = float(((truth - truth.mean()) ** 2).sum())
+        r2 = 1 - sse / ss_tot if ss_tot else float("nan")
+        print(f"training RMSE {math.sqrt(sse / n):.6g}, R^2 {r2:.4f} in {seconds:.2f} s")
+    if hasattr(net, "summary"):
+        print(net.summary())
+    bpfast.save(net, args.output, metadata=meta)
+    print(f"saved {args.output}")
+    if args.plot:
+        try:
+            history.plot(args.plot)
+        except ImportError as exc:
+            raise CLIError(f"--plot needs matplotlib ({exc}); the model was saved") from None
+        print(f"wrote the loss curve to {args.plot}")
     return 0
 
 
 # ====================================================================== predict
 def cmd_predict(args) -> int:
-    import bpfast
+    _refuse_overwriting(args.output, "--output", model=args.model, input_data=args.data)
+    net, meta = _load_model(args.model)
+    meta = check_metadata(meta, net, args.model)
+    if args.proba and meta["task"] != "classify":
+        raise CLIError(f"--proba gives class probabilities, but {args.model} is a regression "
+                       f"model")
+    table = _table(args.data, args)
+    if not table.has_header and len(table.columns) == len(meta["features"]):
+        features = table.columns        # no names: the model's features, in order
+    else:
+        features = [table.column(c) for c in meta["features"]]
+    X, _ = table.read(features)
+    X -= np.asarray(meta["feature_mean"])
+    X /= np.asarray(meta["feature_scale"])
+    names = [meta["target"]]
+    if args.proba:
+        names += [f"p({c})" for c in meta["classes"]]
 
-    if not os.path.exists(args.model):
-        raise CLIError(f"no such model file: {args.model}")
-    try:
-        net = bpfast.load(args.model)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    meta = None
-    side = _sidecar_path(args.model)
-    if os.path.exists(side):
-        try:
-            with open(side, encoding="utf-8") as f:
-                meta = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise CLIError(f"{side} is not a readable model description: {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
-            raise CLIError(f"{side} is not a bpfast model description ({SIDECAR_FORMAT})")
-    header, rows = _read_csv(args.data)
-    if meta is not None:
-        features = [_column(header, c, args.data) for c in meta["features"]]
-    else:
-        # A bare network file: every column is an input, in order.
-        features = header
-    if len(features) != net.n_inputs:
-        raise CLIError(f"the model takes {net.n_inputs} inputs but {args.data} gives "
-                       f"{len(features)} feature columns")
-    X = _numeric_columns(args.data, header, rows, features, "features")
-    if meta is not None:
-        X = (X - np.asarray(meta["feature_mean"])) / np.asarray(meta["feature_scale"])
-    out = net.predict(X)
-    if meta is None:
-        names = [f"output{j}" for j in range(out.shape[1])]
-        table = [[repr(float(v)) for v in row] for row in out]
-    elif meta["task"] == "classify":
-        classes = meta["classes"]
-        names = [meta["target"]]
-        table = [[classes[k]] for k in out.argmax(axis=1)]
-        if args.proba:
-            names += [f"p({c})" for c in classes]
-            table = [t + [f"{p:.6g}" for p in row] for t, row in zip(table, out)]
-    else:
-        names = [meta["target"]]
-        pred = out[:, 0] * meta["target_scale"] + meta["target_mean"]
-        table = [[f"{v:.10g}"] for v in pred]
+    def rows_of(out):
+        """The CSV rows of one block of network outputs."""
+        if meta["task"] == "regress":
+            pred = out[:, 0] * meta["target_scale"] + meta["target_mean"]
+            return [[f"{v:.10g}"] for v in pred]
+        labels = [[meta["classes"][k]] for k in out.argmax(axis=1)]
+        if not args.proba:
+            return labels
+        return [label + [f"{p:.6g}" for p in row] for label, row in zip(labels, out)]
+
+    def write(writer) -> None:
+        # A block of rows at a time: neither the outputs nor their text are held whole.
+        for i in range(0, X.shape[0], _SCORE_ROWS):
+            writer.writerows(rows_of(net.predict(X[i:i + _SCORE_ROWS])))
+
     if args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(names)
-            writer.writerows(table)
-        print(f"wrote {len(table)} predictions to {args.output}", file=sys.stderr)
+            write(writer)
+        print(f"wrote {X.shape[0]} predictions to {args.output}", file=sys.stderr)
     else:
-        for row in table:
-            print(",".join(row))
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        if args.proba:
+            writer.writerow(names)      # the probabilities' columns carry the class names
+        write(writer)
+    return 0
+
+
+# ====================================================================== export
+def cmd_export(args) -> int:
+    import bpfast
+
+    _refuse_overwriting(args.output, "OUT", model=args.model)
+    net, meta = _load_model(args.model)
+    export = getattr(bpfast, "export_onnx", None)
+    if export is None:
+        raise CLIError("this bpfast has no ONNX export (bpfast.export_onnx)")
+    cli_model = isinstance(meta, dict) and meta.get("format") == CLI_FORMAT
+    if cli_model:
+        meta = check_metadata(meta, net, args.model)
+    try:
+        export(net, args.output, opset=args.opset)
+    except ImportError as exc:
+        raise CLIError(f"export needs the onnx package: pip install onnx ({exc})") from None
+    print(f"wrote {args.output} (network {net.sizes})")
+    if cli_model:
+        print(f"note: the graph takes the scaled features (x - feature_mean) / feature_scale of "
+              f"the model's metadata, in the order {meta['features']}", file=sys.stderr)
+        if meta["task"] == "classify":
+            print(f"note: its outputs are the probabilities of {meta['classes']}", file=sys.stderr)
+        else:
+            print(f"note: its output is (y - {meta['target_mean']:.10g}) / "
+                  f"{meta['target_scale']:.10g}", file=sys.stderr)
     return 0
 
 
 # ====================================================================== argument parsing
+def _add_csv_options(p) -> None:
+    p.add_argument("--no-header", action="store_true",
+                   help="the file has no header row; its columns are named 1, 2, ... (a first "
+                        "row that looks like data is otherwise refused)")
+    p.add_argument("--delimiter", type=_delimiter, metavar="CHAR",
+                   help="the column delimiter (default: detected among , ; tab |)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``bpfast`` command (all subcommands)."""
     parser = argparse.ArgumentParser(
@@ -460,39 +429,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train on XOR and two spirals with both backends",
                        description="Train the same networks on XOR and on a generated two-spirals "
                                    "set with the compiled (cython) and the pure-Python (reference) "
-                                   "backend; print the loss every few epochs, the accuracy, and "
-                                   "the measured speedup (ratio of the time of one fit each, "
-                                   "printing excluded).")
+                                   "backend from the same weights and batches; print the losses, "
+                                   "the accuracy, and how many times faster the compiled fit is "
+                                   "(one fit each, both without a callback).")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="epochs for both problems (default: XOR 1000, spirals 100; --quick: 300, 20)")
     p.add_argument("--quick", action="store_true", help="fewer epochs: a few seconds in all")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (tqdm)")
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # no bar now
 
-    p = sub.add_parser("bench", help="run benchmarks/bench.py of the repository checkout",
+    p = sub.add_parser("bench", help="run benchmarks/bench.py of the source checkout",
                        description="Run the benchmark script benchmarks/bench.py of the bpfast "
-                                   "source checkout; the options below and any others are passed "
-                                   "through to it.")
+                                   "source checkout this bpfast was imported from (never one in "
+                                   "the current directory); the options below and any others "
+                                   "are passed through to it.")
     p.add_argument("--quick", action="store_true", help="a short run (tests/CI)")
     p.add_argument("--cases", nargs="*", metavar="CASE", help="cases to run, e.g. 64-64-10")
     p.add_argument("--output", metavar="FILE", help="markdown report to write")
     p.add_argument("--plot", metavar="FILE", help="PNG plot to write")
-    p.add_argument("--script", metavar="PATH", help="the benchmark script (default: found in the checkout)")
+    p.add_argument("--script", metavar="PATH", help="the benchmark script to run instead")
 
     p = sub.add_parser("train", help="train a network on a CSV file and save it",
-                       description="Train on a CSV file with a header row. Features must be numeric; "
-                                   "they are standardised (the mean and scale are saved). The model "
-                                   "is written with bpfast.save to --output, and what maps CSV "
-                                   "columns and classes to the network to --output + '.json'.")
-    p.add_argument("data", help="CSV file with a header row")
+                       description="Train on a CSV file. Features must be numeric; they are "
+                                   "standardised (the mean and scale are saved). The model, "
+                                   "with the feature names, scaling and class names, is written "
+                                   "atomically to one file, --output.")
+    p.add_argument("data", help="CSV file (a header row unless --no-header)")
     p.add_argument("--target", metavar="COL", help="target column name (default: the last column)")
     p.add_argument("--features", metavar="COLS",
                    help="comma-separated feature columns (default: all but the target)")
     p.add_argument("--task", choices=("auto", "classify", "regress"), default="auto",
                    help="classify (softmax + cross-entropy) or regress (identity + MSE); auto: "
-                        "classify when the target is text or a few distinct integers")
+                        "classify when the target is text or a few distinct whole numbers")
     p.add_argument("--hidden", type=_layer_sizes, default=[32], metavar="SIZES",
                    help="hidden layer widths, comma-separated (default: 32; 0 for none)")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+    p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu",
                    help="hidden activation (default: relu)")
     p.add_argument("--epochs", type=_positive_int, default=100, help="epochs (default: 100)")
     p.add_argument("--lr", type=_positive_float, default=0.01, help="learning rate (default: 0.01)")
@@ -503,17 +473,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-standardize", dest="standardize", action="store_false",
                    help="use the features as they are")
     p.add_argument("--output", "-o", default="model.npz", metavar="MODEL",
-                   help="model file to write (default: model.npz; also MODEL.json)")
+                   help="model file to write (default: model.npz)")
+    p.add_argument("--plot", metavar="PNG", help="draw the loss per epoch into this PNG "
+                                                 "(needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (tqdm)")
+    _add_csv_options(p)
 
-    p = sub.add_parser("predict", help="predict with a saved model on a CSV file",
-                       description="Predict for every row of a CSV file (header row required; "
-                                   "the feature columns are found by name, other columns are "
-                                   "ignored). Prints one prediction per line, or writes a CSV.")
-    p.add_argument("model", help="model file written by 'bpfast train' (or bpfast.save)")
-    p.add_argument("data", help="CSV file with a header row")
+    p = sub.add_parser("predict", help="predict with a model written by 'bpfast train'",
+                       description="Predict for every row of a CSV file (the feature columns are "
+                                   "found by name, other columns are ignored; without a header, "
+                                   "the file's columns are the features in order). Prints one "
+                                   "prediction per line (with --proba, a header row and the "
+                                   "class probabilities), or writes a CSV.")
+    p.add_argument("model", help="model file written by 'bpfast train'")
+    p.add_argument("data", help="CSV file (a header row unless --no-header)")
     p.add_argument("--output", "-o", metavar="FILE", help="write a CSV here instead of printing")
     p.add_argument("--proba", action="store_true", help="classification: add class probabilities")
+    _add_csv_options(p)
+
+    p = sub.add_parser("export", help="write a model as an ONNX graph (needs onnx)",
+                       description="Write the network of a model file as an ONNX graph with "
+                                   "bpfast.export_onnx. For a model written by 'bpfast train', "
+                                   "the scaling stays outside the graph: it takes the "
+                                   "standardised features (x - feature_mean) / feature_scale "
+                                   "and gives the class probabilities (classify) or the "
+                                   "standardised target (regress); the means, scales and class "
+                                   "names are in the model file's metadata "
+                                   "(bpfast.load(MODEL, with_metadata=True)).")
+    p.add_argument("model", help="model file (bpfast.save or 'bpfast train')")
+    p.add_argument("output", metavar="OUT", help="the .onnx file to write")
+    p.add_argument("--opset", type=_positive_int, default=None,
+                   help="ONNX opset version (default: the exporter's)")
     return parser
 
 
@@ -540,15 +530,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         if args.command == "demo":
-            return cmd_demo(args)
+            from bpfast._demo import run_demo
+            return run_demo(args.epochs, args.quick)
         if args.command == "bench":
             return cmd_bench(args, extra)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_predict(args)
     except CLIError as exc:
         print(f"bpfast: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (bpfast predict ... | head): stop quietly, and
+        # keep Python from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (OSError, ValueError) as exc:
         # Anything else the input can cause (unwritable output, bad values deep inside).
         print(f"bpfast: error: {exc}", file=sys.stderr)

@@ -364,19 +364,30 @@ def npy_bytes(header_shape, data_bytes, dtype="<f8"):
     return buf.getvalue() + data_bytes
 
 
-@pytest.mark.parametrize("shape", [(10 ** 12,), (2 ** 62,), (10 ** 6, 10 ** 6)])
-def test_a_header_announcing_a_huge_array_allocates_nothing(tmp_path, shape):
-    """A crafted 'params' header claiming terabytes over a few bytes of data is refused
-    from the header, before any allocation (no MemoryError, no swap storm)."""
-    net, _ = trained(sizes=(2, 2))
-    path = tmp_path / "m.npz"
-    fields = fields_of(net)
+def write_with_member(path, fields, key, member_bytes):
+    """An .npz of `fields` whose member `key` is replaced by raw .npy bytes."""
     with zipfile.ZipFile(path, "w") as z:
-        for key, value in fields.items():
+        for name, value in fields.items():
             b = io.BytesIO()
             np.save(b, value)
-            z.writestr(key + ".npy", b.getvalue() if key != "params" else npy_bytes(shape, b"\0" * 48))
-    assert_refused(path, "params", "truncated")
+            z.writestr(name + ".npy", b.getvalue() if name != key else member_bytes)
+
+
+@pytest.mark.parametrize("key, shape, dtype, words", [
+    ("params", (10 ** 12,), "<f8", ["params", "shape"]),
+    ("params", (2 ** 62,), "<f8", ["params", "shape"]),
+    ("params", (10 ** 6, 10 ** 6), "<f8", ["params", "shape"]),
+    ("params", (6,), "<f8", ["params", "truncated"]),       # the right shape, too few bytes
+    ("sizes", (10 ** 12,), "<i8", ["sizes", "announces"]),
+    ("activation", (), "<U100000000", ["activation", "announces"]),
+])
+def test_a_header_announcing_a_huge_array_allocates_nothing(tmp_path, key, shape, dtype, words):
+    """A crafted header claiming terabytes over a few bytes of data is refused from the
+    header, before any allocation (no MemoryError, no swap storm)."""
+    net, _ = trained(sizes=(2, 2))
+    path = tmp_path / "m.npz"
+    write_with_member(path, fields_of(net), key, npy_bytes(shape, b"\0" * 40, dtype))
+    assert_refused(path, *words)
 
 
 def test_a_crafted_model_of_huge_sizes_allocates_nothing(tmp_path):
@@ -387,13 +398,24 @@ def test_a_crafted_model_of_huge_sizes_allocates_nothing(tmp_path):
     assert_refused(tmp_path / "m.npz", "sizes")
 
 
-def test_a_big_endian_or_fortran_params_member_loads_by_value(tmp_path):
-    """Another writer's valid .npz: params stored big-endian; values are what count."""
-    net, X = trained(sizes=(2, 3, 2))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_big_endian_params_are_converted(tmp_path, dtype):
+    """Another writer's valid .npz: params stored big-endian; the values are what count."""
+    net, X = trained(dtype, sizes=(2, 3, 2))
     fields = fields_of(net)
-    fields["params"] = fields["params"].astype(">f8")
+    fields["params"] = fields["params"].astype(fields["params"].dtype.newbyteorder(">"))
     write_npz(tmp_path / "m.npz", **fields)
-    # big-endian float64 is not the declared native dtype: refused rather than reinterpreted
+    loaded = bpfast.load(tmp_path / "m.npz")
+    assert loaded.get_parameters().dtype == np.dtype(dtype)           # native again
+    assert np.array_equal(loaded.get_parameters(), net.get_parameters())
+    assert np.array_equal(loaded.predict(X), net.predict(X))
+
+
+def test_big_endian_params_of_the_other_width_are_refused(tmp_path):
+    net, _ = trained("float64", sizes=(2, 3, 2))
+    fields = fields_of(net)
+    fields["params"] = fields["params"].astype(">f4")       # float32 values in a float64 model
+    write_npz(tmp_path / "m.npz", **fields)
     assert_refused(tmp_path / "m.npz", "parameters")
 
 
@@ -403,3 +425,185 @@ def test_loading_a_compressed_npz_written_by_another_tool(tmp_path):
     with open(path, "wb") as f:
         np.savez_compressed(f, **fields_of(net))
     assert np.array_equal(bpfast.load(path).predict(X), net.predict(X))
+
+
+# ============================================================== zip bombs
+def bomb(path, fields, key, extra_bytes):
+    """A model file whose member `key` is its valid .npy followed by `extra_bytes` zeros,
+    deflated: a small file that inflates to far more than its header announces."""
+    zero_mb = bytes(2 ** 20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, value in fields.items():
+            b = io.BytesIO()
+            np.save(b, value)
+            with z.open(name + ".npy", "w", force_zip64=True) as member:
+                member.write(b.getvalue())
+                if name == key:
+                    for _ in range(extra_bytes // len(zero_mb)):
+                        member.write(zero_mb)
+
+
+@pytest.mark.parametrize("key", ["params", "activation", "metadata"])
+def test_a_zip_bomb_is_refused_without_inflating_it(tmp_path, key):
+    """A ~200 KB file whose member inflates to 200 MB after a valid header: refused from
+    the header and the zip directory, having inflated (and allocated) next to nothing."""
+    import tracemalloc
+    net, X = trained(sizes=(2, 3, 2))
+    fields = fields_of(net)
+    fields["metadata"] = np.array('{"note": "hello"}')
+    path = tmp_path / "bomb.npz"
+    bomb(path, fields, key, 200 * 2 ** 20)
+    assert path.stat().st_size < 2 ** 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=key):
+            bpfast.load(path, with_metadata=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2 ** 20, peak           # the member is 200 MB inflated
+
+
+def test_a_member_claiming_more_than_deflate_can_give_is_refused(tmp_path):
+    """The zip directory may claim any uncompressed size; one beyond deflate's ~1032:1
+    ratio over the compressed size is a lie, refused before inflating."""
+    net, _ = trained(sizes=(2, 2))
+    path = tmp_path / "m.npz"
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **fields_of(net))
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("params.npy")
+    # Patch the uncompressed size in the central directory entry of params.npy.
+    name = b"params.npy"
+    central = raw.rindex(b"PK\x01\x02", 0, raw.rindex(name))    # its central directory entry
+    raw[central + 24:central + 28] = (info.compress_size * 5000).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    assert_refused(path, "params", "compress")
+
+
+def test_other_compression_methods_are_refused(tmp_path):
+    net, _ = trained(sizes=(2, 2))
+    path = tmp_path / "m.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_BZIP2) as z:
+        for name, value in fields_of(net).items():
+            b = io.BytesIO()
+            np.save(b, value)
+            z.writestr(name + ".npy", b.getvalue())
+    assert_refused(path, "compression method")
+
+
+# ============================================================== what save refuses
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_save_refuses_non_finite_parameters_and_keeps_the_old_file(tmp_path, bad):
+    path = tmp_path / "m.npz"
+    net, X = trained()
+    bpfast.save(net, path)
+    before = path.read_bytes()
+    broken, _ = trained()
+    broken.biases[1][0] = bad             # in place: nothing checks this write
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        bpfast.save(broken, path)
+    assert path.read_bytes() == before
+    assert listing(tmp_path) == ["m.npz"]
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        bpfast.save(broken, tmp_path / "new.npz")
+    assert listing(tmp_path) == ["m.npz"]
+
+
+# ============================================================== symbolic links
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
+@pytest.mark.parametrize("relative", [False, True])
+def test_save_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path, relative):
+    store = tmp_path / "store"
+    links = tmp_path / "links"
+    store.mkdir()
+    links.mkdir()
+    old, _ = trained(sizes=(2, 2))
+    new, X = trained(sizes=(2, 3, 2))
+    bpfast.save(old, store / "model-v1.npz")
+    os.chmod(store / "model-v1.npz", 0o640)
+    link = links / "current.npz"
+    link.symlink_to(os.path.relpath(store / "model-v1.npz", links) if relative
+                    else store / "model-v1.npz")
+    target_before = os.readlink(link)
+    bpfast.save(new, link)
+    assert link.is_symlink() and os.readlink(link) == target_before
+    assert listing(links) == ["current.npz"] and listing(store) == ["model-v1.npz"]
+    assert bpfast.load(store / "model-v1.npz").sizes == [2, 3, 2]
+    assert np.array_equal(bpfast.load(link).predict(X), new.predict(X))
+    assert stat.S_IMODE(os.stat(store / "model-v1.npz").st_mode) == 0o640
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
+def test_save_through_a_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "m.npz"
+    link.symlink_to(tmp_path / "real.npz")
+    net, X = trained(sizes=(2, 2))
+    bpfast.save(net, link)
+    assert link.is_symlink() and listing(tmp_path) == ["m.npz", "real.npz"]
+    assert np.array_equal(bpfast.load(tmp_path / "real.npz").predict(X), net.predict(X))
+
+
+# ============================================================== metadata
+def test_metadata_round_trip_in_the_same_file(tmp_path):
+    net, X = trained()
+    meta = {"task": "classify", "classes": ["no", "yes"], "mean": [0.5, -1.25e-300],
+            "nested": {"k": [1, None, True, "é ✓"]}, "n": 3}
+    bpfast.save(net, tmp_path / "m.npz", metadata=meta)
+    assert listing(tmp_path) == ["m.npz"]
+    loaded, got = bpfast.load(tmp_path / "m.npz", with_metadata=True)
+    assert got == meta
+    assert np.array_equal(loaded.predict(X), net.predict(X))
+    # the plain call gives the Network alone; np.load reads the field without pickles
+    assert isinstance(bpfast.load(tmp_path / "m.npz"), bpfast.Network)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
+        import json
+        assert json.loads(str(z["metadata"])) == meta
+
+
+def test_a_file_without_metadata_and_a_file_from_before_metadata(tmp_path):
+    net, X = trained()
+    bpfast.save(net, tmp_path / "plain.npz")
+    write_npz(tmp_path / "old.npz", **fields_of(net))      # what save wrote before metadata
+    for name in ("plain.npz", "old.npz"):
+        loaded, meta = bpfast.load(tmp_path / name, with_metadata=True)
+        assert meta is None
+        assert np.array_equal(loaded.predict(X), net.predict(X))
+        assert np.array_equal(bpfast.load(tmp_path / name).predict(X), net.predict(X))
+
+
+@pytest.mark.parametrize("meta, exc", [
+    ([1, 2], TypeError), ("text", TypeError), ({"f": object()}, TypeError),
+    ({"x": float("nan")}, ValueError), ({"x": [1.0, float("inf")]}, ValueError),
+    ({"big": "x" * (4 * 2 ** 20)}, ValueError),
+])
+def test_metadata_that_cannot_be_stored_is_refused_before_writing(tmp_path, meta, exc):
+    path = tmp_path / "m.npz"
+    bpfast.save(trained(sizes=(2, 2))[0], path)
+    before = path.read_bytes()
+    with pytest.raises(exc, match="metadata"):
+        bpfast.save(trained(sizes=(2, 3, 2))[0], path, metadata=meta)
+    assert path.read_bytes() == before and listing(tmp_path) == ["m.npz"]
+
+
+@pytest.mark.parametrize("field, words", [
+    (np.array("{not json"), ["metadata", "JSON"]),
+    (np.array("[1, 2]"), ["metadata", "object"]),
+    (np.array([1, 2]), ["metadata", "string"]),
+])
+def test_a_bad_metadata_field_is_refused(tmp_path, field, words):
+    net, _ = trained(sizes=(2, 2))
+    fields = fields_of(net)
+    fields["metadata"] = field
+    write_npz(tmp_path / "m.npz", **fields)
+    with pytest.raises(ValueError) as info:
+        bpfast.load(tmp_path / "m.npz", with_metadata=True)
+    assert all(w in str(info.value) for w in words), info.value
+    bpfast.load(tmp_path / "m.npz")            # the Network alone never reads it
+
+
+def test_with_metadata_must_be_a_bool(tmp_path):
+    bpfast.save(trained(sizes=(2, 2))[0], tmp_path / "m.npz")
+    with pytest.raises(TypeError, match="with_metadata"):
+        bpfast.load(tmp_path / "m.npz", with_metadata="yes")
