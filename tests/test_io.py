@@ -607,3 +607,45 @@ def test_with_metadata_must_be_a_bool(tmp_path):
     bpfast.save(trained(sizes=(2, 2))[0], tmp_path / "m.npz")
     with pytest.raises(TypeError, match="with_metadata"):
         bpfast.load(tmp_path / "m.npz", with_metadata="yes")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rprop"])
+def test_the_optimizer_state_is_saved_and_training_continues_bit_for_bit(tmp_path, optimizer):
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(20, 3)), rng.normal(size=(20, 2))
+    net = bpfast.Network([3, 4, 2], activation="tanh", output_activation="identity", seed=1)
+    kw = dict(batch_size=20 if optimizer == "rprop" else 5, lr=0.01, optimizer=optimizer,
+              momentum=0.9 if optimizer == "sgd" else 0.0, seed=2)
+    net.fit(X, Y, epochs=3, **kw)
+    bpfast.save(net, tmp_path / "m.npz")
+    back = bpfast.load(tmp_path / "m.npz")
+    assert back._state_kind == optimizer and back._state_step == net._state_step
+    assert np.array_equal(back._state, net._state)
+    for n in (net, back):
+        n.fit(X, Y, epochs=2, keep_state=True, **kw)
+    assert np.array_equal(back.get_parameters(), net.get_parameters())
+
+
+def test_a_file_without_optimizer_state_loads_with_none(tmp_path):
+    net = bpfast.Network([2, 3, 1], seed=0)
+    bpfast.save(net, tmp_path / "m.npz")
+    import zipfile
+    assert "optimizer_state.npy" not in zipfile.ZipFile(tmp_path / "m.npz").namelist()
+    back = bpfast.load(tmp_path / "m.npz")
+    assert back._state_kind is None and not back._state.any()
+
+
+def test_a_crafted_optimizer_state_is_refused(tmp_path):
+    net = bpfast.Network([2, 3, 1], seed=0)
+    net.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, optimizer="adam")
+    good = tmp_path / "good.npz"
+    bpfast.save(net, good)
+    fields = dict(np.load(good))
+    for change, message in [({"optimizer": np.array("lbfgs")}, "must be one of"),
+                            ({"optimizer_state": np.zeros(3)}, "does not fit"),
+                            ({"optimizer_state": np.full(26, np.nan)}, "NaN"),
+                            ({"optimizer_step": np.array(-1)}, "negative")]:
+        bad = tmp_path / "bad.npz"
+        np.savez(bad, **{**fields, **change})
+        with pytest.raises(ValueError, match=message):
+            bpfast.load(bad)

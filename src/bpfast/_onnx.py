@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 from bpfast._layout import param_layout
-from bpfast.io import _create_temp, _fsync_directory
+from bpfast.io import write_atomically
 from bpfast.network import Network
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "MIN_OPSET"]
@@ -179,27 +179,6 @@ def _build(net, kind, classes, opset, onnx):
     return model
 
 
-def _write_atomically(data: bytes, path: str) -> None:
-    """Write data to a temporary file beside path, then rename it over path (as io.save does)."""
-    fd, tmp = _create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fd = None
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(os.path.dirname(os.path.abspath(path)))
-
-
 def export_onnx(net_or_estimator, path, opset=None):
     """Write a Network or a fitted bpfast.sklearn estimator to ``path`` as an ONNX model.
 
@@ -240,5 +219,6 @@ def export_onnx(net_or_estimator, path, opset=None):
     onnx = _import_onnx()
     opset = _opset(opset, onnx)
     model = _build(net, kind, classes, opset, onnx)
-    _write_atomically(model.SerializeToString(), path)
+    data = model.SerializeToString()
+    write_atomically(path, lambda f: f.write(data))
     return model

@@ -34,6 +34,7 @@ import zipfile
 
 import numpy as np
 
+from bpfast import optim
 from bpfast._layout import param_layout
 from bpfast._validation import FLOAT_DTYPES, choice
 from bpfast.network import BACKENDS, Network
@@ -43,6 +44,9 @@ FORMAT = "bpfast-network-1"
 # without the backend, which is chosen when loading.
 _CONFIG_STRINGS = ("activation", "output_activation", "loss", "dtype")
 _METADATA = "metadata"
+# The optimizer's state (bpfast.optim), in files written since it exists: its buffer,
+# whose it is, and its step count.
+_STATE, _STATE_KIND, _STATE_STEP = "optimizer_state", "optimizer", "optimizer_step"
 # The JSON text of the metadata is stored as a NumPy unicode scalar (4 bytes a character).
 MAX_METADATA_CHARS = 4 * 2 ** 20
 # What the small fields may announce: generous for their content, tiny next to memory.
@@ -141,8 +145,21 @@ def save(net: Network, path, metadata=None) -> None:
                   **{key: np.array(config[key]) for key in _CONFIG_STRINGS}, params=params)
     if text is not None:
         fields[_METADATA] = np.array(text)
-    # A link stays a link: the new file replaces the one it points to.
-    path = os.path.realpath(path)
+    if net._state_kind is not None:
+        fields.update({_STATE: net._state.copy(), _STATE_KIND: np.array(net._state_kind),
+                       _STATE_STEP: np.array(net._state_step, dtype=np.int64)})
+    write_atomically(path, lambda f: np.savez(f, **fields))
+
+
+def write_atomically(path, write) -> None:
+    """Call write(binary file) on a temporary file beside path, then rename it over path.
+
+    An interrupted write (an exception, a full disk, a killed process) leaves the old
+    file intact and no temporary file behind (a killed process may leave a
+    ``.<name>.*.tmp`` file, never a broken one). A symbolic link is followed: the file it
+    points to is replaced and the link kept; a replaced file keeps its permissions.
+    """
+    path = os.path.realpath(os.fsdecode(os.fspath(path)))
     fd, tmp = _create_temp(path)
     try:
         try:
@@ -151,7 +168,7 @@ def save(net: Network, path, metadata=None) -> None:
             pass
         with os.fdopen(fd, "wb") as f:
             fd = None
-            np.savez(f, **fields)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -267,6 +284,9 @@ def _read_fields(zf, with_metadata):
 
     params = _read_member(zf, "params", n_params * want.itemsize, check_params)
     params = params.astype(want, copy=False)        # native byte order
+    state = None
+    if _STATE_KIND + ".npy" in zf.NameToInfo:
+        state = _read_state(zf, n_params, want)
     metadata = None
     if with_metadata and _METADATA + ".npy" in zf.NameToInfo:
         text = _read_string(zf, _METADATA, 4 * MAX_METADATA_CHARS)
@@ -277,7 +297,32 @@ def _read_fields(zf, with_metadata):
         if not isinstance(metadata, dict):
             raise _Invalid(f"field '{_METADATA}' must hold a JSON object; got "
                            f"{type(metadata).__name__}")
-    return config, params, metadata
+    return config, params, state, metadata
+
+
+def _read_state(zf, n_params, want):
+    """(buffer, optimizer, step) of the optimizer state field, every part checked."""
+    kind = _read_string(zf, _STATE_KIND)
+    if kind not in optim.NAMES:
+        raise _Invalid(f"field '{_STATE_KIND}' must be one of {optim.NAMES}; got {kind!r}")
+
+    def check_state(shape, dtype):
+        if dtype.kind != "f" or dtype.itemsize != want.itemsize or shape != (2 * n_params,):
+            raise _Invalid(f"field '{_STATE}' ({dtype}, shape {shape}) does not fit the "
+                           f"parameters (expected shape ({2 * n_params},))")
+
+    def check_step(shape, dtype):
+        if dtype.kind not in "iu" or shape != ():
+            raise _Invalid(f"field '{_STATE_STEP}' must be an integer; got {dtype} {shape}")
+
+    buffer = _read_member(zf, _STATE, 2 * n_params * want.itemsize, check_state)
+    buffer = buffer.astype(want, copy=False)
+    if not np.isfinite(buffer).all():
+        raise _Invalid(f"field '{_STATE}' contains NaN or infinity")
+    step = int(_read_member(zf, _STATE_STEP, 8, check_step)[()])
+    if step < 0:
+        raise _Invalid(f"field '{_STATE_STEP}' is negative: {step}")
+    return buffer, kind, step
 
 
 def load(path, backend: str = "cython", *, with_metadata: bool = False):
@@ -303,7 +348,7 @@ def load(path, backend: str = "cython", *, with_metadata: bool = False):
     with open(path, "rb") as f:
         try:
             with zipfile.ZipFile(f) as zf:
-                config, params, metadata = _read_fields(zf, with_metadata)
+                config, params, state, metadata = _read_fields(zf, with_metadata)
         except _Invalid as exc:
             raise ValueError(f"cannot load {path!r}: {exc}") from None
         except MemoryError:
@@ -315,6 +360,8 @@ def load(path, backend: str = "cython", *, with_metadata: bool = False):
     try:
         net = Network(**config, backend=backend, seed=None)
         net.set_parameters(params)
+        if state is not None:
+            net._state[...], net._state_kind, net._state_step = state
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot load {path!r}: the model it describes is invalid ({exc})") from exc
     return (net, metadata) if with_metadata else net
