@@ -17,7 +17,7 @@ from bpfast.activations import HIDDEN_ACTIVATIONS  # noqa: E402
 # Every valid (output activation, loss) pair; the loss does not enter the graph but must not
 # change it either.
 OUTPUTS = [(out, loss) for out in HIDDEN_ACTIVATIONS for loss in ("mse", "sse")]
-OUTPUTS.append(("softmax", "cross_entropy"))
+OUTPUTS += [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"), ("exp", "poisson")]
 TOLERANCE = {"float64": 1e-12, "float32": 1e-6}
 
 

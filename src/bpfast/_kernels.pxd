@@ -13,10 +13,13 @@ cdef extern from "_codes.h":
         ACT_TANH
         ACT_RELU
         ACT_SOFTMAX
+        ACT_EXP
     cdef enum bpf_loss:
         LOSS_MSE
         LOSS_SSE
         LOSS_CROSS_ENTROPY
+        LOSS_BINARY_CROSS_ENTROPY
+        LOSS_POISSON
 
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                floating alpha, const floating* A, Py_ssize_t lda,

@@ -16,7 +16,7 @@ in ``functional.py``. The rest (``gemm``, ``column_sums``, ``sgd_backward_layer`
 paths) are building blocks, composed of or tested against the pairs.
 """
 from cython cimport floating
-from libc.math cimport log, pow, sqrt
+from libc.math cimport exp, log, pow, sqrt
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cdef extern from "_vmath.h" nogil:
@@ -244,12 +244,17 @@ cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int act
 
     The loops are vectorized and picked for the CPU at run time (_vmath.h).
     """
-    cdef int act = ACT_IDENTITY if activation == ACT_SOFTMAX else activation
+    cdef int act = ACT_IDENTITY if activation in (ACT_SOFTMAX, ACT_EXP) else activation
+    cdef Py_ssize_t i
     if floating is double:
         bpf_bias_act_d(n, m, b, Z, act)
     else:
         bpf_bias_act_f(n, m, b, Z, act)
-    if activation == ACT_SOFTMAX:
+    if activation == ACT_EXP:
+        # libm's exp, one element at a time: the output of a Poisson regression only.
+        for i in range(n * m):
+            Z[i] = <floating>exp(<double>Z[i])
+    elif activation == ACT_SOFTMAX:
         if floating is double:
             bpf_softmax_d(n, m, Z)
         else:
@@ -264,7 +269,7 @@ cdef void dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     A tiny layer (at most TINY_PRODUCT multiply-adds) runs in _tiny.h's scalar loops:
     the same operations in the same order, without a call per phase.
     """
-    if TINY_LAYERS and n * n_in * n_out <= TINY_PRODUCT and activation != ACT_SOFTMAX:
+    if TINY_LAYERS and n * n_in * n_out <= TINY_PRODUCT and activation <= ACT_RELU:
         if floating is double:
             bpf_tiny_forward_d(n, n_in, n_out, X, W, b, activation, A)
         else:
@@ -308,6 +313,15 @@ cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, con
             value = bpf_xent_delta_d(n, m, A, Y, delta)
         else:
             value = bpf_xent_delta_f(n, m, A, Y, delta)
+    elif loss == LOSS_BINARY_CROSS_ENTROPY or loss == LOSS_POISSON:
+        # Sigmoid + binary cross-entropy and exp + Poisson deviance (canonical links):
+        # dLoss/dZ = (A - Y) / n.
+        value = 0
+        for i in range(n):
+            value += row_loss(m, A + i * m, Y + i * m, loss)
+        for i in range(n * m):
+            delta[i] = (A[i] - Y[i]) / <floating>n
+        value /= n
     else:
         if floating is double:
             value = bpf_squared_error_d(n * m, A, Y, 1.0 / (n * m) if loss == LOSS_MSE else 1.0,
@@ -336,20 +350,11 @@ cdef double weigh_rows(Py_ssize_t n, Py_ssize_t m, const floating* A, const floa
     one, row i times w_i * n / sum(w) ('sse': w_i); returns the weighted loss. Rows whose
     weights sum to 0 contribute nothing."""
     cdef Py_ssize_t i, j
-    cdef double total = 0, value = 0, row, diff, factor
+    cdef double total = 0, value = 0, factor
     for i in range(n):
         total += w[i]
     for i in range(n):
-        row = 0
-        for j in range(m):
-            if loss == LOSS_CROSS_ENTROPY:
-                if Y[i * m + j] != 0:
-                    row -= <double>Y[i * m + j] * log(<double>A[i * m + j] if A[i * m + j] > 0
-                                                      else 5e-324)
-            else:
-                diff = <double>A[i * m + j] - <double>Y[i * m + j]
-                row += diff * diff
-        value += w[i] * row
+        value += w[i] * row_loss(m, A + i * m, Y + i * m, loss)
         if loss == LOSS_SSE:
             factor = w[i]
         else:
@@ -361,6 +366,34 @@ cdef double weigh_rows(Py_ssize_t n, Py_ssize_t m, const floating* A, const floa
     if total == 0:
         return 0
     return value / (total * m) if loss == LOSS_MSE else value / total
+
+
+cdef double row_loss(Py_ssize_t m, const floating* a, const floating* y,
+                     int loss) noexcept nogil:
+    """The loss of one row, summed over its outputs, in double (0 log 0 counts as 0):
+    squared errors, -sum(y log a), -sum(y log a + (1 - y) log(1 - a)), or the half
+    Poisson deviance sum(y log(y / a) - y + a)."""
+    cdef Py_ssize_t j
+    cdef double value = 0, diff, p, t
+    for j in range(m):
+        p = a[j]
+        t = y[j]
+        if loss == LOSS_CROSS_ENTROPY:
+            if t != 0:
+                value -= t * log(p if p > 0 else 5e-324)
+        elif loss == LOSS_BINARY_CROSS_ENTROPY:
+            if t != 0:
+                value -= t * log(p if p > 0 else 5e-324)
+            if t != 1:
+                value -= (1 - t) * log(1 - p if p < 1 else 5e-324)
+        elif loss == LOSS_POISSON:
+            value += p - t
+            if t != 0:
+                value += t * log(t / p)
+        else:
+            diff = p - t
+            value += diff * diff
+    return value
 
 
 def output_delta(floating[:, ::1] A, floating[:, ::1] Y, str loss, str activation,
@@ -443,7 +476,7 @@ cdef void activation_backward_into(Py_ssize_t size, floating* E, const floating*
 def activation_backward(floating[:, ::1] E, floating[:, ::1] A, str activation):
     """E *= f'(Z) in place, f' written in terms of A = f(Z)."""
     cdef int code = ACTIVATIONS[activation]
-    _check(code != ACT_SOFTMAX, "activation_backward: softmax is handled by output_delta")
+    _check(code <= ACT_RELU, f"activation_backward: {activation} is handled by output_delta")
     _check(E.shape[0] == A.shape[0] and E.shape[1] == A.shape[1],
            "activation_backward: E and A differ in shape")
     if E.size == 0:
@@ -661,7 +694,7 @@ cdef bint tiny_network(int L, const Py_ssize_t* sizes, Py_ssize_t n, int hidden_
     """Whether tiny_sgd_train_batch() can train this network on batches of n rows: every
     layer tiny, MSE or SSE, no softmax."""
     cdef int l
-    if not TINY_LAYERS or loss == LOSS_CROSS_ENTROPY or ACT_SOFTMAX in (hidden_act, output_act):
+    if not TINY_LAYERS or loss > LOSS_SSE or output_act > ACT_RELU:
         return False
     for l in range(L):
         if n * sizes[l] * sizes[l + 1] > TINY_PRODUCT:
@@ -724,8 +757,9 @@ def is_finite(floating[::1] x):
 # ================================================================ switches for tests and benchmarks
 
 ACTIVATION_CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH,
-                    "relu": ACT_RELU, "softmax": ACT_SOFTMAX}
-LOSS_CODES = {"mse": LOSS_MSE, "sse": LOSS_SSE, "cross_entropy": LOSS_CROSS_ENTROPY}
+                    "relu": ACT_RELU, "softmax": ACT_SOFTMAX, "exp": ACT_EXP}
+LOSS_CODES = {"mse": LOSS_MSE, "sse": LOSS_SSE, "cross_entropy": LOSS_CROSS_ENTROPY,
+              "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY, "poisson": LOSS_POISSON}
 
 
 def tiny_product(limit=None):

@@ -3,7 +3,7 @@
 The graph is built with the ``onnx`` package's own helpers (``onnx.helper``,
 ``onnx.numpy_helper``) and checked with ``onnx.checker`` before anything is
 written. Each layer is one ``Gemm`` (``X @ W + b``) followed by its activation
-(``Sigmoid``, ``Tanh``, ``Relu``, ``Softmax`` over the last axis; nothing for
+(``Sigmoid``, ``Tanh``, ``Relu``, ``Exp``, ``Softmax`` over the last axis; nothing for
 identity), in the network's dtype: a float32 network gives a float32 graph, a
 float64 network a float64 graph. The batch dimension is left free.
 
@@ -53,7 +53,7 @@ _MAX_MODEL_BYTES = 2 ** 31 - 1
 _HEADROOM_BYTES = 1 << 20       # names, shapes, metadata and the class labels
 
 _ACTIVATION_OPS = {"identity": None, "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu",
-                   "softmax": "Softmax"}
+                   "softmax": "Softmax", "exp": "Exp"}
 
 
 def _import_onnx():

@@ -5,10 +5,13 @@ the Cython kernels switch on the code. The codes are defined once, in C (``_code
 tests/test_consistency.py ties these names to them.
 """
 
-ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4}
+ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4, "exp": 5}
 HIDDEN_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
-OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax",)
-LOSSES = {"mse": 0, "sse": 1, "cross_entropy": 2}
+OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax", "exp")
+LOSSES = {"mse": 0, "sse": 1, "cross_entropy": 2, "binary_cross_entropy": 3, "poisson": 4}
+# A loss whose gradient is fused with its output activation needs that activation, and
+# 'exp' is only the link of the Poisson loss.
+LOSS_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "poisson": "exp"}
 
 
 def activation_code(name, *, output=False, argname="activation"):
@@ -17,8 +20,8 @@ def activation_code(name, *, output=False, argname="activation"):
     if not isinstance(name, str):
         raise TypeError(f"{argname} must be a string, one of {allowed}; got {type(name).__name__}")
     if name not in allowed:
-        if name == "softmax":
-            raise ValueError(f"{argname}='softmax' is only allowed for the output layer "
+        if name in ("softmax", "exp"):
+            raise ValueError(f"{argname}={name!r} is only allowed for the output layer "
                              f"(output_activation); hidden layers take one of {HIDDEN_ACTIVATIONS}")
         raise ValueError(f"{argname} must be one of {allowed}; got {name!r}")
     return ACTIVATIONS[name]
@@ -30,7 +33,10 @@ def loss_code(name, output_activation):
         raise TypeError(f"loss must be a string, one of {tuple(LOSSES)}; got {type(name).__name__}")
     if name not in LOSSES:
         raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {name!r}")
-    if name == "cross_entropy" and output_activation != "softmax":
-        raise ValueError("loss='cross_entropy' needs output_activation='softmax'; "
+    need = LOSS_OUTPUT.get(name)
+    if need is not None and output_activation != need:
+        raise ValueError(f"loss={name!r} needs output_activation={need!r}; "
                          f"got output_activation={output_activation!r}")
+    if output_activation == "exp" and name != "poisson":
+        raise ValueError(f"output_activation='exp' goes with loss='poisson'; got loss={name!r}")
     return LOSSES[name]

@@ -55,6 +55,8 @@ def dense_forward(X, W, b, activation):
     Z = [[z + bj for z, bj in zip(row, b)] for row in Z]
     if activation == "softmax":
         return [_softmax_row(row) for row in Z]
+    if activation == "exp":         # the output of a Poisson regression
+        return [[math.exp(z) for z in row] for row in Z]
     f = _ACTIVATIONS[activation][0]
     return [[f(z) for z in row] for row in Z]
 
@@ -90,6 +92,10 @@ def output_delta(A, Y, loss, activation, sample_weight=None):
             y_sum = sum(y_row)
             delta.append([(a * y_sum - y) / n for a, y in zip(a_row, y_row)])
         value /= n
+    elif loss in ("binary_cross_entropy", "poisson"):
+        # Sigmoid + binary cross-entropy, exp + Poisson deviance: dLoss/dZ = (A - Y) / n.
+        value = sum(_ROW_LOSS[loss](a_row, y_row) for a_row, y_row in zip(A, Y)) / n
+        delta = [[(a - y) / n for a, y in zip(a_row, y_row)] for a_row, y_row in zip(A, Y)]
     else:
         scale = 1.0 / (n * m) if loss == "mse" else 1.0
         # (a - y) * (a - y), not ** 2: a huge difference gives inf, as in C, not OverflowError.
@@ -117,16 +123,30 @@ def _row_cross_entropy(a_row, y_row):
     return sum(y * math.log(max(a, 5e-324)) for a, y in zip(a_row, y_row) if y != 0.0)
 
 
+def _row_binary_cross_entropy(a_row, y_row):
+    """-sum(y log a + (1 - y) log(1 - a)) over a row (0 log 0 counts as 0)."""
+    return -sum((y * math.log(max(a, 5e-324)) if y != 0.0 else 0.0)
+                + ((1.0 - y) * math.log(max(1.0 - a, 5e-324)) if y != 1.0 else 0.0)
+                for a, y in zip(a_row, y_row))
+
+
+def _row_poisson(a_row, y_row):
+    """The half Poisson deviance sum(y log(y / a) - y + a) over a row."""
+    return sum(a - y + (y * math.log(y / a) if y != 0.0 else 0.0) for a, y in zip(a_row, y_row))
+
+
+_ROW_LOSS = {"mse": _row_squares, "sse": _row_squares,
+             "cross_entropy": lambda a, y: -_row_cross_entropy(a, y),
+             "binary_cross_entropy": _row_binary_cross_entropy, "poisson": _row_poisson}
+
+
 def _weigh_rows(A, Y, loss, w, delta):
     """Row i of the unweighted delta times w_i * n / sum(w) ('sse': w_i); the weighted loss."""
     n, m, total = len(A), len(A[0]), sum(w)
     for i, d_row in enumerate(delta):
         factor = w[i] if loss == "sse" else (w[i] * n / total if total > 0 else 0.0)
         d_row[:] = [d * factor for d in d_row]
-    if loss == "cross_entropy":
-        value = -sum(wi * _row_cross_entropy(a, y) for wi, a, y in zip(w, A, Y))
-    else:
-        value = sum(wi * _row_squares(a, y) for wi, a, y in zip(w, A, Y))
+    value = sum(wi * _ROW_LOSS[loss](a, y) for wi, a, y in zip(w, A, Y))
     if loss == "sse":
         return value
     if total == 0:
