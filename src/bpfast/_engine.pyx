@@ -405,6 +405,19 @@ cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* i
         memcpy(dst + r * width, src + idx[r] * width, width * sizeof(floating))
 
 
+cdef void densify_rows(const EpochRun* run, Py_ssize_t width, const Py_ssize_t* idx,
+                       Py_ssize_t first, Py_ssize_t count, floating* dst) noexcept nogil:
+    """Rows idx[0..count) (idx NULL: first, first + 1, ...) of the CSR matrix, dense in dst:
+    the same numbers the dense matrix holds, so training on either gives the same bits."""
+    cdef Py_ssize_t r, i, k
+    cdef const floating* values = <floating*>run.csr_data
+    memset(dst, 0, count * width * sizeof(floating))
+    for r in range(count):
+        i = idx[r] if idx != NULL else first + r
+        for k in range(run.csr_indptr[i], run.csr_indptr[i + 1]):
+            dst[r * width + run.csr_indices[k]] = values[k]
+
+
 cdef struct EpochRun:
     # One call of run_epochs: the data, the buffers and what it reports back.
     Py_ssize_t n_samples
@@ -414,6 +427,9 @@ cdef struct EpochRun:
     void* state            # the optimizer's state, 2 * n_params
     void* backup           # the parameters at the start of the running epoch
     void* weights          # sample weights, one per row, or NULL
+    void* csr_data         # X as CSR (values, column indices, row starts), or NULL: dense
+    Py_ssize_t* csr_indices
+    Py_ssize_t* csr_indptr
     Py_ssize_t n_params
     Py_ssize_t* order      # the sample order, shuffled in place
     uint64_t rng
@@ -444,8 +460,12 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
         shuffle(run.order, N, &run.rng)
     while start < N:
         n = run.batch_size if start + run.batch_size <= N else N - start
+        if run.csr_data != NULL:
+            densify_rows(run, d_in, run.order + start if run.shuffled else NULL, start, n,
+                         <floating*>ws.x_rows)
         if run.shuffled:
-            gather_rows(X, d_in, run.order + start, n, <floating*>ws.x_rows)
+            if run.csr_data == NULL:
+                gather_rows(X, d_in, run.order + start, n, <floating*>ws.x_rows)
             gather_rows(Y, d_out, run.order + start, n, <floating*>ws.y_rows)
             xb = <floating*>ws.x_rows
             yb = <floating*>ws.y_rows
@@ -453,7 +473,7 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
                 gather_rows(W, 1, run.order + start, n, <floating*>ws.w_rows)
                 wb = <floating*>ws.w_rows
         else:
-            xb = X + start * d_in
+            xb = X + start * d_in if run.csr_data == NULL else <floating*>ws.x_rows
             yb = Y + start * d_out
             if W != NULL:
                 wb = W + start
@@ -630,18 +650,39 @@ cdef class Engine:
             self.batch = n
         return out
 
-    def backward(self, cnp.ndarray Y):
-        """Fill the gradient buffer for the last forward; returns the loss."""
+    def backward(self, cnp.ndarray Y, sample_weight=None):
+        """Fill the gradient buffer for the last forward (sample weights: None or one per
+        row, of the network's dtype); returns the loss."""
         if self.batch == 0:
             raise RuntimeError("backward() needs a forward() first (and one backward per forward)")
         cdef Py_ssize_t n = self.batch
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != n:
             raise ValueError(f"Y has {Y.shape[0]} rows but the last forward() had {n}")
+        if sample_weight is not None:
+            self.check(sample_weight.reshape(n, 1), 1, "sample_weight")
         cdef double loss = self.backprop_batch(self.ws.x_rows, data(Y), n, False,
-                                               data(self.grads), NULL)
+                                               data(self.grads), NULL,
+                                               data(sample_weight) if sample_weight is not None
+                                               else NULL)
         self.batch = 0
         return loss
+
+    def loss_and_gradient(self, cnp.ndarray X, cnp.ndarray Y, sample_weight=None):
+        """The loss over all of (X, Y) and its gradient in the gradient buffer, in one
+        nogil call (forward and backward over every row at once: full-batch optimizers
+        such as L-BFGS). Nothing is kept for a later backward()."""
+        self.check(X, self.net.sizes[0], "X")
+        self.check(Y, self.net.sizes[self.net.n_layers], "Y")
+        cdef Py_ssize_t n = X.shape[0]
+        if Y.shape[0] != n:
+            raise ValueError(f"X has {n} rows but Y has {Y.shape[0]}")
+        if sample_weight is not None:
+            self.check(sample_weight.reshape(n, 1), 1, "sample_weight")
+        self.reserve(n)
+        self.batch = 0
+        return self.backprop_batch(data(X), data(Y), n, True, data(self.grads), NULL,
+                                   data(sample_weight) if sample_weight is not None else NULL)
 
     def train_step(self, cnp.ndarray X, cnp.ndarray Y, double lr):
         """forward + backward + fused SGD update for one batch; returns the loss before the
@@ -718,7 +759,7 @@ cdef class Engine:
         return loss
 
     cdef double backprop_batch(self, void* x, void* y, Py_ssize_t n, bint run, void* G,
-                               const Update* upd) noexcept:
+                               const Update* upd, void* sw=NULL) noexcept:
         """Run (if `run`), compute the error and backpropagate one batch of n rows.
 
         upd != NULL: train with it (G == NULL: fused plain SGD); upd == NULL: fill the
@@ -728,11 +769,11 @@ cdef class Engine:
         cdef void* P = data(self.params)
         with nogil:
             if self.is_double:
-                loss = backprop_typed(&self.net, n, <double*>x, <double*>y, <double*>P,
-                                      <double*>G, &self.ws, run, upd)
+                loss = backprop_typed(&self.net, n, <double*>x, <double*>y, <double*>sw,
+                                      <double*>P, <double*>G, &self.ws, run, upd)
             else:
-                loss = backprop_typed(&self.net, n, <float*>x, <float*>y, <float*>P,
-                                      <float*>G, &self.ws, run, upd)
+                loss = backprop_typed(&self.net, n, <float*>x, <float*>y, <float*>sw,
+                                      <float*>P, <float*>G, &self.ws, run, upd)
         return loss
 
     def seed(self, uint64_t seed, Py_ssize_t n_samples):
@@ -740,19 +781,31 @@ cdef class Engine:
         self.rng = seed
         self.indices = np.arange(n_samples, dtype=np.intp)
 
-    def epochs(self, cnp.ndarray X, cnp.ndarray Y, Py_ssize_t batch_size, bint shuffled,
+    def epochs(self, X, cnp.ndarray Y, Py_ssize_t batch_size, bint shuffled,
                double[::1] lrs, sample_weight, Update update):
         """len(lrs) epochs over (X, Y) in one nogil call, epoch e with learning rate lrs[e].
+
+        X: a dense array, or a CSR matrix as (values, column indices, row starts) of
+        intp indices and values of the network's dtype, densified a batch at a time.
 
         sample_weight: None or one weight per row, of the network's dtype. update: the
         optimizer's settings (an Update given as a dict; its `step` counts on from there).
         Returns (losses of the completed epochs, n_updates, diverged, interrupted, step);
         see run_epochs. After an interrupt, take_pending_exception() gives what was raised.
         """
-        cdef Py_ssize_t N = X.shape[0], n_epochs = lrs.shape[0], done = 0
-        self.check(X, self.net.sizes[0], "X")
+        cdef Py_ssize_t N = Y.shape[0], n_epochs = lrs.shape[0], done = 0
+        sparse = isinstance(X, tuple)
+        if sparse:
+            values, columns, starts = X
+            if (starts.shape[0] != N + 1 or columns.dtype != np.intp or starts.dtype != np.intp
+                    or values.dtype != self.params.dtype or columns.shape[0] != values.shape[0]
+                    or starts[N] != values.shape[0]):
+                raise ValueError("epochs: the CSR arrays do not agree")
+            X = self.params[:1]         # a placeholder pointer; rows come from the CSR arrays
+        else:
+            self.check(X, self.net.sizes[0], "X")
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
-        if Y.shape[0] != N or batch_size < 1 or self.indices is None or self.indices.shape[0] != N:
+        if (not sparse and X.shape[0] != N) or batch_size < 1 or self.indices is None or self.indices.shape[0] != N:
             raise ValueError("epochs: X, Y, batch_size and seed() do not agree")
         if sample_weight is not None:
             self.check(sample_weight.reshape(N, 1), 1, "sample_weight")
@@ -773,6 +826,9 @@ cdef class Engine:
         run.state = data(self.state)
         run.backup = data(self.backup)
         run.weights = data(sample_weight) if sample_weight is not None else NULL
+        run.csr_data = data(values) if sparse else NULL
+        run.csr_indices = <Py_ssize_t*>data(columns) if sparse else NULL
+        run.csr_indptr = <Py_ssize_t*>data(starts) if sparse else NULL
         run.n_params = self.n_params
         run.order = <Py_ssize_t*>data(self.indices)
         run.rng = self.rng
@@ -820,11 +876,11 @@ cdef class Engine:
 
 
 cdef double backprop_typed(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,
-                           floating* P, floating* G, const Workspace* ws, bint run,
-                           const Update* upd) noexcept nogil:
+                           const floating* sw, floating* P, floating* G, const Workspace* ws,
+                           bint run, const Update* upd) noexcept nogil:
     """Engine.backprop_batch for one dtype."""
     if run and G == NULL:
-        return sgd_train_batch(net, n, X, Y, <floating*>NULL, P, ws, upd)
+        return sgd_train_batch(net, n, X, Y, sw, P, ws, upd)
     if run:
         forward_all(net, n, X, P, <floating*>ws.acts)
-    return backward_all(net, n, X, Y, <floating*>NULL, P, ws, G, <floating*>NULL, 0, upd, NULL)
+    return backward_all(net, n, X, Y, sw, P, ws, G, <floating*>NULL, 0, upd, NULL)

@@ -98,7 +98,7 @@ def run(net, X, Y, epochs, batch_size, shuffle, seed, opt, update, schedule, sam
                  or per_epoch_schedule or early is not None)
     if seed is None:
         seed = int(net._rng.integers(0, 2 ** 63))
-    net._engine.seed(seed, X.shape[0])
+    net._engine.seed(seed, Y.shape[0])
     epoch = 0
     chunk = 1 if per_epoch else epochs      # epochs in the next native call
     try:

@@ -137,15 +137,20 @@ class ReferenceEngine:
             self.acts, self.batch = acts, X.shape[0]
         return np.asarray(acts[-1], dtype=self.params.dtype)
 
-    def backward(self, Y):
+    def backward(self, Y, sample_weight=None):
         if self.batch == 0:
             raise RuntimeError("backward() needs a forward() first (and one backward per forward)")
         if Y.shape[0] != self.batch:
             raise ValueError(f"Y has {Y.shape[0]} rows but the last forward() had {self.batch}")
-        loss, grads = self._backward_all(self.acts, Y.tolist(), self._layers(self.params))
+        loss, grads = self._backward_all(self.acts, Y.tolist(), self._layers(self.params),
+                                         None if sample_weight is None else sample_weight.tolist())
         self._write(self.grads, grads)
         self.batch, self.acts = 0, None
         return loss
+
+    def loss_and_gradient(self, X, Y, sample_weight=None):
+        self.forward(X)
+        return self.backward(Y, sample_weight)
 
     def _train_batch(self, X, Y, sample_weight, u):
         layers = self._layers(self.params)

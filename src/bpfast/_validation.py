@@ -154,6 +154,35 @@ def as_parameters(x, name, dtype, shape):
     return out
 
 
+def is_sparse(x):
+    """True for a scipy.sparse matrix or array (scipy is a dependency, imported lazily)."""
+    module = type(x).__module__
+    if not module.startswith("scipy.sparse"):
+        return False
+    import scipy.sparse
+    return scipy.sparse.issparse(x)
+
+
+def as_csr(x, name, dtype, width):
+    """A scipy.sparse X as CSR arrays (values in dtype, intp column indices, intp row
+    starts; duplicates summed), checked like a dense X: width, rows, finite values."""
+    csr = x.tocsr(copy=True)
+    if csr.ndim != 2 or csr.shape[1] != width:
+        raise ValueError(f"{name} must have {width} columns (shape (n, {width})); got shape "
+                         f"{csr.shape}")
+    if csr.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {csr.shape}); at least one row is needed")
+    if csr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {csr.dtype}")
+    csr.sum_duplicates()
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.ascontiguousarray(csr.data, dtype=dtype)
+    if not all_finite(values):
+        raise ValueError(_not_finite_message(name, csr.dtype, np.dtype(dtype)))
+    return (csr.shape[0], values, np.ascontiguousarray(csr.indices, dtype=np.intp),
+            np.ascontiguousarray(csr.indptr, dtype=np.intp))
+
+
 def as_sample_weight(x, n, dtype, name="sample_weight"):
     """Sample weights: one finite number >= 0 per row, not all 0, in dtype."""
     w = as_vector(x, name, dtype, n)

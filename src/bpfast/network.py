@@ -18,9 +18,9 @@ from bpfast import _engine, _fitting, _kernels, optim
 from bpfast._engine import NeedsValidation
 from bpfast._layout import param_layout
 from bpfast._reference_engine import ReferenceEngine
-from bpfast._validation import (MAX_DIM, as_bool, as_dtype, as_matrix, as_parameters,
-                                as_sample_weight, choice, positive_float, positive_int,
-                                seed_value)
+from bpfast._validation import (MAX_DIM, as_bool, as_csr, as_dtype, as_matrix, as_parameters,
+                                as_sample_weight, choice, is_sparse, positive_float,
+                                positive_int, seed_value)
 from bpfast.activations import activation_code, loss_code
 
 BACKENDS = ("cython", "reference")
@@ -261,6 +261,11 @@ class Network:
         return self.sizes[-1]
 
     def _X(self, X, name="X"):
+        if is_sparse(X):        # validated, then dense (fit alone densifies batch by batch)
+            import scipy.sparse
+            n_rows, values, columns, starts = as_csr(X, name, self.dtype, self.sizes[0])
+            return scipy.sparse.csr_matrix((values, columns, starts),
+                                           shape=(n_rows, self.sizes[0])).toarray()
         return as_matrix(X, name, self.dtype, width=self.sizes[0], allow_1d=True)
 
     def _Y(self, Y, rows, name="Y"):
@@ -280,16 +285,32 @@ class Network:
         with self._exclusive():
             return self._engine.forward(X)
 
-    def backward(self, Y) -> float:
+    def backward(self, Y, sample_weight=None) -> float:
         """Loss of the last ``forward`` against Y; fills ``grad_weights``/``grad_biases``.
 
-        Each ``forward`` allows one ``backward``; ``train_step`` and ``fit`` invalidate it.
+        ``sample_weight`` (one weight >= 0 per row) makes it the weighted mean, as in
+        ``fit``. Each ``forward`` allows one ``backward``; ``train_step`` and ``fit``
+        invalidate it.
         """
         if self._engine.batch == 0:
             raise RuntimeError("backward() needs a forward() first (and one backward per forward)")
         Y = self._Y(Y, self._engine.batch)
+        if sample_weight is not None:
+            sample_weight = as_sample_weight(sample_weight, Y.shape[0], self.dtype)
         with self._exclusive():
-            return self._engine.backward(Y)
+            return self._engine.backward(Y, sample_weight)
+
+    def loss_and_gradient(self, X, Y, sample_weight=None):
+        """The loss over all of (X, Y) and its gradient, for full-batch optimizers (such as
+        ``scipy.optimize.minimize``'s L-BFGS-B): ``(loss, flat gradient)``, the gradient laid
+        out as ``get_parameters()``. One native call; the parameters do not change."""
+        X = self._X(X)
+        Y = self._Y(Y, X.shape[0])
+        if sample_weight is not None:
+            sample_weight = as_sample_weight(sample_weight, X.shape[0], self.dtype)
+        with self._exclusive():
+            loss = self._engine.loss_and_gradient(X, Y, sample_weight)
+            return loss, self._grads.copy()
 
     def step(self, lr: float) -> None:
         """In-place SGD with the stored gradients: ``W -= lr * grad_W``, ``b -= lr * grad_b``.
@@ -464,11 +485,17 @@ class Network:
         epoch's sets ``History.diverged`` and warns (RuntimeWarning) once, without
         stopping.
         """
-        X = self._X(X)
-        Y = self._Y(Y, X.shape[0])
+        if is_sparse(X) and self.backend == "cython":
+            # The engine densifies a batch at a time: the same bits as the dense matrix.
+            n_rows, *csr = as_csr(X, "X", self.dtype, self.sizes[0])
+            X = tuple(csr)
+        else:
+            X = self._X(X)
+            n_rows = X.shape[0]
+        Y = self._Y(Y, n_rows)
         epochs = positive_int(epochs, "epochs")
         # A batch larger than the data is the whole data (and must fit a C Py_ssize_t).
-        batch_size = min(positive_int(batch_size, "batch_size"), X.shape[0])
+        batch_size = min(positive_int(batch_size, "batch_size"), n_rows)
         opt = optim.make(self, optimizer, lr, momentum, nesterov, weight_decay, betas, eps,
                          etas, step_sizes, clip_norm)
         shuffle = as_bool(shuffle, "shuffle")
@@ -477,14 +504,14 @@ class Network:
         schedule = _fitting.schedule_of(opt.lr, lr_schedule, power_t, step_size, gamma)
         early = _fitting.EarlyStopping.of(early_stopping, patience, min_delta, restore_best)
         if sample_weight is not None:
-            sample_weight = as_sample_weight(sample_weight, X.shape[0], self.dtype)
+            sample_weight = as_sample_weight(sample_weight, n_rows, self.dtype)
         validation = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, Y_val)")
             Xv = self._X(validation_data[0], "validation_data[0]")
             validation = (Xv, self._Y(validation_data[1], Xv.shape[0], "validation_data[1]"))
-        if np.may_share_memory(X, self._params):
+        if not isinstance(X, tuple) and np.may_share_memory(X, self._params):
             X = X.copy()            # training must not change its own data
         if np.may_share_memory(Y, self._params):
             Y = Y.copy()
