@@ -202,7 +202,7 @@ typedef struct {
  *   adam(size, P, G, M, V, a): Adam and AdamW (the arithmetic of torch.optim.Adam/AdamW)
  *       P := shrink P (AdamW's decoupled decay);  g = G + decay P (Adam's L2);
  *       M := b1 M + (1 - b1) g;  V := b2 V + (1 - b2) g^2;
- *       P := P - step (M / (sqrt(V) / bc2_sqrt + eps))
+ *       P := P - step (M / (sqrt(V) * (1 / bc2_sqrt) + eps))
  *   rprop(size, P, G, prev, steps, r): iRprop- (torch.optim.Rprop)
  *       g = G + decay P; by the sign of g * prev the step grows (eta_plus), shrinks
  *       (eta_minus, and g := 0) or stays, clamped to [step_min, step_max];
@@ -333,7 +333,9 @@ typedef struct {
                                    T_* restrict M, T_* restrict V, const bpf_adam_args* a) { \
         const T_ step = (T_)a->step, b1 = (T_)a->beta1, b2 = (T_)a->beta2;          \
         const T_ c1 = (T_)1 - b1, c2 = (T_)1 - b2;                                   \
-        const T_ bc2_sqrt = (T_)a->bc2_sqrt, eps = (T_)a->eps, decay = (T_)a->decay; \
+        /* One division per element, not two: times the reciprocal of sqrt(1 - b2^t). */ \
+        const T_ inv_bc2 = (T_)(1.0 / a->bc2_sqrt), eps = (T_)a->eps;                \
+        const T_ decay = (T_)a->decay;                                               \
         const T_ shrink = (T_)a->shrink;                                             \
         for (ptrdiff_t i = 0; i < size; i++) {                                       \
             T_ p = P[i] * shrink;                                                    \
@@ -342,7 +344,7 @@ typedef struct {
             T_ v = b2 * V[i] + c2 * (g * g);                                         \
             M[i] = m;                                                                \
             V[i] = v;                                                                \
-            P[i] = p - step * (m / (bpf_sqrt_##X(v) / bc2_sqrt + eps));               \
+            P[i] = p - step * (m / (bpf_sqrt_##X(v) * inv_bc2 + eps));                \
         }                                                                            \
     }                                                                                \
     TARGET static void NAME##_rprop(ptrdiff_t size, T_* restrict P, const T_* restrict G, \

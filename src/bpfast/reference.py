@@ -217,7 +217,7 @@ def adam_update(W, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_de
         g = g + decay * p
         Mf[i] = b1 * Mf[i] + (1.0 - b1) * g
         Vf[i] = b2 * Vf[i] + (1.0 - b2) * (g * g)
-        Wf[i] = p - rate * (Mf[i] / (math.sqrt(Vf[i]) / bc2_sqrt + eps))
+        Wf[i] = p - rate * (Mf[i] / (math.sqrt(Vf[i]) * (1.0 / bc2_sqrt) + eps))
     _store(W, Wf), _store(m, Mf), _store(v, Vf)
 
 
