@@ -14,18 +14,19 @@
 Parts 2 and 3 run each measurement in a fresh subprocess (``ru_maxrss``).
 """
 import argparse
-import io
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 
 import numpy as np
 
 import bpfast
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from zipbomb import write_bomb  # noqa: E402
 
 RSS_PROBE = r"""
 import resource, sys, time
@@ -108,16 +109,7 @@ def zip_bomb(directory, inflated):
                   output_activation=np.array(net.output_activation), loss=np.array(net.loss),
                   dtype=np.array(net.dtype.name), params=net.get_parameters())
     path = os.path.join(directory, "bomb.npz")
-    zero_mb = bytes(2 ** 20)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for name, value in fields.items():
-            b = io.BytesIO()
-            np.save(b, value)
-            with z.open(name + ".npy", "w", force_zip64=True) as member:
-                member.write(b.getvalue())
-                if name == "params":
-                    for _ in range(inflated // len(zero_mb)):
-                        member.write(zero_mb)
+    write_bomb(path, fields, "params", inflated)
     seconds, mb, outcome = probe("load", path)
     print(f"2. zip bomb: {os.path.getsize(path) / 2 ** 20:.1f} MiB file, params inflating to "
           f"{inflated / 2 ** 30:.2f} GiB: {outcome}")

@@ -5,6 +5,7 @@ import os
 import pathlib
 import pickle
 import stat
+import sys
 import zipfile
 
 import numpy as np
@@ -239,23 +240,23 @@ def assert_refused(path, *words):
     return msg
 
 
-def test_truncated_files_at_every_length(tmp_path):
-    net, _ = trained(sizes=(3, 4, 2))
+def saved_bytes(tmp_path):
+    """A small trained model's file: (net, X, its bytes, a path to write damaged copies to)."""
+    net, X = trained(sizes=(3, 4, 2))
     good = tmp_path / "good.npz"
     bpfast.save(net, good)
-    raw = good.read_bytes()
-    bad = tmp_path / "bad.npz"
+    return net, X, good.read_bytes(), tmp_path / "bad.npz"
+
+
+def test_truncated_files_at_every_length(tmp_path):
+    net, _, raw, bad = saved_bytes(tmp_path)
     for cut in sorted(set(range(0, len(raw), max(1, len(raw) // 97))) | {len(raw) - 1, 1, 22}):
         bad.write_bytes(raw[:cut])
         assert_refused(bad)
 
 
 def test_every_single_byte_corruption_is_refused_or_harmless(tmp_path):
-    net, X = trained(sizes=(3, 4, 2))
-    good = tmp_path / "good.npz"
-    bpfast.save(net, good)
-    raw = good.read_bytes()
-    bad = tmp_path / "bad.npz"
+    net, X, raw, bad = saved_bytes(tmp_path)
     want = net.predict(X)
     loaded = 0
     for i in range(0, len(raw), 3):
@@ -428,19 +429,8 @@ def test_loading_a_compressed_npz_written_by_another_tool(tmp_path):
 
 
 # ============================================================== zip bombs
-def bomb(path, fields, key, extra_bytes):
-    """A model file whose member `key` is its valid .npy followed by `extra_bytes` zeros,
-    deflated: a small file that inflates to far more than its header announces."""
-    zero_mb = bytes(2 ** 20)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for name, value in fields.items():
-            b = io.BytesIO()
-            np.save(b, value)
-            with z.open(name + ".npy", "w", force_zip64=True) as member:
-                member.write(b.getvalue())
-                if name == key:
-                    for _ in range(extra_bytes // len(zero_mb)):
-                        member.write(zero_mb)
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tools"))
+from zipbomb import write_bomb as bomb  # noqa: E402
 
 
 @pytest.mark.parametrize("key", ["params", "activation", "metadata"])

@@ -249,8 +249,8 @@ def test_integer_labels_are_one_hot_for_cross_entropy():
 def test_optimizer_arguments_are_validated():
     net = bpfast.Network([2, 1])
     X, Y = np.ones((3, 2)), np.ones((3, 1))
-    for kw, exc, message in [(dict(optimizer="lbfgs"), ValueError, "optimizer must be one of"),
-                             (dict(optimizer=3), TypeError, "optimizer must be one of"),
+    for kw, exc, message in [(dict(optimizer="lbfgs"), ValueError, "optimizer must be"),
+                             (dict(optimizer=3), TypeError, "optimizer must be"),
                              (dict(optimizer="adam", betas=(0.9,)), TypeError, "betas"),
                              (dict(optimizer="adam", betas=(0.9, 1.5)), ValueError, "betas"),
                              (dict(optimizer="adam", eps=0), ValueError, "eps"),

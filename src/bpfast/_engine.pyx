@@ -659,12 +659,9 @@ cdef class Engine:
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != n:
             raise ValueError(f"Y has {Y.shape[0]} rows but the last forward() had {n}")
-        if sample_weight is not None:
-            self.check(sample_weight.reshape(n, 1), 1, "sample_weight")
         cdef double loss = self.backprop_batch(self.ws.x_rows, data(Y), n, False,
                                                data(self.grads), NULL,
-                                               data(sample_weight) if sample_weight is not None
-                                               else NULL)
+                                               self.weights_of(sample_weight, n))
         self.batch = 0
         return loss
 
@@ -677,12 +674,17 @@ cdef class Engine:
         cdef Py_ssize_t n = X.shape[0]
         if Y.shape[0] != n:
             raise ValueError(f"X has {n} rows but Y has {Y.shape[0]}")
-        if sample_weight is not None:
-            self.check(sample_weight.reshape(n, 1), 1, "sample_weight")
+        cdef void* weights = self.weights_of(sample_weight, n)
         self.reserve(n)
         self.batch = 0
-        return self.backprop_batch(data(X), data(Y), n, True, data(self.grads), NULL,
-                                   data(sample_weight) if sample_weight is not None else NULL)
+        return self.backprop_batch(data(X), data(Y), n, True, data(self.grads), NULL, weights)
+
+    cdef void* weights_of(self, sample_weight, Py_ssize_t n) except? NULL:
+        """The data of sample weights for n rows (checked like X), or NULL for none."""
+        if sample_weight is None:
+            return NULL
+        self.check(sample_weight.reshape(n, 1), 1, "sample_weight")
+        return data(sample_weight)
 
     def train_step(self, cnp.ndarray X, cnp.ndarray Y, double lr):
         """forward + backward + fused SGD update for one batch; returns the loss before the

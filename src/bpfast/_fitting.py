@@ -16,7 +16,8 @@ from typing import Optional
 import numpy as np
 
 from bpfast import _engine
-from bpfast._validation import (as_bool, nonnegative_float, positive_float, positive_int)
+from bpfast._validation import (as_bool, choice, missing_optional, nonnegative_float,
+                                positive_float, positive_int)
 
 LR_SCHEDULES = ("constant", "invscaling", "step")
 DIVERGED_RATIO = 1e6      # an epoch loss this many times the first epoch's marks divergence
@@ -28,12 +29,7 @@ def schedule_of(lr, lr_schedule, power_t, step_size, gamma):
         def schedule(epoch):
             return positive_float(lr_schedule(epoch), f"lr_schedule({epoch})")
         return schedule
-    if not isinstance(lr_schedule, str):
-        raise TypeError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable; "
-                        f"got {type(lr_schedule).__name__}")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable; "
-                         f"got {lr_schedule!r}")
+    choice(lr_schedule, "lr_schedule", LR_SCHEDULES, "a callable")
     if lr_schedule == "invscaling":
         power_t = nonnegative_float(power_t, "power_t")
         return _checked(lambda epoch: lr / (epoch + 1) ** power_t,
@@ -174,5 +170,5 @@ def _progress_bar(total):
     try:
         from tqdm.auto import tqdm
     except ImportError as exc:
-        raise ImportError("progress=True needs tqdm: pip install tqdm") from exc
+        raise missing_optional("tqdm", "progress=True", "peers", exc) from exc
     return tqdm(total=total, unit="epoch")

@@ -32,6 +32,7 @@ import sys
 import numpy as np
 
 from bpfast._layout import param_layout
+from bpfast._validation import missing_optional
 from bpfast.io import write_atomically
 from bpfast.network import Network
 
@@ -64,8 +65,7 @@ def _import_onnx():
         import onnx.helper
         import onnx.numpy_helper
     except ImportError as exc:
-        raise ImportError('export_onnx needs the onnx package: pip install "bpfast[onnx]" '
-                          f"(or pip install onnx). The import failed with: {exc}") from exc
+        raise missing_optional("onnx", "export_onnx", "onnx", exc) from exc
     return onnx
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from bpfast._validation import missing_optional
+
 #: Size of the figure: 8 x 4.5 inches at 100 dots per inch, a 800 x 450 pixel PNG.
 FIGSIZE = (8.0, 4.5)
 DPI = 100
@@ -13,8 +15,7 @@ def _import_matplotlib():
         import matplotlib
         import matplotlib.figure
     except ImportError as exc:
-        raise ImportError('History.plot needs matplotlib: pip install "bpfast[peers]" '
-                          f"(or pip install matplotlib). The import failed with: {exc}") from exc
+        raise missing_optional("matplotlib", "History.plot", "peers", exc) from exc
     return matplotlib
 
 

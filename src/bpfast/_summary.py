@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
-import numpy as np
 
 from bpfast._layout import param_layout
 

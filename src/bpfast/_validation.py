@@ -133,6 +133,12 @@ def as_matrix(x, name, dtype, width=None, rows=None, allow_1d=False, column_1d=F
     if n > MAX_DIM or m > MAX_DIM:
         raise ValueError(f"{name} has shape {arr.shape}; at most {MAX_DIM} rows and columns are "
                          f"supported (split it into batches)")
+    return _finite_in(arr, name, dtype, writeable)
+
+
+def _finite_in(arr, name, dtype, writeable):
+    """arr converted once to dtype, then checked finite (after the cast: 1e300 is finite
+    in float64 and not in float32)."""
     out = _convert(arr, dtype, writeable)
     if not all_finite(out):
         raise ValueError(_not_finite_message(name, arr.dtype, dtype))
@@ -199,10 +205,7 @@ def as_vector(x, name, dtype, length, writeable=True):
     arr = _numeric_array(x, name)
     if arr.ndim != 1 or arr.shape[0] != length:
         raise ValueError(f"{name} must be 1-D of shape ({length},); got shape {arr.shape}")
-    out = _convert(arr, dtype, writeable)
-    if not all_finite(out):
-        raise ValueError(_not_finite_message(name, arr.dtype, dtype))
-    return out
+    return _finite_in(arr, name, dtype, writeable)
 
 
 def _real(x, name):
@@ -260,10 +263,19 @@ def seed_value(x, name="seed"):
     return int(x)
 
 
-def choice(x, name, options):
-    """One of the strings in `options`."""
+def missing_optional(package, needed_for, extra, exc):
+    """The ImportError for an optional package that is not installed: which extra of
+    bpfast brings it. (The import itself stays in the module that needs it.)"""
+    return ImportError(f'{needed_for} needs {package}: pip install "bpfast[{extra}]" '
+                       f"(or pip install {package}). The import failed with: {exc}")
+
+
+def choice(x, name, options, alternative=None):
+    """One of the strings in `options` (the messages also name an `alternative`, such as
+    'a callable', that the caller accepts before asking)."""
+    want = f"one of {tuple(options)}" + (f" or {alternative}" if alternative else "")
     if not isinstance(x, str):
-        raise TypeError(f"{name} must be a string, one of {tuple(options)}; got {type(x).__name__}")
+        raise TypeError(f"{name} must be a string, {want}; got {type(x).__name__}")
     if x not in options:
-        raise ValueError(f"{name} must be one of {tuple(options)}; got {x!r}")
+        raise ValueError(f"{name} must be {want}; got {x!r}")
     return x

@@ -29,10 +29,8 @@ def activation_code(name, *, output=False, argname="activation"):
 
 def loss_code(name, output_activation):
     """Return the kernel code of loss ``name``; cross-entropy needs a softmax output."""
-    if not isinstance(name, str):
-        raise TypeError(f"loss must be a string, one of {tuple(LOSSES)}; got {type(name).__name__}")
-    if name not in LOSSES:
-        raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {name!r}")
+    from bpfast._validation import choice      # here: _validation imports the kernels
+    choice(name, "loss", LOSSES)
     need = LOSS_OUTPUT.get(name)
     if need is not None and output_activation != need:
         raise ValueError(f"loss={name!r} needs output_activation={need!r}; "

@@ -19,12 +19,11 @@ deep-copies and saves with the Network. Weight decay applies to weights, not bia
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 
-from bpfast._validation import as_bool, nonnegative_float, positive_float
+from bpfast._validation import as_bool, choice, nonnegative_float, positive_float
 
 NAMES = ("sgd", "adam", "adamw", "rprop")       # the engine's optimizer codes, in order
 
@@ -199,12 +198,7 @@ def make(net, optimizer, lr, momentum, nesterov, weight_decay, betas, eps, etas,
         if optimizer.net is not net:
             raise ValueError("optimizer belongs to another Network; build it with this one")
         return optimizer
-    if not isinstance(optimizer, str):
-        raise TypeError(f"optimizer must be one of {NAMES} or a bpfast.optim object; "
-                        f"got {type(optimizer).__name__}")
-    if optimizer not in CLASSES:
-        raise ValueError(f"optimizer must be one of {NAMES} or a bpfast.optim object; "
-                         f"got {optimizer!r}")
+    choice(optimizer, "optimizer", NAMES, "a bpfast.optim object")
     if optimizer == "sgd":
         return SGD(net, lr, momentum, nesterov, weight_decay, clip_norm)
     if optimizer == "rprop":
@@ -212,6 +206,3 @@ def make(net, optimizer, lr, momentum, nesterov, weight_decay, betas, eps, etas,
     return CLASSES[optimizer](net, lr, betas, eps, weight_decay, clip_norm)
 
 
-def adam_bias_corrections(t: int, betas) -> tuple:
-    """(1 - b1^t, sqrt(1 - b2^t)): what Adam divides by at step t (for tests and docs)."""
-    return 1 - betas[0] ** t, math.sqrt(1 - betas[1] ** t)
