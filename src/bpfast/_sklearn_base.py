@@ -79,10 +79,10 @@ def hidden_sizes(hidden_layer_sizes) -> Tuple[int, ...]:
     return tuple(int(s) for s in sizes)
 
 
-def check_no_bools(params: dict) -> None:
+def check_no_bools(params: dict, constraints: dict) -> None:
     """Refuse True/False for a number (the table's Intervals take bools as 0 and 1)."""
     for name, value in params.items():
-        flags = {"boolean", "verbose"} & set(map(str, PARAMETER_CONSTRAINTS[name]))
+        flags = {"boolean", "verbose"} & set(map(str, constraints[name]))
         if isinstance(value, (bool, np.bool_)) and not flags:
             raise ValueError(f"{name} must not be a bool; got {value!r}")
 
@@ -104,7 +104,7 @@ def checked_sample_weight(sample_weight, X):
     if negative.any():
         row = int(np.argmax(negative))
         raise ValueError(f"sample_weight must be >= 0 (bpfast weighs each row's error by it); "
-                         f"got {sample_weight[row]!r} at row {row}")
+                         f"got {float(sample_weight[row])!r} at row {row}")
     return sample_weight
 
 
@@ -212,12 +212,16 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
 
+    def _check_loss(self) -> None:
+        """The regressor refuses the losses it does not implement; the classifier has none."""
+
     # ------------------------------------------------------------------ training
     def _fit(self, X, y, incremental: bool, classes=None, sample_weight=None):
         self._validate_params()         # the table above, then what it cannot say
-        check_no_bools(self.get_params(deep=False))
+        check_no_bools(self.get_params(deep=False), self._parameter_constraints)
         hidden = hidden_sizes(self.hidden_layer_sizes)
         check_solver(self.solver)
+        self._check_loss()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         first_pass = "network_" not in self.__dict__ or (not self.warm_start and not incremental)

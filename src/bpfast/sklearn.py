@@ -55,10 +55,11 @@ from numpy.typing import ArrayLike
 try:
     from sklearn.base import ClassifierMixin, RegressorMixin
     from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.utils._param_validation import StrOptions
     from sklearn.utils.multiclass import check_classification_targets, unique_labels
     from sklearn.utils.validation import column_or_1d, validate_data
 
-    from bpfast._sklearn_base import _BaseMLP
+    from bpfast._sklearn_base import PARAMETER_CONSTRAINTS, _BaseMLP
 except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "bpfast.sklearn needs scikit-learn >= 1.6 (pip install 'scikit-learn>=1.6'). "
@@ -303,6 +304,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     ----------
     hidden_layer_sizes : int or tuple of int, default=(100,)
     activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+    loss : {'squared_error'}, default='squared_error'
+        scikit-learn's 'poisson' is refused (ValueError). Keyword-only here, while
+        scikit-learn takes it first by position.
     solver : {'adam', 'sgd'}, default='adam'
     alpha : float >= 0, default=0.0001
         L2 penalty: ``alpha / (2 * batch) * ||W||^2`` per batch.
@@ -346,6 +350,30 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _output_activation = "identity"
     _loss = "mse"
+    _parameter_constraints: dict = {**PARAMETER_CONSTRAINTS,
+                                    "loss": [StrOptions({"squared_error", "poisson"})]}
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="squared_error",
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None,
+                 backend="cython"):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend)
+        self.loss = loss
+
+    def _check_loss(self) -> None:
+        if self.loss != "squared_error":
+            raise ValueError("bpfast's MLPRegressor implements loss='squared_error' only (an "
+                             f"identity output); got loss={self.loss!r}")
 
     def _validate_input(self, X, y, incremental, first_pass, classes):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
