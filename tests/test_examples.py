@@ -101,14 +101,14 @@ def test_lesson004_epochs_batches():
 def test_digits_quick(solver):
     pytest.importorskip("sklearn")
     out = run_example("digits.py", "--quick")
-    tag = f" ({solver})" if solver else " "
+    tag, prefix = (f" ({solver})", solver + " ") if solver else (" ", "")
     ours = numbers(line_with(out, "bpfast" + tag))
     theirs = numbers(line_with(out, "scikit-learn" + tag))
     assert ours[0] > 90 and theirs[0] > 90                 # test accuracy, %
     assert abs(ours[0] - theirs[0]) < 3
     assert ours[1] > 0 and theirs[1] > 0                   # fit times
-    assert f"solver={solver or 'sgd'}" in line_with(out, f"{solver + ' ' if solver else ''}settings:")
-    ratio = numbers(line_with(out, f"{solver + ' ' if solver else ''}speed ratio"))[0]
+    assert f"solver={solver or 'sgd'}" in line_with(out, prefix + "settings:")
+    ratio = numbers(line_with(out, prefix + "speed ratio"))[0]
     assert ratio == pytest.approx(theirs[1] / ours[1], rel=0.06)
 
 

@@ -12,8 +12,8 @@ why solver='lbfgs' is refused -- is checked after it.
 each update equal to scikit-learn's, sample weights (also through the
 early-stopping split), the per-epoch bookkeeping (``loss_curve_``, ``n_iter_``,
 ``t_``, the stopping rule) run from Network.fit's callback, and what happens on
-a divergence or a Ctrl-C. This module imports scikit-learn; ``bpfast.sklearn`` explains when it
-is missing.
+a divergence or a Ctrl-C. This module imports scikit-learn; ``bpfast.sklearn``
+explains when it is missing.
 """
 from __future__ import annotations
 
@@ -300,7 +300,8 @@ class _BaseMLP(BaseEstimator):
         data_factor = 1.0 if self._loss == "cross_entropy" else 0.5
         # scikit-learn: alpha / sw_sum * W, sw_sum the batch's sum of weights (its size
         # without weights). bpfast's decay is one number: the nominal batch times the mean
-        # weight, exact for every full batch when the weights are equal or sum alike.
+        # weight -- the same when every batch is full and the batches' weights sum alike
+        # (one batch, equal weights).
         mean_weight = 1.0 if sample_weight is None else float(np.mean(sample_weight))
         l2 = float(self.alpha) / (batch_size * mean_weight)
         weight_decay = l2 / scale

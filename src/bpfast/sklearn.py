@@ -70,7 +70,7 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier trained by bpfast (Adam or SGD, softmax + cross-entropy).
+    """Multi-layer perceptron classifier trained by bpfast (Adam or SGD, softmax, cross-entropy).
 
     A drop-in for ``sklearn.neural_network.MLPClassifier`` with ``solver='adam'``
     or ``'sgd'``: same parameters, defaults, initialisation and update rules,
@@ -289,7 +289,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor trained by bpfast (Adam or SGD, identity output, squared error).
+    """Multi-layer perceptron regressor trained by bpfast (Adam or SGD, squared error).
 
     A drop-in for ``sklearn.neural_network.MLPRegressor`` with ``solver='adam'``
     or ``'sgd'``: same parameters, defaults, initialisation and update rules.
