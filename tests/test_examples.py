@@ -12,6 +12,11 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def run_example(name, *args, prelude=None):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    # The script runs in examples/: a relative PYTHONPATH (PYTHONPATH=src) must still name
+    # the bpfast this test process imports, not an installed copy.
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else p
+                                            for p in env["PYTHONPATH"].split(os.pathsep))
     script = str(EXAMPLES / name)
     if prelude is None:
         cmd = [sys.executable, script, *args]
@@ -92,15 +97,18 @@ def test_lesson004_epochs_batches():
     assert "History.n_updates = 300" in line_with(out, "N=100, batch_size=1,")
 
 
-def test_digits_quick():
+@pytest.mark.parametrize("solver", ["", "adam"])
+def test_digits_quick(solver):
     pytest.importorskip("sklearn")
     out = run_example("digits.py", "--quick")
-    ours = numbers(line_with(out, "bpfast "))
-    theirs = numbers(line_with(out, "scikit-learn "))
+    tag, prefix = (f" ({solver})", solver + " ") if solver else (" ", "")
+    ours = numbers(line_with(out, "bpfast" + tag))
+    theirs = numbers(line_with(out, "scikit-learn" + tag))
     assert ours[0] > 90 and theirs[0] > 90                 # test accuracy, %
     assert abs(ours[0] - theirs[0]) < 3
     assert ours[1] > 0 and theirs[1] > 0                   # fit times
-    ratio = numbers(line_with(out, "speed ratio"))[0]
+    assert f"solver={solver or 'sgd'}" in line_with(out, prefix + "settings:")
+    ratio = numbers(line_with(out, prefix + "speed ratio"))[0]
     assert ratio == pytest.approx(theirs[1] / ours[1], rel=0.06)
 
 

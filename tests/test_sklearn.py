@@ -98,8 +98,10 @@ def test_regressor_loss_curve_includes_the_l2_term_with_several_outputs():
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=0.03)
 
 
-@pytest.mark.parametrize("learning_rate", ["constant", "adaptive"])
-def test_epochs_run_in_chunks_give_the_same_fit_as_one_by_one(learning_rate, monkeypatch):
+@pytest.mark.parametrize("solver, learning_rate",
+                         [("sgd", "constant"), ("sgd", "adaptive"), ("adam", "constant")])
+def test_epochs_run_in_chunks_give_the_same_fit_as_one_by_one(solver, learning_rate,
+                                                               monkeypatch, capsys):
     """Without anything to see every epoch, the epochs that cannot stop run in one call."""
     from bpfast import _fitting
     chunks = []
@@ -107,13 +109,17 @@ def test_epochs_run_in_chunks_give_the_same_fit_as_one_by_one(learning_rate, mon
     monkeypatch.setattr(_fitting, "_epochs_until_next_call",
                         lambda verdict: chunks.append(original(verdict)) or chunks[-1])
     X, y = _blobs()
-    kw = dict(hidden_layer_sizes=(8,), learning_rate_init=0.2, batch_size=16, max_iter=60,
-              random_state=0, tol=1e-3, n_iter_no_change=3, learning_rate=learning_rate)
+    kw = dict(hidden_layer_sizes=(8,), learning_rate_init=0.2 if solver == "sgd" else 0.01,
+              batch_size=16, max_iter=60, random_state=0, tol=1e-3, n_iter_no_change=3,
+              solver=solver, learning_rate=learning_rate)
     chunked = MLPClassifier(**kw).fit(X, y)
     assert max(chunks) == 4 and len(chunks) < chunked.n_iter_
     chunks.clear()
-    # invscaling with power_t=0 is the constant rate, but is looked at after every epoch.
-    one_by_one = MLPClassifier(**dict(kw, learning_rate="invscaling", power_t=0.0)).fit(X, y)
+    # SGD: invscaling with power_t=0 is the constant rate, but is looked at after every
+    # epoch. Adam ignores the schedules; verbose prints every epoch.
+    every_epoch = (dict(learning_rate="invscaling", power_t=0.0) if solver == "sgd"
+                   else dict(verbose=True))
+    one_by_one = MLPClassifier(**dict(kw, **every_epoch)).fit(X, y)
     assert set(chunks) == {1}
     if learning_rate == "constant":
         assert chunked.n_iter_ == one_by_one.n_iter_ < 60
@@ -144,8 +150,8 @@ def test_learns_blobs_with_shuffling():
     X, y = _blobs()
     # tol=1e-3: with the default 1e-4 this problem stops anywhere from 33 to past 100
     # epochs depending on the shuffle (scikit-learn's SGD likewise: 40 to 92).
-    clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.1, batch_size=16,
-                        max_iter=100, random_state=0, tol=1e-3).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(16,), solver="sgd", learning_rate_init=0.1,
+                        batch_size=16, max_iter=100, random_state=0, tol=1e-3).fit(X, y)
     assert clf.score(X, y) > 0.9
     assert clf.n_iter_ < 100          # converged (tol) before max_iter
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
@@ -185,7 +191,7 @@ def test_alpha_is_weight_decay_over_batch_size():
     # step, so the difference of two runs from the same start is exactly that.
     X, y = _blobs(n=60)
     kw = dict(hidden_layer_sizes=(4,), random_state=0, shuffle=False, batch_size=60,
-              momentum=0.0, learning_rate_init=0.1, max_iter=1)
+              solver="sgd", momentum=0.0, learning_rate_init=0.1, max_iter=1)
     start = MLPClassifier(**kw)
     start._initialize(2, 3, np.float64, np.random.RandomState(0))
     W0 = [W.copy() for W in start.coefs_]
@@ -218,8 +224,9 @@ def test_partial_fit():
 def test_partial_fit_keeps_the_momentum_like_scikit_learn(nesterovs_momentum):
     """Each partial_fit is one more epoch of the same optimizer: velocities carry over."""
     X, y = _blobs()
-    kw = dict(hidden_layer_sizes=(8,), learning_rate_init=0.05, momentum=0.9, shuffle=False,
-              nesterovs_momentum=nesterovs_momentum, random_state=0, n_iter_no_change=100)
+    kw = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=0.05, momentum=0.9,
+              shuffle=False, nesterovs_momentum=nesterovs_momentum, random_state=0,
+              n_iter_no_change=100)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         whole = MLPClassifier(max_iter=3, **kw).fit(X, y)
@@ -271,7 +278,11 @@ def test_early_stopping_keeps_best_weights():
 
 def test_invalid_parameters_raise_in_fit():
     X, y = _blobs(n=30)
-    for params, match in [({"solver": "adam"}, "solver='sgd' only"),
+    for params, match in [({"solver": "lbfgs"}, "not L-BFGS"),
+                          ({"solver": "newton"}, "solver"),
+                          ({"beta_1": 1.0}, "beta_1"),
+                          ({"beta_2": -0.1}, "beta_2"),
+                          ({"epsilon": 0.0}, "epsilon"),
                           ({"activation": "softmax"}, "activation"),
                           ({"hidden_layer_sizes": (4, 0)}, "hidden_layer_sizes"),
                           ({"learning_rate": "optimal"}, "learning_rate"),
@@ -300,9 +311,10 @@ def test_dtype_follows_input_or_param():
     assert reg.network_.dtype == np.float64
 
 
-def test_reference_backend_agrees():
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_reference_backend_agrees(solver):
     X, y = _blobs(n=40)
-    kw = dict(hidden_layer_sizes=(4,), max_iter=3, batch_size=8, random_state=0)
+    kw = dict(hidden_layer_sizes=(4,), max_iter=3, batch_size=8, random_state=0, solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         a = MLPClassifier(**kw).fit(X, y)

@@ -5,14 +5,15 @@ What each hyper-parameter may be is a table in scikit-learn's
 at the start of ``fit`` and ``partial_fit``: a wrong value raises scikit-learn's
 ``InvalidParameterError`` (a ValueError and a TypeError) naming the parameter.
 What a table cannot say -- no bool for a number, each hidden layer width, and
-why solvers other than 'sgd' are refused -- is checked after it.
+why solver='lbfgs' is refused -- is checked after it.
 
-``_BaseMLP`` maps scikit-learn's SGD training onto :meth:`bpfast.Network.fit`:
-the learning-rate and L2 scaling that make each update equal to scikit-learn's,
-the per-epoch bookkeeping (``loss_curve_``, ``n_iter_``, ``t_``, the stopping
-rule) run from Network.fit's callback, and what happens on a divergence or a
-Ctrl-C. This module imports scikit-learn; ``bpfast.sklearn`` explains when it
-is missing.
+``_BaseMLP`` maps scikit-learn's SGD and Adam training onto
+:meth:`bpfast.Network.fit`: the learning-rate, L2 and epsilon scaling that make
+each update equal to scikit-learn's, sample weights (also through the
+early-stopping split), the per-epoch bookkeeping (``loss_curve_``, ``n_iter_``,
+``t_``, the stopping rule) run from Network.fit's callback, and what happens on
+a divergence or a Ctrl-C. This module imports scikit-learn; ``bpfast.sklearn``
+explains when it is missing.
 """
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from bpfast import optim
 from bpfast.network import BACKENDS, Network
 
 #: scikit-learn's activation names -> bpfast's.
@@ -37,7 +39,7 @@ ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "r
 PARAMETER_CONSTRAINTS: dict = {
     "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
     "activation": [StrOptions(set(ACTIVATIONS))],
-    # scikit-learn's three solvers pass the table; check_solver explains the refusal.
+    # scikit-learn's three solvers pass the table; check_solver explains lbfgs's refusal.
     "solver": [StrOptions({"sgd", "adam", "lbfgs"})],
     "alpha": [Interval(Real, 0, np.inf, closed="left")],
     "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
@@ -55,6 +57,9 @@ PARAMETER_CONSTRAINTS: dict = {
     "nesterovs_momentum": ["boolean"],
     "early_stopping": ["boolean"],
     "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "beta_1": [Interval(Real, 0, 1, closed="left")],
+    "beta_2": [Interval(Real, 0, 1, closed="left")],
+    "epsilon": [Interval(Real, 0, None, closed="neither")],
     "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
     "dtype": [None, StrOptions({"float32", "float64"}),
               Options(type, {np.float32, np.float64, float}),
@@ -74,19 +79,33 @@ def hidden_sizes(hidden_layer_sizes) -> Tuple[int, ...]:
     return tuple(int(s) for s in sizes)
 
 
-def check_no_bools(params: dict) -> None:
+def check_no_bools(params: dict, constraints: dict) -> None:
     """Refuse True/False for a number (the table's Intervals take bools as 0 and 1)."""
     for name, value in params.items():
-        flags = {"boolean", "verbose"} & set(map(str, PARAMETER_CONSTRAINTS[name]))
+        flags = {"boolean", "verbose"} & set(map(str, constraints[name]))
         if isinstance(value, (bool, np.bool_)) and not flags:
             raise ValueError(f"{name} must not be a bool; got {value!r}")
 
 
 def check_solver(solver: str) -> None:
-    """Refuse scikit-learn's other solvers with the reason (ValueError)."""
-    if solver != "sgd":
-        raise ValueError("bpfast's MLP estimators implement solver='sgd' only (with momentum "
-                         f"and Nesterov momentum); got solver={solver!r}")
+    """Refuse scikit-learn's full-batch L-BFGS solver with the reason (ValueError)."""
+    if solver not in ("sgd", "adam"):
+        raise ValueError("bpfast's MLP estimators implement the stochastic solvers 'sgd' (with "
+                         "momentum and Nesterov momentum) and 'adam', not L-BFGS; got "
+                         f"solver={solver!r}")
+
+
+def checked_sample_weight(sample_weight, X):
+    """scikit-learn's validation of sample_weight, then bpfast's rule: every weight >= 0."""
+    if sample_weight is None:
+        return None
+    sample_weight = _check_sample_weight(sample_weight, X)
+    negative = sample_weight < 0
+    if negative.any():
+        row = int(np.argmax(negative))
+        raise ValueError(f"sample_weight must be >= 0 (bpfast weighs each row's error by it); "
+                         f"got {float(sample_weight[row])!r} at row {row}")
+    return sample_weight
 
 
 def _network_arrays(attr: str, name: str, doc: str) -> property:
@@ -123,12 +142,13 @@ class _BaseMLP(BaseEstimator):
 
     _parameter_constraints: dict = PARAMETER_CONSTRAINTS
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="sgd",
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, dtype=None, backend="cython"):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None,
+                 backend="cython"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -147,6 +167,9 @@ class _BaseMLP(BaseEstimator):
         self.nesterovs_momentum = nesterovs_momentum
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
         self.backend = backend
@@ -189,16 +212,21 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
 
+    def _check_loss(self) -> None:
+        """The regressor refuses the losses it does not implement; the classifier has none."""
+
     # ------------------------------------------------------------------ training
-    def _fit(self, X, y, incremental: bool, classes=None):
+    def _fit(self, X, y, incremental: bool, classes=None, sample_weight=None):
         self._validate_params()         # the table above, then what it cannot say
-        check_no_bools(self.get_params(deep=False))
+        check_no_bools(self.get_params(deep=False), self._parameter_constraints)
         hidden = hidden_sizes(self.hidden_layer_sizes)
         check_solver(self.solver)
+        self._check_loss()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         first_pass = "network_" not in self.__dict__ or (not self.warm_start and not incremental)
         X, Y, labels = self._validate_input(X, y, incremental, first_pass, classes)
+        sample_weight = checked_sample_weight(sample_weight, X)
         rng = check_random_state(self.random_state)
         if first_pass:
             dtype = self.dtype if self.dtype is not None else X.dtype
@@ -212,24 +240,41 @@ class _BaseMLP(BaseEstimator):
                     f"fit again with warm_start=False to start over")
         if not incremental or "_optimizer_lr" not in self.__dict__:
             self._optimizer_lr = float(self.learning_rate_init)  # the optimizer's state
+        validation = None
         if self.early_stopping:
-            X, Y, X_val, y_val = self._split_validation(X, Y, labels, rng)
-        else:
-            X_val = y_val = None
-        self._fit_stochastic(X, Y, X_val, y_val, incremental, rng)
+            X, Y, sample_weight, validation = self._split_validation(X, Y, labels,
+                                                                     sample_weight, rng)
+            if sample_weight is not None and not sample_weight.any():
+                raise ValueError("sample_weight is 0 on every row of the training part left "
+                                 "by the early-stopping split: no row would count")
+        self._fit_stochastic(X, Y, sample_weight, validation, incremental, rng)
         return self
 
-    def _split_validation(self, X, Y, labels, rng):
-        """scikit-learn's hold-out split (stratified for a classifier): X, Y, X_val, y_val."""
-        split = train_test_split(X, Y, *(() if labels is None else (labels,)),
-                                 random_state=rng, test_size=self.validation_fraction,
-                                 stratify=labels)
+    def _split_validation(self, X, Y, labels, sample_weight, rng):
+        """scikit-learn's hold-out split: X, Y, sample_weight of the training part, and
+        (X_val, y_val, sample_weight_val) -- the weights split with the rows.
+
+        As scikit-learn, a classifier is stratified only when its targets are one column
+        (at most two classes); a regressor never.
+        """
+        arrays = [X, Y]
+        if labels is not None:
+            arrays.append(labels)
+        if sample_weight is not None:
+            arrays.append(sample_weight)
+        stratify = labels if labels is not None and len(self.classes_) <= 2 else None
+        split = train_test_split(*arrays, random_state=rng, test_size=self.validation_fraction,
+                                 stratify=stratify)
         X, X_val, Y, Y_val = split[:4]
-        y_val = split[5] if labels is not None else (Y_val.ravel() if Y_val.shape[1] == 1 else Y_val)
+        if labels is not None:
+            y_val = split[5]
+        else:
+            y_val = Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
+        sw, sw_val = (None, None) if sample_weight is None else split[-2:]
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
-        return X, Y, X_val, y_val
+        return X, Y, sw, (X_val, y_val, sw_val)
 
     def _batch_size(self, n: int) -> int:
         if self.batch_size == "auto":
@@ -239,18 +284,26 @@ class _BaseMLP(BaseEstimator):
                           "It is going to be clipped", UserWarning, stacklevel=5)
         return int(np.clip(self.batch_size, 1, n))
 
-    def _fit_stochastic(self, X, Y, X_val, y_val, incremental, rng) -> None:
+    def _fit_stochastic(self, X, Y, sample_weight, validation, incremental, rng) -> None:
         net = self.network_
         n = X.shape[0]
         batch_size = self._batch_size(n)
         # bpfast's loss -> scikit-learn's: the classifier's cross-entropy is the same
         # (softmax, dLoss/dZ = (A - Y) / batch). scikit-learn's squared loss is half the
         # mean, but its gradient is (A - Y) / batch whatever the number of outputs, while
-        # bpfast's 'mse' has 2 (A - Y) / (batch * n_outputs): scaling the learning rate
-        # by n_outputs / 2 (and the decay by its inverse) gives the same update.
+        # bpfast's 'mse' has 2 (A - Y) / (batch * n_outputs): bpfast's gradients are
+        # scikit-learn's divided by scale = n_outputs / 2. SGD: scaling the learning rate by
+        # scale (and the decay by its inverse) gives the same update. Adam, whose step
+        # m / (sqrt(v) + eps) does not change when the gradient and eps scale together:
+        # eps / scale (and the same decay) gives the same update.
         scale = 1.0 if self._loss == "cross_entropy" else self.n_outputs_ / 2.0
         data_factor = 1.0 if self._loss == "cross_entropy" else 0.5
-        l2 = float(self.alpha) / batch_size            # scikit-learn: alpha / n_batch * W
+        # scikit-learn: alpha / sw_sum * W, sw_sum the batch's sum of weights (its size
+        # without weights). bpfast's decay is one number: the nominal batch times the mean
+        # weight -- the same when every batch is full and the batches' weights sum alike
+        # (one batch, equal weights).
+        mean_weight = 1.0 if sample_weight is None else float(np.mean(sample_weight))
+        l2 = float(self.alpha) / (batch_size * mean_weight)
         weight_decay = l2 / scale
         # An epoch's loss from bpfast is data + 0.5 * weight_decay * sq (sq = sum(W**2) at
         # its end); scikit-learn's is data_factor * data + 0.5 * l2 * sq, the same up to
@@ -262,15 +315,15 @@ class _BaseMLP(BaseEstimator):
         # The stopping rule reads each epoch's loss, but the count it compares with
         # n_iter_no_change grows by at most 1 per epoch: unless something must be seen
         # every epoch, the callback asks for the epochs that cannot stop to run in one go.
-        every_epoch = (self.early_stopping or bool(self.verbose) or sq_coef != 0
-                       or self.learning_rate == "invscaling")
+        every_epoch = (validation is not None or bool(self.verbose) or sq_coef != 0
+                       or self._schedule() == "invscaling")
 
         def take_in(history) -> bool:
             """scikit-learn's bookkeeping for the epochs not taken in yet; False: stop."""
             # n_iter_ counts this fit's epochs taken in: _end_of_epoch adds 1 first thing.
             while self.n_iter_ < len(history.loss):
                 if not self._end_of_epoch(data_factor * history.loss[self.n_iter_], sq_coef, n,
-                                          X_val, y_val):
+                                          validation):
                     return False
             return True
 
@@ -283,16 +336,29 @@ class _BaseMLP(BaseEstimator):
                 return True
             return int(min(self.n_iter_no_change + 1 - self._no_improvement_count, self.max_iter))
 
+        if self.solver == "adam":
+            # scikit-learn's AdamOptimizer: eps added to sqrt(v), the bias corrections in
+            # the rate (folded_eps); its rate ignores learning_rate's schedules.
+            rule = dict(optimizer=optim.Adam(
+                net, lr=float(self.learning_rate_init),
+                betas=(float(self.beta_1), float(self.beta_2)),
+                eps=float(self.epsilon) / scale, weight_decay=weight_decay, folded_eps=True))
+        else:
+            rule = dict(optimizer="sgd", lr=float(self.learning_rate_init),
+                        momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum),
+                        weight_decay=weight_decay,
+                        lr_schedule=lambda epoch: self._optimizer_lr * scale)
+        # partial_fit continues the optimizer's state (velocities; Adam's moments and step
+        # count) -- if it is this solver's: after a change of solver it starts afresh.
+        keep_state = incremental and net._state_kind == self.solver
         # After an interrupt or a divergence, Network.fit's History of this call (its
         # history_) holds the epochs completed since the callback last ran.
         earlier_history = getattr(net, "history_", None)
         diverged, interrupted = None, False
         try:
             net.fit(X, Y, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                    lr=float(self.learning_rate_init), shuffle=bool(self.shuffle), seed=seed,
-                    momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum),
-                    weight_decay=weight_decay, lr_schedule=lambda epoch: self._optimizer_lr * scale,
-                    callback=callback, keep_momentum=incremental)
+                    shuffle=bool(self.shuffle), seed=seed, callback=callback,
+                    keep_state=keep_state, sample_weight=sample_weight, **rule)
         except FloatingPointError as exc:
             diverged = exc
         except KeyboardInterrupt:
@@ -319,7 +385,13 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping:
             net.set_parameters(self._best_params)
 
-    def _end_of_epoch(self, loss, sq_coef, n, X_val, y_val) -> bool:
+    def _schedule(self) -> str:
+        """The learning-rate rule in force: learning_rate for 'sgd'; scikit-learn's Adam
+        keeps learning_rate_init whatever learning_rate says (and stops where 'adaptive'
+        would lower the rate)."""
+        return self.learning_rate if self.solver == "sgd" else "constant"
+
+    def _end_of_epoch(self, loss, sq_coef, n, validation) -> bool:
         """scikit-learn's bookkeeping after an epoch; False when training must stop."""
         if sq_coef:
             weights = self.network_.weights
@@ -330,14 +402,15 @@ class _BaseMLP(BaseEstimator):
         self.loss_curve_.append(loss)
         if self.verbose:
             print("Iteration %d, loss = %.8f" % (self.n_iter_, loss))
-        self._update_no_improvement_count(X_val, y_val)
-        if self.learning_rate == "invscaling":
+        self._update_no_improvement_count(validation)
+        schedule = self._schedule()
+        if schedule == "invscaling":
             self._optimizer_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
         if self._no_improvement_count > self.n_iter_no_change:
             what = "Validation score" if self.early_stopping else "Training loss"
             msg = (f"{what} did not improve more than tol={self.tol:f} for "
                    f"{self.n_iter_no_change} consecutive epochs.")
-            if self.learning_rate != "adaptive":
+            if schedule != "adaptive":
                 if self.verbose:
                     print(msg + " Stopping.")
                 return False
@@ -351,10 +424,12 @@ class _BaseMLP(BaseEstimator):
             self._no_improvement_count = 0
         return True
 
-    def _update_no_improvement_count(self, X_val, y_val) -> None:
-        if self.early_stopping:
+    def _update_no_improvement_count(self, validation) -> None:
+        if validation is not None:
+            X_val, y_val, sample_weight_val = validation
             # Called back from inside Network.fit: its owning thread may predict.
-            score = self._validation_score(self.network_.predict(X_val), y_val)
+            score = self._validation_score(self.network_.predict(X_val), y_val,
+                                           sample_weight_val)
             self.validation_scores_.append(score)
             if self.verbose:
                 print("Validation score: %f" % score)

@@ -1,32 +1,40 @@
 """scikit-learn estimators trained by bpfast: ``MLPClassifier`` and ``MLPRegressor``.
 
 They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` with
-``solver='sgd'``: the same parameter names, defaults and meanings, the same
-Glorot-uniform initialisation drawn from the same ``random_state`` stream, the
-same momentum / Nesterov update, L2 penalty, learning-rate schedules and
-stopping rule -- but the epochs run in bpfast's native engine, as many at a
-time as the stopping rule allows, through :meth:`bpfast.Network.fit`.
+its stochastic solvers, ``solver='adam'`` (the default) and ``'sgd'``: the same
+parameter names, defaults and meanings, the same Glorot-uniform initialisation
+drawn from the same ``random_state`` stream, the same Adam arithmetic (epsilon
+added to ``sqrt(v)``, the bias corrections folded into the learning rate), the
+same momentum / Nesterov update, L2 penalty, learning-rate schedules, sample
+weights and stopping rule -- but the epochs run in bpfast's native engine, as
+many at a time as the stopping rule allows, through :meth:`bpfast.Network.fit`.
 
     >>> from bpfast.sklearn import MLPClassifier            # doctest: +SKIP
-    >>> clf = MLPClassifier(hidden_layer_sizes=(64,), learning_rate_init=0.1,
-    ...                     batch_size=32, random_state=0).fit(X, y)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(64,), batch_size=32,
+    ...                     random_state=0).fit(X, y)
     >>> clf.predict(X[:5]), clf.predict_proba(X[:5])
 
 This module needs scikit-learn (>= 1.6); ``import bpfast`` itself does not.
 
 Differences from scikit-learn's own MLP, all deliberate and documented:
 
-- only ``solver='sgd'`` (plain / momentum / Nesterov SGD); no ``sample_weight``;
-  no sparse input; no multilabel classification.
+- ``solver='adam'`` and ``'sgd'`` (plain / momentum / Nesterov SGD), no
+  ``'lbfgs'`` (a ValueError); no sparse input; no multilabel classification.
 - a classifier always has a softmax output, one unit per class (also for two
   classes, where scikit-learn uses one logistic unit): ``coefs_[-1]`` has shape
   ``(n_hidden, n_classes)``. A single class gives one unit whose probability is 1.
-- the L2 penalty uses the nominal batch size for every batch (scikit-learn
-  divides by the actual size of the last, possibly smaller, batch), and the
-  L2 part of ``loss_curve_`` is computed with the weights at the end of the epoch.
+- the L2 penalty divides ``alpha`` by the nominal batch size times the mean
+  sample weight for every batch (scikit-learn divides by each batch's sum of
+  weights: its size without weights, smaller for the last batch), and the L2
+  part of ``loss_curve_`` is computed with the weights at the end of the epoch.
+- ``sample_weight`` must be >= 0 (scikit-learn also takes negative weights). A
+  batch whose weights are all 0 moves nothing by its data (scikit-learn raises
+  ZeroDivisionError), though Adam's moments and the L2 decay still act.
 - ``partial_fit`` keeps the optimizer's state between calls, as scikit-learn
-  does: the learning rate and the momentum velocities (a pickled or deep-copied
-  estimator keeps them too).
+  does: the learning rate and the momentum velocities, or Adam's moments and
+  step count (a pickled or deep-copied estimator keeps them too). If ``solver``
+  changed in between, the new solver starts afresh (scikit-learn carries on
+  with the old one).
 - ``momentum`` must be < 1.
 - training stops at the first epoch whose loss or parameters are not finite,
   and the parameters go back to their values at the start of that epoch; then
@@ -47,10 +55,11 @@ from numpy.typing import ArrayLike
 try:
     from sklearn.base import ClassifierMixin, RegressorMixin
     from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.utils._param_validation import StrOptions
     from sklearn.utils.multiclass import check_classification_targets, unique_labels
     from sklearn.utils.validation import column_or_1d, validate_data
 
-    from bpfast._sklearn_base import _BaseMLP
+    from bpfast._sklearn_base import PARAMETER_CONSTRAINTS, _BaseMLP
 except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "bpfast.sklearn needs scikit-learn >= 1.6 (pip install 'scikit-learn>=1.6'). "
@@ -61,11 +70,11 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier trained by bpfast (SGD, softmax + cross-entropy).
+    """Multi-layer perceptron classifier trained by bpfast (Adam or SGD, softmax, cross-entropy).
 
-    A drop-in for ``sklearn.neural_network.MLPClassifier(solver='sgd')``: same
-    parameters, defaults, initialisation and update rule, with the epochs run
-    by bpfast's compiled engine.
+    A drop-in for ``sklearn.neural_network.MLPClassifier`` with ``solver='adam'``
+    or ``'sgd'``: same parameters, defaults, initialisation and update rules,
+    with the epochs run by bpfast's compiled engine.
 
     Parameters
     ----------
@@ -73,17 +82,22 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Width of each hidden layer; ``()`` gives a softmax regression.
     activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
         Hidden activation (bpfast's 'identity', 'sigmoid', 'tanh', 'relu').
-    solver : {'sgd'}, default='sgd'
-        The only solver; present for compatibility with scikit-learn.
+    solver : {'adam', 'sgd'}, default='adam'
+        'adam': scikit-learn's Adam (see ``beta_1``, ``beta_2``, ``epsilon``; the rate
+        is ``learning_rate_init`` whatever ``learning_rate`` says, as in scikit-learn);
+        'sgd': SGD with ``momentum``, ``nesterovs_momentum`` and ``learning_rate``.
+        'lbfgs' is refused (ValueError).
     alpha : float >= 0, default=0.0001
         L2 penalty, as in scikit-learn: each batch adds ``alpha / (2 * batch) * ||W||^2``
-        to the loss (biases are not penalised), i.e. ``weight_decay = alpha / batch_size``.
+        to the loss (biases are not penalised), i.e. ``weight_decay = alpha / batch_size``
+        (with ``sample_weight``, batch counts ``batch_size * mean(sample_weight)``).
     batch_size : int or 'auto', default='auto'
         Mini-batch size; 'auto' is ``min(200, n_samples)``; larger values are clipped.
     learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
-        'constant': ``learning_rate_init``; 'invscaling': after each epoch,
-        ``learning_rate_init / (t + 1) ** power_t`` with ``t`` the samples seen;
-        'adaptive': divided by 5 each time the loss stalls (see ``tol``) until < 1e-6.
+        For ``solver='sgd'`` only: 'constant': ``learning_rate_init``; 'invscaling':
+        after each epoch, ``learning_rate_init / (t + 1) ** power_t`` with ``t`` the
+        samples seen; 'adaptive': divided by 5 each time the loss stalls (see ``tol``)
+        until < 1e-6.
     learning_rate_init : float > 0, default=0.001
     power_t : float >= 0, default=0.5
     max_iter : int >= 1, default=200
@@ -102,11 +116,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     warm_start : bool, default=False
         ``fit`` continues from the previous solution (same classes required).
     momentum : float in [0, 1), default=0.9
+        ``solver='sgd'`` only.
     nesterovs_momentum : bool, default=True
+        ``solver='sgd'`` only.
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data (stratified), stop on its
-        accuracy and keep the best weights.
+        Hold out ``validation_fraction`` of the data (stratified for two classes, as
+        scikit-learn does), stop on its accuracy (weighted by ``sample_weight``) and keep
+        the best weights.
     validation_fraction : float in (0, 1), default=0.1
+    beta_1, beta_2 : float in [0, 1), default=0.9, 0.999
+        Adam's decay rates of its first and second moment estimates.
+    epsilon : float > 0, default=1e-8
+        Adam's ``eps``, added to ``sqrt(v)``: ``update = -lr_t * m / (sqrt(v) + eps)``
+        with ``lr_t = learning_rate_init * sqrt(1 - beta_2^t) / (1 - beta_1^t)``.
     n_iter_no_change : int >= 1 or np.inf, default=10
     dtype : {None, 'float32', 'float64'}, default=None
         Floating-point type of the network; None follows X (float32 stays
@@ -180,10 +202,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Y = (y[:, None] == self.classes_[None, :]).astype(X.dtype)
         return X, Y, y
 
-    def _validation_score(self, out, y) -> float:
-        return float(accuracy_score(y, self.classes_[np.argmax(out, axis=1)]))
+    def _validation_score(self, out, y, sample_weight=None) -> float:
+        pred = self.classes_[np.argmax(out, axis=1)]
+        return float(accuracy_score(y, pred, sample_weight=sample_weight))
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> "MLPClassifier":
+    def fit(self, X: ArrayLike, y: ArrayLike,
+            sample_weight: Optional[ArrayLike] = None) -> "MLPClassifier":
         """Train on (X, y), from scratch unless ``warm_start``.
 
         Parameters
@@ -192,28 +216,37 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Real numbers; converted once to the network's dtype.
         y : array-like of shape (n_samples,)
             Class labels (numbers or strings).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights >= 0 (not all 0), as in scikit-learn: each batch's loss and
+            gradient are the weighted mean over its rows; integer weights on a full
+            batch equal repeating the rows. With ``early_stopping`` the weights are
+            split with the rows and weigh the validation accuracy.
 
         Returns
         -------
         self : MLPClassifier
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X: ArrayLike, y: ArrayLike, classes: Optional[ArrayLike] = None) -> "MLPClassifier":
-        """One epoch of SGD over (X, y), continuing the current network.
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
+                    classes: Optional[ArrayLike] = None) -> "MLPClassifier":
+        """One epoch over (X, y), continuing the current network and optimizer state.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            As in ``fit``.
         classes : array-like of shape (n_classes,), default=None
             All the classes; required on the first call (when not fitted yet).
+            Third in scikit-learn's order, after ``sample_weight``: pass it by name.
 
         Returns
         -------
         self : MLPClassifier
         """
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities (softmax outputs).
@@ -256,20 +289,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor trained by bpfast (SGD, identity output, squared error).
+    """Multi-layer perceptron regressor trained by bpfast (Adam or SGD, squared error).
 
-    A drop-in for ``sklearn.neural_network.MLPRegressor(solver='sgd')``: same
-    parameters, defaults, initialisation and update rule. Internally the
-    network minimises bpfast's ``'mse'`` (mean over samples and outputs of
-    ``(A - Y) ** 2``) with the learning rate scaled by ``n_outputs / 2``, which
-    makes each update equal to scikit-learn's; ``loss_curve_`` reports
-    scikit-learn's value, half the mean squared error plus the L2 term.
+    A drop-in for ``sklearn.neural_network.MLPRegressor`` with ``solver='adam'``
+    or ``'sgd'``: same parameters, defaults, initialisation and update rules.
+    Internally the network minimises bpfast's ``'mse'`` (mean over samples and
+    outputs of ``(A - Y) ** 2``), whose gradient is scikit-learn's times
+    ``2 / n_outputs``: SGD's learning rate is scaled by ``n_outputs / 2``, Adam's
+    epsilon by ``2 / n_outputs``, which makes each update equal to scikit-learn's;
+    ``loss_curve_`` reports scikit-learn's value, half the mean squared error
+    plus the L2 term.
 
     Parameters
     ----------
     hidden_layer_sizes : int or tuple of int, default=(100,)
     activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
-    solver : {'sgd'}, default='sgd'
+    loss : {'squared_error'}, default='squared_error'
+        scikit-learn's 'poisson' is refused (ValueError). Keyword-only here, while
+        scikit-learn takes it first by position.
+    solver : {'adam', 'sgd'}, default='adam'
     alpha : float >= 0, default=0.0001
         L2 penalty: ``alpha / (2 * batch) * ||W||^2`` per batch.
     batch_size : int or 'auto', default='auto'
@@ -285,8 +323,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     momentum : float in [0, 1), default=0.9
     nesterovs_momentum : bool, default=True
     early_stopping : bool, default=False
-        Stop on the R^2 of a held-out ``validation_fraction`` and keep the best weights.
+        Stop on the R^2 (weighted by ``sample_weight``) of a held-out
+        ``validation_fraction`` and keep the best weights.
     validation_fraction : float in (0, 1), default=0.1
+    beta_1 : float in [0, 1), default=0.9
+    beta_2 : float in [0, 1), default=0.999
+    epsilon : float > 0, default=1e-8
     n_iter_no_change : int >= 1 or np.inf, default=10
     dtype : {None, 'float32', 'float64'}, default=None
     backend : {'cython', 'reference'}, default='cython'
@@ -308,6 +350,30 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _output_activation = "identity"
     _loss = "mse"
+    _parameter_constraints: dict = {**PARAMETER_CONSTRAINTS,
+                                    "loss": [StrOptions({"squared_error", "poisson"})]}
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="squared_error",
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None,
+                 backend="cython"):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend)
+        self.loss = loss
+
+    def _check_loss(self) -> None:
+        if self.loss != "squared_error":
+            raise ValueError("bpfast's MLPRegressor implements loss='squared_error' only (an "
+                             f"identity output); got loss={self.loss!r}")
 
     def _validate_input(self, X, y, incremental, first_pass, classes):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
@@ -317,12 +383,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         return X, Y, None
 
-    def _validation_score(self, pred, y) -> float:
+    def _validation_score(self, pred, y, sample_weight=None) -> float:
         if not np.isfinite(pred).all():
             return np.nan
-        return float(r2_score(y, pred.ravel() if pred.shape[1] == 1 else pred))
+        return float(r2_score(y, pred.ravel() if pred.shape[1] == 1 else pred,
+                              sample_weight=sample_weight))
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> "MLPRegressor":
+    def fit(self, X: ArrayLike, y: ArrayLike,
+            sample_weight: Optional[ArrayLike] = None) -> "MLPRegressor":
         """Train on (X, y), from scratch unless ``warm_start``.
 
         Parameters
@@ -330,26 +398,31 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Real-valued targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights >= 0 (not all 0); see :meth:`MLPClassifier.fit`.
 
         Returns
         -------
         self : MLPRegressor
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> "MLPRegressor":
-        """One epoch of SGD over (X, y), continuing the current network.
+    def partial_fit(self, X: ArrayLike, y: ArrayLike,
+                    sample_weight: Optional[ArrayLike] = None) -> "MLPRegressor":
+        """One epoch over (X, y), continuing the current network and optimizer state.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+            As in ``fit``.
 
         Returns
         -------
         self : MLPRegressor
         """
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Network output for X.
