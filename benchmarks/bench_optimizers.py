@@ -59,7 +59,7 @@ import bpfast
 from _native import one_blas_thread
 from bench import calibrate, rel_err
 from cases import CE, Case, initial_parameters, make_data
-from peers import TIMERS, Impl, TorchMLP, clock, torch, use_timer
+from peers import TIMERS, Impl, TorchMLP, clock, fann_connections, torch, use_timer
 from report import fmt_ratio, fmt_us, machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -178,14 +178,6 @@ def fann_program():
     return _fann["exe"], _fann["why"]
 
 
-def fann_connections(sizes):
-    """(layer, row, column) per connection in FANN's order: each neuron's incoming
-    connections together, from the previous layer's neurons in order, the bias (row n_in)
-    last. (peers.fann_connections, whose order fann_step.c checks, gives the same.)"""
-    return [(l, i, j) for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
-            for j in range(b) for i in range(a + 1)]
-
-
 class FannRprop(Impl):
     """fann_train_epoch with FANN_TRAIN_RPROP over all rows, timed inside fann_rprop.c.
 
@@ -198,8 +190,10 @@ class FannRprop(Impl):
         self.case, self.exe = case, fann_program()[0]
         self.wall_clock = wall_clock
         Ws, bs = init
+        # FANN's connection order, which fann_step.c's check confirms (the first-epoch MSE
+        # of table 4 confirms it again)
         start = [Ws[l][i, j] if i < Ws[l].shape[0] else bs[l][j]
-                 for l, i, j in fann_connections(case.sizes)]
+                 for _, _, l, i, j in fann_connections(case.sizes)]
         X, Y = data[:2]
         self.rows = X.shape[0]
         self.stdin = b"".join(np.ascontiguousarray(a, np.float64).tobytes()
@@ -247,7 +241,7 @@ def time_interleaved(impls, args, label):
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
-def torch_check(case, data, init, adam, torch_impls, n_steps=5):
+def torch_check(case, data, init, torch_impls, n_steps=5):
     """Relative error of each torch loop's weights against bpfast's after n_steps Adam
     steps on the first batches from the same weights: the comparison is like for like."""
     rows = n_steps * case.batch
@@ -257,7 +251,7 @@ def torch_check(case, data, init, adam, torch_impls, n_steps=5):
         W[...] = W0
         b[...] = b0
     net.fit(data[0][:rows], data[1][:rows], epochs=1, batch_size=case.batch, shuffle=False,
-            **adam.fit_kw)
+            **OPTIMIZERS["Adam"])
     want = [np.asarray(a, np.float64) for W, b in zip(net.weights, net.biases) for a in (W, b)]
     errors = {}
     for impl in torch_impls:
@@ -270,7 +264,7 @@ def torch_check(case, data, init, adam, torch_impls, n_steps=5):
 
 
 def minibatch_cases():
-    """The (case, batch) pairs of tables 1-3: relu hidden, softmax + cross-entropy."""
+    """The cases of tables 1-3: relu hidden layer, softmax + cross-entropy, ROWS rows."""
     out = []
     for sizes, batch in (((64, 64, 10), 32), ((784, 128, 10), 64)):
         for dtype in ("float32", "float64"):
@@ -288,7 +282,7 @@ def measure_minibatch(case, args):
     if torch is not None and case.sizes == (64, 64, 10):
         torch_impls = [TorchAdam(case, data, init, OPTIMIZERS["Adam"]["lr"], fused)
                        for fused in (False, True)]
-        check = torch_check(case, data, init, impls[2], torch_impls)
+        check = torch_check(case, data, init, torch_impls)
     return time_interleaved(impls + torch_impls, args, case.name), check
 
 
