@@ -105,3 +105,63 @@ def test_small_gemm_bench_compares_both_paths_on_every_shape(tmp_path):
         small = (int(m) * int(k) + int(k) * int(n)) * size <= _kernels.small_gemm_bytes()
         assert used == ("kernel" if small else "BLAS")
         assert float(blas) > 0 and float(kernel) > 0
+
+
+# bench_optimizers.py: one quick run shared by the tests below (no timing is asserted).
+NUMBER = r"[\d,]+(?:\.\d+)?"
+
+
+@pytest.fixture(scope="module")
+def optimizers_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_optimizers") / "r.md"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_optimizers.py"), "--quick",
+         "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    text = out.read_text(encoding="utf-8")
+    assert text.strip() == proc.stdout.strip()          # --output holds what was printed
+    return text
+
+
+def _rows(text, pattern):
+    return re.findall(pattern, text, re.M)
+
+
+def test_bench_optimizers_prints_every_minibatch_and_full_batch_row(optimizers_report):
+    text = optimizers_report
+    assert "- CPU: " in text and "threads in this run: 1" in text
+    assert "| network | batch | dtype | SGD | SGD momentum 0.9 | Adam | AdamW | Adam / SGD |" in text
+    table1 = _rows(text, rf"^\| (64-64-10|784-128-10) \| (32|64) \| (float32|float64) \|"
+                         rf"(?: {NUMBER} \|){{4}} ({NUMBER})x \| (met|\*\*missed\*\*) \|$")
+    assert [r[:3] for r in table1] == [("64-64-10", "32", "float32"), ("64-64-10", "32", "float64"),
+                                       ("784-128-10", "64", "float32"), ("784-128-10", "64", "float64")]
+    for *_, ratio, verdict in table1:                   # the verdict follows from the ratio
+        assert (verdict == "met") == (float(ratio) <= 1.25)
+    table2 = _rows(text, rf"^\| (64-64-10|784-128-10) \| (float32|float64) \| {NUMBER} \| "
+                         rf"{NUMBER} \| {NUMBER}x \|$")
+    assert len(table2) == 4 and len(set(table2)) == 4
+    assert "Command: `python benchmarks/bench_optimizers.py --quick --output" in text
+
+
+def test_bench_optimizers_times_torch_adam_after_checking_it(optimizers_report):
+    pytest.importorskip("torch")
+    text = optimizers_report
+    rows = _rows(text, rf"^\| (float32|float64) \| {NUMBER} \| {NUMBER} \| {NUMBER} \| "
+                       rf"({NUMBER})x \| ({NUMBER})x \| (met|\*\*missed\*\*) \|$")
+    assert [r[0] for r in rows] == ["float32", "float64"], text
+    for _, default, fused, verdict in rows:
+        assert (verdict == "met") == (min(float(default), float(fused)) >= 10)
+    checks = _rows(text, r"^\| (float32|float64) \| (torch\.optim\.Adam \((?:default|fused=True)\)) "
+                         r"\| [\d.e+-]+ \| yes \|$")
+    assert len(checks) == 4, text
+
+
+@pytest.mark.skipif(not FANN_AVAILABLE, reason="FANN (libfann-dev) or a C compiler not installed")
+def test_bench_optimizers_times_fann_rprop_beside_fit(optimizers_report):
+    text = optimizers_report
+    rows = _rows(text, rf"^\| (2-2-1|4-16-3) \| (4|150) \| {NUMBER} \| {NUMBER} \| {NUMBER}x \| "
+                       rf"([\d.e+-]+) \| ([\d.e+-]+) \| [\d.e+-]+ \| [\d.e+-]+ \|$")
+    assert [r[:2] for r in rows] == [("2-2-1", "4"), ("4-16-3", "150")], text
+    for *_, bp_first, fann_first in rows:               # the same start: the same first MSE
+        assert float(fann_first) == pytest.approx(float(bp_first), rel=1e-5)
+    assert "they do." in text and "FANN skipped" not in text
