@@ -28,6 +28,17 @@ def one_blas_thread():
     return threadpool_limits(1)
 
 
+def torch_one_thread(torch):
+    """Hold PyTorch (the module, or None when it is absent) to one thread, as BLAS is."""
+    if torch is None:
+        return
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:            # already set by an earlier call in this process
+        pass
+
+
 @functools.cache
 def load_step_phases():
     """The step_phases module: step_phases.pyx compiled by pyximport on first use.

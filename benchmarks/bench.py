@@ -62,7 +62,7 @@ import warnings
 import numpy as np
 
 import report
-from _native import one_blas_thread
+from _native import one_blas_thread, torch_one_thread
 from cases import BIG_WORK, CASES, CHECK_LR, initial_parameters, make_data, select_cases
 from peers import (FANN_NAME, TIMERS, BpfastFit, BpfastStep, FannMLP, Gemm, NumpyMLP, RateBound,
                    Reference, SklearnMLP, TorchMLP, fann_reason, scipy_blas, sklearn_reason, torch,
@@ -275,12 +275,7 @@ def log(msg):
 def run(args, cases, argv):
     """The run, in order: for each case the correctness check and then the timing; the
     digits comparison on a full run; then the report. Returns whether every check agreed."""
-    if torch is not None:
-        torch.set_num_threads(1)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass
+    torch_one_thread(torch)
     started = time.time()
     info = report.machine_info()
     np.seterr(all="ignore")

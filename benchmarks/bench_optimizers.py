@@ -42,23 +42,21 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
     os.environ.setdefault(_var, "1")
 
 import argparse
-import atexit
 import gc
 import math
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 import bpfast
-from _native import one_blas_thread
+from _native import one_blas_thread, torch_one_thread
 from bench import calibrate, rel_err
 from cases import CE, Case, initial_parameters, make_data
+import peers
 from peers import TIMERS, Impl, TorchMLP, clock, fann_connections, torch, use_timer
 from report import fmt_ratio, fmt_us, machine_info
 
@@ -148,34 +146,9 @@ class TorchAdam(TorchMLP):
 
 # FANN's full-batch Rprop: the C program fann_rprop.c (its header says what it does),
 # compiled once per run; skipped when there is no C compiler or no libfann-dev.
-FANN_SOURCE = os.path.join(HERE, "fann_rprop.c")
-_fann = {}
-
-
 def fann_program():
     """(path of the compiled fann_rprop program, None), or (None, why there is none)."""
-    if not _fann:
-        _fann.update(exe=None, why=None)
-        cc = shutil.which("cc") or shutil.which("gcc")
-        if cc is None:
-            _fann["why"] = "no C compiler (cc/gcc) found"
-            return None, _fann["why"]
-        tmp = tempfile.mkdtemp(prefix="bpfast_bench_fann_rprop_")
-        atexit.register(shutil.rmtree, tmp, True)
-        exe = os.path.join(tmp, "fann_rprop")
-        cmd = [cc, "-O2", "-o", exe, FANN_SOURCE, "-ldoublefann", "-lm"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            err = proc.stderr.strip().splitlines() if proc.returncode else None
-        except (OSError, subprocess.SubprocessError) as e:
-            err = [str(e)]
-        if err is None:
-            _fann["exe"] = exe
-        else:
-            first = next((line for line in err if "error" in line or "cannot find" in line),
-                         err[0] if err else "no message")
-            _fann["why"] = f"compiling against doublefann failed (is libfann-dev installed?): {first}"
-    return _fann["exe"], _fann["why"]
+    return peers.fann_program("fann_rprop.c")
 
 
 class FannRprop(Impl):
@@ -444,12 +417,7 @@ def main(argv=None):
     args.repeats = args.repeats or (3 if args.quick else 11)
     args.block = args.block or (0.01 if args.quick else 0.2)
     use_timer(args.timer)
-    if torch is not None:
-        torch.set_num_threads(1)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass
+    torch_one_thread(torch)
     started = time.time()
     with one_blas_thread():
         mini = [(case, measure_minibatch(case, args)) for case in minibatch_cases()]

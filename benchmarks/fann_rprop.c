@@ -20,22 +20,7 @@
    stdin (doubles): the weights in fann_get_connection_array's order, the rows of X, the rows of Y
    stdout: "cpu_seconds wall_seconds mse_of_the_last_epoch" */
 
-static double seconds(clockid_t clock)
-{
-    struct timespec t;
-    clock_gettime(clock, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static double *read_doubles(size_t n)
-{
-    double *p = malloc(n * sizeof *p);
-    if (p == NULL || fread(p, sizeof *p, n, stdin) != n) {
-        fprintf(stderr, "fann_rprop: expected %zu doubles on stdin\n", n);
-        exit(2);
-    }
-    return p;
-}
+#include "fann_io.h"
 
 int main(int argc, char **argv)
 {
@@ -63,16 +48,11 @@ int main(int argc, char **argv)
     fann_set_rprop_delta_max(ann, 50.0f);
     fann_set_rprop_delta_zero(ann, 0.1f);
 
-    unsigned n_con = fann_get_total_connections(ann);
-    struct fann_connection *con = malloc(n_con * sizeof *con);
-    double *w = read_doubles(n_con);
-    fann_get_connection_array(ann, con);
-    for (k = 0; k < n_con; k++)
-        con[k].weight = w[k];
-    fann_set_weight_array(ann, con, n_con);
+    read_weights(ann, "fann_rprop");
 
     unsigned n_in = sizes[0], n_out = sizes[n_layers - 1];
-    double *X = read_doubles((size_t)n_rows * n_in), *Y = read_doubles((size_t)n_rows * n_out);
+    double *X = read_doubles((size_t)n_rows * n_in, "fann_rprop"),
+           *Y = read_doubles((size_t)n_rows * n_out, "fann_rprop");
     struct fann_train_data *data = fann_create_train(n_rows, n_in, n_out);
     if (data == NULL) {
         fprintf(stderr, "fann_rprop: fann_create_train failed\n");

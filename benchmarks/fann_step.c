@@ -15,22 +15,7 @@
    stdin (doubles): the weights in fann_get_connection_array's order, the rows of X, the rows of Y
    stdout: "cpu_seconds wall_seconds" of the n_steps calls, then "from to weight" per connection */
 
-static double seconds(clockid_t clock)
-{
-    struct timespec t;
-    clock_gettime(clock, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static double *read_doubles(size_t n)
-{
-    double *p = malloc(n * sizeof *p);
-    if (p == NULL || fread(p, sizeof *p, n, stdin) != n) {
-        fprintf(stderr, "fann_step: expected %zu doubles on stdin\n", n);
-        exit(2);
-    }
-    return p;
-}
+#include "fann_io.h"
 
 int main(int argc, char **argv)
 {
@@ -59,15 +44,10 @@ int main(int argc, char **argv)
     fann_set_learning_rate(ann, lr);
     fann_set_learning_momentum(ann, 0);
 
-    unsigned n_con = fann_get_total_connections(ann);
-    struct fann_connection *con = malloc(n_con * sizeof *con);
-    double *w = read_doubles(n_con);
-    fann_get_connection_array(ann, con);
-    for (k = 0; k < n_con; k++)
-        con[k].weight = w[k];
-    fann_set_weight_array(ann, con, n_con);
+    read_weights(ann, "fann_step");
     unsigned n_in = sizes[0], n_out = sizes[n_layers - 1];
-    double *X = read_doubles((size_t)n_rows * n_in), *Y = read_doubles((size_t)n_rows * n_out);
+    double *X = read_doubles((size_t)n_rows * n_in, "fann_step"),
+           *Y = read_doubles((size_t)n_rows * n_out, "fann_step");
 
     double c0 = seconds(CLOCK_PROCESS_CPUTIME_ID), w0 = seconds(CLOCK_MONOTONIC);
     for (i = 0, r = 0; i < n_steps; i++) {
@@ -78,6 +58,8 @@ int main(int argc, char **argv)
     double w1 = seconds(CLOCK_MONOTONIC), c1 = seconds(CLOCK_PROCESS_CPUTIME_ID);
 
     printf("%.9e %.9e\n", c1 - c0, w1 - w0);
+    unsigned n_con = fann_get_total_connections(ann);
+    struct fann_connection *con = malloc(n_con * sizeof *con);
     fann_get_connection_array(ann, con);
     for (k = 0; k < n_con; k++)
         printf("%u %u %.17g\n", con[k].from_neuron, con[k].to_neuron, con[k].weight);

@@ -312,40 +312,41 @@ class SklearnMLP(_Looped, _ArrayParams):
 # FANN: the C library, driven by the small C program fann_step.c (its header says what it
 # does), compiled at run time; skipped when there is no C compiler or no libfann-dev.
 FANN_NAME = "FANN (C, per-sample fann_train)"
-FANN_SOURCE = os.path.join(HERE, "fann_step.c")
-_fann = {}      # the compiled program: compiled once per run, on first use
+_fann = {}      # the compiled programs, by source file: compiled once per run, on first use
 
 
-def fann_program():
-    """(path of the compiled FANN program, None), or (None, why there is none)."""
-    if not _fann:
-        _fann.update(exe=None, why=None, cmd=None)
+def fann_program(source="fann_step.c"):
+    """(path of the compiled FANN program benchmarks/<source>, None), or (None, why there
+    is none)."""
+    if source not in _fann:
+        built = _fann[source] = dict(exe=None, why=None, cmd=None)
         cc = shutil.which("cc") or shutil.which("gcc")
         if cc is None:
-            _fann["why"] = "no C compiler (cc/gcc) found"
-            return None, _fann["why"]
+            built["why"] = "no C compiler (cc/gcc) found"
+            return None, built["why"]
         tmp = tempfile.mkdtemp(prefix="bpfast_bench_fann_")
         atexit.register(shutil.rmtree, tmp, True)
-        exe = os.path.join(tmp, "fann_step")
-        cmd = [cc, "-O2", "-o", exe, FANN_SOURCE, "-ldoublefann", "-lm"]
+        path = os.path.join(HERE, source)
+        exe = os.path.join(tmp, os.path.splitext(source)[0])
+        cmd = [cc, "-O2", "-o", exe, path, "-ldoublefann", "-lm"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            err = (proc.stderr.replace(FANN_SOURCE, "fann_step.c").strip().splitlines()
+            err = (proc.stderr.replace(path, source).strip().splitlines()
                    if proc.returncode else None)
         except (OSError, subprocess.SubprocessError) as e:
             err = [str(e)]
         if err is None:
-            _fann.update(exe=exe, cmd=shlex.join(os.path.basename(a) for a in cmd))
+            built.update(exe=exe, cmd=shlex.join(os.path.basename(a) for a in cmd))
         else:
             first = next((line for line in err if "error" in line or "cannot find" in line),
                          err[0] if err else "no message")
-            _fann["why"] = f"compiling against doublefann failed (is libfann-dev installed?): {first}"
-    return _fann["exe"], _fann["why"]
+            built["why"] = f"compiling against doublefann failed (is libfann-dev installed?): {first}"
+    return _fann[source]["exe"], _fann[source]["why"]
 
 
-def fann_compile_command():
+def fann_compile_command(source="fann_step.c"):
     """The command that compiled the FANN program (file names only), or None if none did."""
-    return _fann.get("cmd")
+    return _fann.get(source, {}).get("cmd")
 
 
 def fann_reason(case):
