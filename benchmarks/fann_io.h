@@ -25,6 +25,21 @@ static double *read_doubles(size_t n, const char *program)
     return p;
 }
 
+/* A network of logistic sigmoid units trained on the gradient of the MSE, as bpfast's
+   sigmoid + mse networks: FANN_SIGMOID is 1/(1+exp(-2 s x)), and steepness s = 0.5 makes
+   it the logistic function; the default FANN_ERRORFUNC_TANH steps along
+   log((1 + d) / (1 - d)) = 2 atanh(d) for d = t - y instead of d. */
+static struct fann *logistic_mse_network(unsigned n_layers, const unsigned *sizes)
+{
+    struct fann *ann = fann_create_standard_array(n_layers, sizes);
+    fann_set_activation_function_hidden(ann, FANN_SIGMOID);
+    fann_set_activation_function_output(ann, FANN_SIGMOID);
+    fann_set_activation_steepness_hidden(ann, 0.5);
+    fann_set_activation_steepness_output(ann, 0.5);
+    fann_set_train_error_function(ann, FANN_ERRORFUNC_LINEAR);
+    return ann;
+}
+
 /* The weights of ann from stdin, in fann_get_connection_array's order. */
 static void read_weights(struct fann *ann, const char *program)
 {

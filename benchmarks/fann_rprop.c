@@ -35,12 +35,7 @@ int main(int argc, char **argv)
     for (k = 0; k < n_layers; k++)
         sizes[k] = atoi(argv[4 + k]);
 
-    struct fann *ann = fann_create_standard_array(n_layers, sizes);
-    fann_set_activation_function_hidden(ann, FANN_SIGMOID);
-    fann_set_activation_function_output(ann, FANN_SIGMOID);
-    fann_set_activation_steepness_hidden(ann, 0.5);
-    fann_set_activation_steepness_output(ann, 0.5);
-    fann_set_train_error_function(ann, FANN_ERRORFUNC_LINEAR);
+    struct fann *ann = logistic_mse_network(n_layers, sizes);
     fann_set_training_algorithm(ann, FANN_TRAIN_RPROP);
     fann_set_rprop_increase_factor(ann, 1.2f);
     fann_set_rprop_decrease_factor(ann, 0.5f);

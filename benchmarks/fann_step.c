@@ -32,15 +32,7 @@ int main(int argc, char **argv)
     for (k = 0; k < n_layers; k++)
         sizes[k] = atoi(argv[5 + k]);
 
-    struct fann *ann = fann_create_standard_array(n_layers, sizes);
-    /* FANN_SIGMOID is 1/(1+exp(-2 s x)); steepness s = 0.5 makes it the logistic function */
-    fann_set_activation_function_hidden(ann, FANN_SIGMOID);
-    fann_set_activation_function_output(ann, FANN_SIGMOID);
-    fann_set_activation_steepness_hidden(ann, 0.5);
-    fann_set_activation_steepness_output(ann, 0.5);
-    /* the default FANN_ERRORFUNC_TANH steps along log((1 + d) / (1 - d)) = 2 atanh(d) for
-       d = t - y instead of d: not the gradient of MSE */
-    fann_set_train_error_function(ann, FANN_ERRORFUNC_LINEAR);
+    struct fann *ann = logistic_mse_network(n_layers, sizes);
     fann_set_learning_rate(ann, lr);
     fann_set_learning_momentum(ann, 0);
 
