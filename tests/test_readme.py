@@ -27,10 +27,11 @@ import textwrap
 
 import pytest
 
+import bpfast
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 README = os.path.join(ROOT, "README.md")
 PYPROJECT = os.path.join(ROOT, "pyproject.toml")
-SRC = os.path.join(ROOT, "src")
 
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", flags=re.S | re.M)
 NEEDS = re.compile(r'[Nn]eeds `pip install "\.\[([\w,-]+)\]"`')
@@ -155,8 +156,11 @@ def _run_driver(tmp_path, blocks, checks):
     """Run the blocks in a guarded fresh Python; checks: {heading: expression after it}."""
     spec_path = tmp_path / "tour.json"
     spec_path.write_text(json.dumps({"blocks": blocks, "checks": checks}), encoding="utf-8")
+    # The bpfast this test imported (a checkout's src/ with its extensions built in place,
+    # or the installed package): src/ of a clean clone holds no compiled extensions.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(bpfast.__file__)))
     env = dict(os.environ, MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
+               PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-c", DRIVER, str(spec_path)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
 
