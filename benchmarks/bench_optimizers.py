@@ -162,15 +162,10 @@ class FannRprop(Impl):
     def __init__(self, case, data, init, wall_clock=False):
         self.case, self.exe = case, fann_program()[0]
         self.wall_clock = wall_clock
-        Ws, bs = init
         # FANN's connection order, which fann_step.c's check confirms (the first-epoch MSE
         # of table 4 confirms it again)
-        start = [Ws[l][i, j] if i < Ws[l].shape[0] else bs[l][j]
-                 for _, _, l, i, j in fann_connections(case.sizes)]
-        X, Y = data[:2]
-        self.rows = X.shape[0]
-        self.stdin = b"".join(np.ascontiguousarray(a, np.float64).tobytes()
-                              for a in (np.array(start), X, Y))
+        self.rows = data[0].shape[0]
+        self.stdin = peers.fann_stdin(init, data, fann_connections(case.sizes))
         self.mse = None         # the MSE of the last epoch of the last run
 
     def run(self, n):

@@ -344,6 +344,15 @@ def fann_program(source="fann_step.c"):
     return _fann[source]["exe"], _fann[source]["why"]
 
 
+def fann_stdin(init, data, layout):
+    """What a FANN program reads: the initial weights in FANN's connection order (from
+    fann_connections), then the rows of X and of Y, as float64 bytes."""
+    Ws, bs = init
+    start = [Ws[l][i, j] if i < Ws[l].shape[0] else bs[l][j] for _, _, l, i, j in layout]
+    return b"".join(np.ascontiguousarray(a, np.float64).tobytes()
+                    for a in (np.array(start), data[0], data[1]))
+
+
 def fann_compile_command(source="fann_step.c"):
     """The command that compiled the FANN program (file names only), or None if none did."""
     return _fann.get(source, {}).get("cmd")
@@ -390,11 +399,7 @@ class FannMLP(Impl):
         self.lr = 2.0 * lr / (case.batch * case.sizes[-1])
         self.layout = fann_connections(case.sizes)
         Ws, bs = init
-        start = [Ws[l][i, j] if i < Ws[l].shape[0] else bs[l][j] for _, _, l, i, j in self.layout]
-        X, Y = data[:2]
-        self.rows = X.shape[0]
-        self.stdin = b"".join(np.ascontiguousarray(a, np.float64).tobytes()
-                              for a in (np.array(start), X, Y))
+        self.rows, self.stdin = data[0].shape[0], fann_stdin(init, data, self.layout)
         self.final = None       # the weights after the last run, in FANN's order
 
     def run(self, n):

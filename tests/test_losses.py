@@ -15,13 +15,18 @@ def targets(loss, n, m, rng):
     return rng.poisson(2.0, size=(n, m)).astype(float)      # counts, zeros included
 
 
+def outputs_and_targets(loss, out, n, m, rng):
+    """Outputs of the loss's output activation for random Z, and targets for them."""
+    Z = rng.normal(size=(n, m))
+    A = 1 / (1 + np.exp(-Z)) if out == "sigmoid" else np.exp(Z)
+    return A, targets(loss, n, m, rng)
+
+
 @pytest.mark.parametrize("loss, out", CASES)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_loss_and_delta_match_the_reference(loss, out, weighted):
     rng = np.random.default_rng(0)
-    Z = rng.normal(size=(9, 4))
-    A = 1 / (1 + np.exp(-Z)) if out == "sigmoid" else np.exp(Z)
-    Y = targets(loss, 9, 4, rng)
+    A, Y = outputs_and_targets(loss, out, 9, 4, rng)
     w = rng.uniform(0.1, 2.0, 9) if weighted else None
     value, delta = functional.output_delta(A, Y, loss, out, sample_weight=w)
     ref_value, ref_delta = reference.output_delta(A.tolist(), Y.tolist(), loss, out,
@@ -33,10 +38,7 @@ def test_loss_and_delta_match_the_reference(loss, out, weighted):
 @pytest.mark.parametrize("loss, out", CASES)
 def test_the_losses_are_scikit_learns(loss, out):
     nn_base = pytest.importorskip("sklearn.neural_network._base")
-    rng = np.random.default_rng(1)
-    Z = rng.normal(size=(7, 3))
-    A = 1 / (1 + np.exp(-Z)) if out == "sigmoid" else np.exp(Z)
-    Y = targets(loss, 7, 3, rng)
+    A, Y = outputs_and_targets(loss, out, 7, 3, np.random.default_rng(1))
     value, _ = functional.output_delta(A, Y, loss, out)
     if loss == "binary_cross_entropy":
         want = nn_base.binary_log_loss(Y, A)

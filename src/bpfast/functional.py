@@ -80,14 +80,19 @@ def activation_backward(E, A, activation: str) -> np.ndarray:
     """
     activation_code(activation)
     caller_E = E
-    A, E = _numeric_array(A, "A"), _numeric_array(E, "E")
-    dtype = result_dtype(E, A)
-    A = as_matrix(A, "A", dtype)
-    E = as_matrix(E, "E", dtype, width=A.shape[1], rows=A.shape[0])
+    A, E, _ = _matching(A, E, "A", "E")
     if isinstance(caller_E, np.ndarray) and np.may_share_memory(E, caller_E):
         E = E.copy()            # never change the caller's array
     _kernels.activation_backward(E, A, activation)
     return E
+
+
+def _matching(A, B, name_a, name_b):
+    """A and B converted once to their common dtype, B of A's shape: (A, B, dtype)."""
+    A, B = _numeric_array(A, name_a), _numeric_array(B, name_b)
+    dtype = result_dtype(A, B)
+    A = as_matrix(A, name_a, dtype)
+    return A, as_matrix(B, name_b, dtype, width=A.shape[1], rows=A.shape[0]), dtype
 
 
 def output_delta(A, Y, loss: str, activation: str, sample_weight=None):
@@ -102,10 +107,7 @@ def output_delta(A, Y, loss: str, activation: str, sample_weight=None):
     """
     activation_code(activation, output=True, argname="activation")
     loss_code(loss, activation)
-    A, Y = _numeric_array(A, "A"), _numeric_array(Y, "Y")
-    dtype = result_dtype(A, Y)
-    A = as_matrix(A, "A", dtype)
-    Y = as_matrix(Y, "Y", dtype, width=A.shape[1], rows=A.shape[0])
+    A, Y, dtype = _matching(A, Y, "A", "Y")
     if sample_weight is not None:
         sample_weight = as_sample_weight(sample_weight, A.shape[0], dtype)
     return _kernels.output_delta(A, Y, loss, activation, sample_weight)
