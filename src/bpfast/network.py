@@ -146,7 +146,7 @@ class Network:
         self._fitting = False
         self.history_ = None
 
-        n_params = param_layout(self.sizes)[1]
+        self._layout, n_params = param_layout(self.sizes)
         self._params = np.zeros(n_params, dtype=self.dtype)
         self._grads = np.zeros(n_params, dtype=self.dtype)
         # The optimizer's state, laid out like the parameters twice (bpfast.optim), whose
@@ -165,7 +165,7 @@ class Network:
     # ------------------------------------------------------------------ set-up
     def _views(self, buf, name, which):
         out = [buf[s.w:s.b].reshape(s.n_in, s.n_out) if which == 0 else buf[s.b:s.end]
-               for s in param_layout(self.sizes)[0]]
+               for s in self._layout]
         return ParameterList(out, name, self._exclusive)
 
     def _make_engine(self):
