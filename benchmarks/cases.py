@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import bpfast
+from bpfast._layout import param_layout
 
 LR = 0.01           # learning rate of the timed runs (parameters are reset before every block)
 CHECK_LR = 0.1      # learning rate of the one-step correctness check
@@ -35,7 +36,7 @@ class Case:
 
     @property
     def n_params(self):
-        return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        return param_layout(self.sizes)[1]
 
     @property
     def work(self):

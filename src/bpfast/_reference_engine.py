@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from bpfast import reference as ref
+from bpfast._layout import param_layout
 from bpfast._engine import OPTIMIZERS, NeedsValidation
 
 _MASK = (1 << 64) - 1
@@ -48,12 +49,9 @@ class ReferenceEngine:
         self.sizes = list(sizes)
         self.hidden_act, self.output_act, self.loss = hidden_act, output_act, loss
         self.params, self.grads, self.state = params, grads, state
-        self.views = []     # (W view, b view) per layer into a flat buffer
-        off = 0
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            self.views.append((slice(off, off + n_in * n_out), (n_in, n_out),
-                               slice(off + n_in * n_out, off + n_in * n_out + n_out)))
-            off += n_in * n_out + n_out
+        # (W slice, W shape, b slice) per layer of the flat buffers
+        self.views = [(slice(s.w, s.b), (s.n_in, s.n_out), slice(s.b, s.end))
+                      for s in param_layout(self.sizes)[0]]
         self.batch = 0
         self.acts = None
         self.rng = 0

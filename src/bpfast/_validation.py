@@ -189,6 +189,15 @@ def as_csr(x, name, dtype, width):
             np.ascontiguousarray(csr.indptr, dtype=np.intp))
 
 
+def one_hot_labels(labels, n_classes, name="Y"):
+    """Integer class labels in [0, n_classes) as rows of an identity matrix."""
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        bad = labels[(labels < 0) | (labels >= n_classes)][0]
+        raise ValueError(f"{name} holds class label {bad}; labels must be in [0, {n_classes}) "
+                         f"for a network of {n_classes} outputs")
+    return np.eye(n_classes)[labels]
+
+
 def as_sample_weight(x, n, dtype, name="sample_weight"):
     """Sample weights: one finite number >= 0 per row, not all 0, in dtype."""
     w = as_vector(x, name, dtype, n)

@@ -19,8 +19,8 @@ from bpfast._engine import NeedsValidation
 from bpfast._layout import param_layout
 from bpfast._reference_engine import ReferenceEngine
 from bpfast._validation import (MAX_DIM, as_bool, as_csr, as_dtype, as_matrix, as_parameters,
-                                as_sample_weight, choice, is_sparse, positive_float,
-                                positive_int, seed_value)
+                                as_sample_weight, choice, is_sparse, one_hot_labels,
+                                positive_float, positive_int, seed_value)
 from bpfast.activations import activation_code, loss_code
 
 BACKENDS = ("cython", "reference")
@@ -274,7 +274,7 @@ class Network:
         if self.loss == "cross_entropy" and self.sizes[-1] > 1:
             labels = np.asarray(Y) if not isinstance(Y, np.ndarray) else Y
             if labels.ndim == 1 and labels.dtype.kind in "iu":
-                Y = one_hot(labels, self.sizes[-1], name)
+                Y = one_hot_labels(labels, self.sizes[-1], name)
         return as_matrix(Y, name, self.dtype, width=self.sizes[-1], rows=rows,
                          allow_1d=rows == 1, column_1d=self.sizes[-1] == 1)
 
@@ -584,15 +584,6 @@ class Network:
         """A table of the layers (shapes, activation, parameters), totals and optimizer state."""
         from bpfast._summary import summarize
         return summarize(self)
-
-
-def one_hot(labels, n_classes, name="Y"):
-    """Integer class labels in [0, n_classes) as rows of an identity matrix."""
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        bad = labels[(labels < 0) | (labels >= n_classes)][0]
-        raise ValueError(f"{name} holds class label {bad}; labels must be in [0, {n_classes}) "
-                         f"for a network of {n_classes} outputs")
-    return np.eye(n_classes)[labels]
 
 
 def _busy():
