@@ -311,12 +311,8 @@ def test_two_threads_train_two_networks_as_one_after_the_other(dtype):
         net.fit(X, Y, seed=seed, **kw)
         sequential.append(net.get_parameters())
     nets = [make(1), make(2)]
-    threads = [threading.Thread(target=net.fit, args=(X, Y), kwargs=dict(seed=s, **kw))
-               for net, s in zip(nets, (1, 2))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda net, s: net.fit(X, Y, seed=s, **kw), nets, (1, 2)))
     for net, want in zip(nets, sequential):
         assert np.array_equal(net.get_parameters(), want)
 
