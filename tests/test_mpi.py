@@ -345,6 +345,10 @@ def test_resume_refuses_another_run(tmp_path):
     bpfast.save(worker.network(loss), path)
     _, errors = on_ranks(2, target)
     assert "no checkpoint" in str(errors[0]) and isinstance(errors[1], distributed.RankError)
+    bpfast.save(worker.network(loss), path, metadata={distributed.CHECKPOINT_KEY: {"epoch": 1}})
+    _, errors = on_ranks(2, target)
+    assert "incomplete checkpoint" in str(errors[0])
+    assert isinstance(errors[1], distributed.RankError)
 
 
 def test_a_failed_checkpoint_write_stops_every_rank(tmp_path):

@@ -45,6 +45,9 @@ CHECKPOINT_KEY = "bpfast.distributed"
 # Allreduce's "the receive buffer is the send buffer" when mpi4py is not imported (and so
 # the communicator is none of its); MPI.IN_PLACE when it is.
 IN_PLACE = object()
+# What a checkpoint's run state holds (History as a dict of its fields).
+_RUN_KEYS = ("epoch", "epochs", "seed", "world_size", "batch_size", "shuffle", "sync_every",
+             "history")
 _COMM_METHODS = ("Get_rank", "Get_size", "Allreduce", "Bcast", "allgather", "bcast")
 
 
@@ -221,6 +224,10 @@ def _read_checkpoint(net, path, local):
     if not isinstance(run, dict):
         raise ValueError(f"resume: {path!r} is a bpfast model but no checkpoint of "
                          f"bpfast.distributed.fit (its metadata has no {CHECKPOINT_KEY!r})")
+    missing = [key for key in _RUN_KEYS if key not in run]
+    if missing or not isinstance(run["history"], dict) or saved._state_kind is None:
+        raise ValueError(f"resume: {path!r} is an incomplete checkpoint (it lacks "
+                         f"{', '.join(missing) or 'the history or the optimizer state'})")
     theirs = {k: v for k, v in saved.config().items() if k != "backend"}
     ours = {k: v for k, v in net.config().items() if k != "backend"}
     if theirs != ours:
@@ -248,7 +255,6 @@ def _summary(local, error):
     return {"error": None, "rows": local.X.shape[0], "settings": local.settings,
             "seed": local.seed, "weight_sum": None if local.weights is None else
             float(local.weights.sum(dtype=np.float64)),
-            "val_rows": None if local.validation is None else local.validation[0].shape[0],
             "resumed": None if resumed is None else
             dict(run=resumed["run"], state_step=resumed["state_step"])}
 
