@@ -35,9 +35,6 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
-
 # name, sizes, rows per rank's batch, steps per measurement (full run)
 SHAPES = [("64-64-10", [64, 64, 10], 32, 2000),
           ("784-128-10", [784, 128, 10], 64, 300),

@@ -11,11 +11,8 @@ import sys
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
-
-import bpfast  # noqa: E402
-from bpfast import distributed  # noqa: E402
+import bpfast
+from bpfast import distributed
 
 ROWS, BATCH, EPOCHS = 40, 8, 3          # rows per rank, rows per rank's batch
 SIZES = [6, 8, 3]

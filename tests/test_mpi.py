@@ -379,8 +379,10 @@ def mpi_runs(tmp_path_factory):
     """The worker's three launches on 2 ranks: exact scenarios, killed run, resumed run."""
     mpiexec = _mpiexec()
     outdir = str(tmp_path_factory.mktemp("mpi"))
+    # The ranks import the bpfast this process imported (src/ or the installed one).
+    where = os.path.dirname(os.path.dirname(os.path.abspath(bpfast.__file__)))
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([os.path.join(os.path.dirname(HERE), "src"), HERE]))
+               PYTHONPATH=os.pathsep.join([where, os.environ.get("PYTHONPATH", "")]))
     codes = {}
     for mode in ("exact", "killed", "resumed"):
         # -m mpi4py: an exception on one rank aborts all instead of leaving them waiting.
