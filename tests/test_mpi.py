@@ -443,3 +443,29 @@ def test_mpi_killed_run_resumes_to_the_uninterrupted_parameters(mpi_runs):
         assert np.array_equal(resumed["params"], whole["params"])
         assert np.array_equal(resumed["loss"], whole["loss"])
         assert int(resumed["n_updates"]) == int(whole["n_updates"])
+
+
+def test_network_fit_with_comm_is_distributed_fit():
+    """Network.fit(comm=...) runs bpfast.distributed.fit with the same arguments (2 ranks),
+    and refuses what it cannot take."""
+    rng = np.random.default_rng(3)
+    shards = [(rng.normal(size=(12, 4)), rng.normal(size=(12, 2))) for _ in range(2)]
+    kw = dict(epochs=2, batch_size=4, lr=0.05, optimizer="adam", shuffle=True, seed=5)
+
+    def by_method(comm, rank):
+        net = bpfast.Network([4, 6, 2], "tanh", "identity", seed=1)
+        net.fit(*shards[rank], comm=comm, **kw)
+        return net.get_parameters()
+
+    def by_function(comm, rank):
+        net = bpfast.Network([4, 6, 2], "tanh", "identity", seed=1)
+        distributed.fit(net, *shards[rank], comm, **kw)
+        return net.get_parameters()
+
+    got, errors = on_ranks(2, by_method)
+    want, errors_too = on_ranks(2, by_function)
+    assert errors == errors_too == [None, None]
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    net = bpfast.Network([4, 6, 2], seed=1)
+    with pytest.raises(ValueError, match="does not take callback"):
+        net.fit(*shards[0], comm=object(), callback=lambda e, h: None)

@@ -554,3 +554,18 @@ def _in_place(comm):
     one, needs it; other communicators take any marker), else IN_PLACE."""
     mpi = sys.modules.get("mpi4py.MPI")
     return IN_PLACE if mpi is None else mpi.IN_PLACE
+
+
+def fit_with_arguments_of_fit(net, args: dict) -> History:
+    """Network.fit(comm=...): fit() here with Network.fit's arguments, those it cannot take
+    refused first (on every rank alike, since every rank passes the same)."""
+    unsupported = dict(lr_schedule="constant", callback=None, early_stopping=False,
+                       progress=False, keep_state=False, keep_momentum=False)
+    for name, default in unsupported.items():
+        if args[name] is not default and args[name] != default:
+            raise ValueError(f"fit(comm=...) does not take {name}; got {args[name]!r}")
+    passed = ("epochs", "batch_size", "lr", "shuffle", "seed", "optimizer", "momentum",
+              "nesterov", "weight_decay", "betas", "eps", "etas", "step_sizes",
+              "sample_weight", "validation_data", "sync_every", "checkpoint",
+              "checkpoint_every", "resume", "clip_norm")
+    return fit(net, args["X"], args["Y"], args["comm"], **{name: args[name] for name in passed})

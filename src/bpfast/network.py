@@ -391,7 +391,8 @@ class Network:
             betas=(0.9, 0.999), eps: float = 1e-8, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
             keep_state: bool = False, sample_weight=None, clip_norm: Optional[float] = None,
             early_stopping: bool = False, patience: int = 10, min_delta: float = 0.0,
-            restore_best: bool = True) -> History:
+            restore_best: bool = True, comm=None, sync_every: int = 1, checkpoint=None,
+            checkpoint_every: int = 1, resume=None) -> History:
         """Mini-batch training over whole epochs, in native calls that release the GIL.
 
         Parameters
@@ -450,6 +451,10 @@ class Network:
         clip_norm : float > 0 or None
             Scale each batch's gradient to this global norm when it is larger, as
             ``torch.nn.utils.clip_grad_norm_``.
+        comm : an mpi4py communicator or None
+            Data-parallel training over MPI: ``bpfast.distributed.fit`` (which takes
+            ``sync_every``, ``checkpoint``, ``checkpoint_every`` and ``resume``, and no
+            schedule, callback, early stopping, progress bar or keep_state).
         early_stopping : bool
             Stop when the monitored loss (``val_loss`` with validation data, else the
             training loss) has not improved by more than ``min_delta`` for ``patience``
@@ -485,6 +490,9 @@ class Network:
         epoch's sets ``History.diverged`` and warns (RuntimeWarning) once, without
         stopping.
         """
+        if comm is not None:
+            from bpfast import distributed
+            return distributed.fit_with_arguments_of_fit(self, locals())
         if is_sparse(X) and self.backend == "cython":
             # The engine densifies a batch at a time: the same bits as the dense matrix.
             n_rows, *csr = as_csr(X, "X", self.dtype, self.sizes[0])
