@@ -35,8 +35,7 @@ from typing import Optional
 
 import numpy as np
 
-from bpfast import _engine, optim
-from bpfast._reference_engine import ReferenceEngine
+from bpfast import optim
 from bpfast._validation import as_bool, as_vector, positive_int, seed_value
 from bpfast.network import History, Network
 
@@ -172,12 +171,7 @@ def _prepare(net, X, Y, rank, epochs, batch_size, lr, shuffle, seed, optimizer, 
         Y = Y.copy()
     weights = None if sample_weight is None else _rank_weights(sample_weight, X.shape[0],
                                                                net.dtype)
-    validation = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError("validation_data must be a pair (X_val, Y_val)")
-        Xv = net._X(validation_data[0], "validation_data[0]")
-        validation = (Xv, net._Y(validation_data[1], Xv.shape[0], "validation_data[1]"))
+    validation = net._validation_pair(validation_data)
     opt = optim.make(net, optimizer, lr, momentum, nesterov, weight_decay, betas, eps, etas,
                      step_sizes, clip_norm)
     local = _Local(X, Y, weights, validation, positive_int(epochs, "epochs"),
@@ -344,8 +338,6 @@ class _Run:
         self.update = self.opt.update(from_gradients=True)
         # The state takes part in local SGD's averaging only when the optimizer has one.
         self.uses_state = not (self.opt.name == "sgd" and self.update["momentum"] == 0)
-        self.grad_engine = None if local.weights is None else _gradient_engine(net)
-        self.grad_rows = 0
 
     # -- one epoch's batches
     def _batches(self, epoch):
@@ -407,23 +399,17 @@ class _Run:
         step = net._engine.step_from_gradients
         losses = []
         update["step"] = net._state_step
+        forward, backward = net._engine.forward, net._engine.backward
+        if ws is None:
+            ws = [None] * len(xs)
         try:
-            if ws is None:
-                forward, backward = net._engine.forward, net._engine.backward
-                for x, y, f in zip(xs, ys, factors):
-                    forward(x)
-                    losses.append(backward(y))
-                    if f != 1.0:
-                        multiply(grads, f, out=grads)
-                    allreduce(in_place, grads)
-                    update["step"] = step(update)
-            else:
-                for b, f in enumerate(factors):
-                    losses.append(self._weighted_gradient(xs[b], ys[b], ws[b]))
-                    if f != 1.0:
-                        multiply(grads, f, out=grads)
-                    allreduce(in_place, grads)
-                    update["step"] = step(update)
+            for x, y, w, f in zip(xs, ys, ws, factors):
+                forward(x)
+                losses.append(backward(y, w))
+                if f != 1.0:
+                    multiply(grads, f, out=grads)
+                allreduce(in_place, grads)
+                update["step"] = step(update)
         finally:
             net._state_step = update["step"]
         return losses
@@ -434,33 +420,13 @@ class _Run:
         engine = net._engine
         losses = []
         for b in range(len(xs)):
-            if ws is None:
-                engine.forward(xs[b])
-                losses.append(engine.backward(ys[b]))
-            else:
-                losses.append(self._weighted_gradient(xs[b], ys[b], ws[b]))
+            engine.forward(xs[b])
+            losses.append(engine.backward(ys[b], None if ws is None else ws[b]))
             update["step"] = net._state_step
             net._state_step = engine.step_from_gradients(update)
             if (b + 1) % k == 0 or b == len(xs) - 1:
                 self._average_parameters()
         return losses
-
-    def _weighted_gradient(self, x, y, w):
-        """This rank's weighted batch: its loss, and its gradient in the gradient buffer.
-
-        The gradient comes from the engine's own weighted kernel: a one-batch "epoch" at a
-        zero learning rate, by an engine on the parameters (which a zero step leaves as
-        they were) and the gradients but with a scratch optimizer state.
-        """
-        engine, rows = self.grad_engine, x.shape[0]
-        if self.grad_rows != rows:          # the engine's sample order must have `rows`
-            engine.seed(0, rows)
-            self.grad_rows = rows
-        losses, _, _, interrupted, _ = engine.epochs(x, y, rows, False, _ZERO_LR, w,
-                                                     dict(_NO_STEP))
-        if interrupted:
-            raise _engine.take_pending_exception() or KeyboardInterrupt()
-        return losses[0] if len(losses) else math.nan
 
     def _average_parameters(self):
         net, n = self.net, self.n_params
@@ -526,22 +492,6 @@ class _Run:
             raise error
         if message is not None:
             raise RankError(f"rank 0 could not write the checkpoint: {message}")
-
-
-_ZERO_LR = np.zeros(1)
-# The update that leaves the parameters as they are (plain SGD at rate 0, no state used).
-_NO_STEP = dict(optimizer=0, lr=0.0, momentum=0.0, weight_decay=0.0, nesterov=False,
-                beta1=0.0, beta2=0.0, eps=0.0, folded=False, eta_minus=0.0, eta_plus=0.0,
-                step_min=0.0, step_max=0.0, clip_norm=0.0, from_gradients=True, step=0)
-
-
-def _gradient_engine(net):
-    """An engine on net's parameters and gradients with a scratch optimizer state."""
-    scratch = np.zeros_like(net._state)
-    if net.backend == "cython":
-        return _engine.Engine(net.sizes, *net._codes, net._params, net._grads, scratch)
-    return ReferenceEngine(net.sizes, net.activation, net.output_activation, net.loss,
-                           net._params, net._grads, scratch)
 
 
 def _weight_sq_norm(net) -> float:

@@ -379,6 +379,15 @@ class Network:
         return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], keep=False)
                                for i in range(0, X.shape[0], PREDICT_CHUNK)])
 
+    def _validation_pair(self, validation_data):
+        """fit's validation_data, validated: (X_val, Y_val) converted, or None."""
+        if validation_data is None:
+            return None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (X_val, Y_val)")
+        Xv = self._X(validation_data[0], "validation_data[0]")
+        return Xv, self._Y(validation_data[1], Xv.shape[0], "validation_data[1]")
+
     def _loss_of(self, out, Y):
         return float(_kernels.output_delta(out, Y, self.loss, self.output_activation)[0])
 
@@ -513,12 +522,7 @@ class Network:
         early = _fitting.EarlyStopping.of(early_stopping, patience, min_delta, restore_best)
         if sample_weight is not None:
             sample_weight = as_sample_weight(sample_weight, n_rows, self.dtype)
-        validation = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a pair (X_val, Y_val)")
-            Xv = self._X(validation_data[0], "validation_data[0]")
-            validation = (Xv, self._Y(validation_data[1], Xv.shape[0], "validation_data[1]"))
+        validation = self._validation_pair(validation_data)
         if not isinstance(X, tuple) and np.may_share_memory(X, self._params):
             X = X.copy()            # training must not change its own data
         if np.may_share_memory(Y, self._params):
