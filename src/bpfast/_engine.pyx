@@ -155,13 +155,10 @@ cdef bint poll_signals() noexcept nogil:
         return True
 
 
-cdef inline bint interrupted(Interrupts* it) noexcept nogil:
-    """Called after every batch: True when a signal handler raised (Ctrl-C)."""
-    cdef long long t
-    it.countdown -= 1
-    if it.countdown > 0:
-        return False
-    t = now_ns()
+cdef bint look(Interrupts* it) noexcept nogil:
+    """When it.countdown batches have run: look at the clock, set the next countdown, and
+    let Python run its signal handlers every POLL_NS; True when one raised (Ctrl-C)."""
+    cdef long long t = now_ns()
     if t - it.last_look < LOOK_NS // 2 and it.stride < (1 << 20):
         it.stride *= 2
     elif t - it.last_look > 2 * LOOK_NS and it.stride > 1:
@@ -456,37 +453,83 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
     cdef const floating* W = <floating*>run.weights
     cdef const floating* wb = NULL
     cdef double loss
+    cdef Py_ssize_t updates = 0, countdown = it.countdown
+    # Plain SGD on dense rows is the fast path of small networks: decided once an epoch.
+    cdef bint fused = (upd.optimizer == OPT_SGD and upd.momentum == 0 and upd.clip_norm == 0
+                       and not upd.from_gradients)
+    cdef bint plain_rows = run.csr_data == NULL and W == NULL
+    cdef int status = 0
     if run.shuffled:
         shuffle(run.order, N, &run.rng)
     while start < N:
         n = run.batch_size if start + run.batch_size <= N else N - start
-        if run.csr_data != NULL:
-            densify_rows(run, d_in, run.order + start if run.shuffled else NULL, start, n,
-                         <floating*>ws.x_rows)
-        if run.shuffled:
-            if run.csr_data == NULL:
+        if plain_rows:
+            if run.shuffled:
                 gather_rows(X, d_in, run.order + start, n, <floating*>ws.x_rows)
-            gather_rows(Y, d_out, run.order + start, n, <floating*>ws.y_rows)
-            xb = <floating*>ws.x_rows
-            yb = <floating*>ws.y_rows
-            if W != NULL:
-                gather_rows(W, 1, run.order + start, n, <floating*>ws.w_rows)
-                wb = <floating*>ws.w_rows
+                gather_rows(Y, d_out, run.order + start, n, <floating*>ws.y_rows)
+                xb = <floating*>ws.x_rows
+                yb = <floating*>ws.y_rows
+            else:
+                xb = X + start * d_in
+                yb = Y + start * d_out
+            if fused:
+                loss = sgd_train_batch(net, n, xb, yb, <floating*>NULL, <floating*>run.params,
+                                       ws, upd)
+            else:
+                loss = train_batch(net, n, xb, yb, <floating*>NULL, <floating*>run.params,
+                                   <floating*>run.grads, <floating*>run.state, run.n_params,
+                                   ws, upd)
         else:
-            xb = X + start * d_in if run.csr_data == NULL else <floating*>ws.x_rows
-            yb = Y + start * d_out
-            if W != NULL:
-                wb = W + start
-        loss = train_batch(net, n, xb, yb, wb, <floating*>run.params, <floating*>run.grads,
-                           <floating*>run.state, run.n_params, ws, upd)
-        run.n_updates += 1
+            loss = general_batch(net, X, Y, run, ws, upd, start, n)
+        updates += 1
         if not isfinite(loss):
-            return 1
+            status = 1
+            break
         loss_sum[0] += loss if net.loss == LOSS_SSE else loss * n
         start += n
-        if interrupted(it):
-            return 2
-    return 0
+        countdown -= 1
+        if countdown == 0:
+            it.countdown = 0
+            if look(it):
+                status = 2
+                break
+            countdown = it.countdown
+    it.countdown = countdown
+    run.n_updates += updates
+    if fused and plain_rows:
+        upd.step += updates         # (general_batch's train_batch counts its own)
+    return status
+
+
+cdef double general_batch(const Net* net, const floating* X, const floating* Y,
+                          EpochRun* run, const Workspace* ws, Update* upd, Py_ssize_t start,
+                          Py_ssize_t n) noexcept nogil:
+    """One batch of rows [start, start + n) of the sample order, any input and optimizer:
+    its rows (and weights) gathered, densified from CSR, or read where they lie."""
+    cdef Py_ssize_t d_in = net.sizes[0], d_out = net.sizes[net.n_layers]
+    cdef const floating* xb
+    cdef const floating* yb
+    cdef const floating* W = <floating*>run.weights
+    cdef const floating* wb = NULL
+    if run.csr_data != NULL:
+        densify_rows(run, d_in, run.order + start if run.shuffled else NULL, start, n,
+                     <floating*>ws.x_rows)
+    if run.shuffled:
+        if run.csr_data == NULL:
+            gather_rows(X, d_in, run.order + start, n, <floating*>ws.x_rows)
+        gather_rows(Y, d_out, run.order + start, n, <floating*>ws.y_rows)
+        xb = <floating*>ws.x_rows
+        yb = <floating*>ws.y_rows
+        if W != NULL:
+            gather_rows(W, 1, run.order + start, n, <floating*>ws.w_rows)
+            wb = <floating*>ws.w_rows
+    else:
+        xb = X + start * d_in if run.csr_data == NULL else <floating*>ws.x_rows
+        yb = Y + start * d_out
+        if W != NULL:
+            wb = W + start
+    return train_batch(net, n, xb, yb, wb, <floating*>run.params, <floating*>run.grads,
+                       <floating*>run.state, run.n_params, ws, upd)
 
 
 cdef Py_ssize_t run_epochs(const Net* net, const floating* X, const floating* Y, EpochRun* run,
