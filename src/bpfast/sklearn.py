@@ -55,8 +55,10 @@ from numpy.typing import ArrayLike
 try:
     from sklearn.base import ClassifierMixin, RegressorMixin
     from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils._param_validation import StrOptions
-    from sklearn.utils.multiclass import check_classification_targets, unique_labels
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import type_of_target, unique_labels
     from sklearn.utils.validation import column_or_1d, validate_data
 
     from bpfast._sklearn_base import PARAMETER_CONSTRAINTS, _BaseMLP
@@ -67,6 +69,16 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
         f"The import failed with: {_exc}") from _exc
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
+
+
+def _stochastic_solver(estimator) -> bool:
+    """partial_fit exists for 'sgd' and 'adam' only (scikit-learn's available_if)."""
+    if estimator.solver not in ("sgd", "adam"):
+        raise AttributeError("partial_fit is only available for stochastic optimizers. "
+                             f"{estimator.solver} is not stochastic.")
+    return True
+
+_ACCEPT_SPARSE = ["csr", "csc"]
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -171,40 +183,53 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         'softmax'.
     """
 
-    _output_activation = "softmax"
-    _loss = "cross_entropy"
+    _is_classifier = True
+
+    def _output(self):
+        # scikit-learn's choice: softmax for several classes, logistic units (one for two
+        # classes, one per label for multilabel) with the binary cross-entropy otherwise.
+        if self._label_binarizer.y_type_ == "multiclass":
+            return "softmax", "cross_entropy", "softmax"
+        return "sigmoid", "binary_cross_entropy", "logistic"
 
     def _validate_input(self, X, y, incremental, first_pass, classes):
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first_pass)
-        if y.ndim == 1 and y.dtype.kind in "biu":
-            labels = np.unique(y)       # integer labels are classes: skip type_of_target
-        else:
-            check_classification_targets(y)
-            labels = unique_labels(y)
-        if first_pass:
-            if incremental:
-                if classes is None:
-                    raise ValueError("classes must be passed on the first call to partial_fit.")
-                self.classes_ = unique_labels(classes)
-            else:
-                self.classes_ = labels
-        elif incremental and classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
+        X, y = validate_data(self, X, y, accept_sparse=_ACCEPT_SPARSE, multi_output=True,
+                             dtype=(np.float64, np.float32), reset=first_pass)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if incremental and "classes_" not in self.__dict__:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            binarizer = LabelBinarizer()
+            binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
+            self._label_binarizer, self.classes_ = binarizer, binarizer.classes_
+        elif incremental and classes is not None and not np.array_equal(
+                unique_labels(classes), self.classes_):
             raise ValueError(f"`classes={unique_labels(classes)!r}` is not the same as on the last "
                              f"call to partial_fit, was: {self.classes_!r}")
-        if not first_pass and self.warm_start and not incremental:
-            if set(labels) != set(self.classes_):
-                raise ValueError("warm_start can only be used where `y` has the same classes as "
-                                 f"in the previous call to fit. Previously got {self.classes_}, "
-                                 f"`y` has {labels}")
-        elif labels is not self.classes_ and len(np.setdiff1d(labels, self.classes_)):
-            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
-                             f"{self.classes_}. 'y' has {labels}.")
-        Y = (y[:, None] == self.classes_[None, :]).astype(X.dtype)
-        return X, Y, y
+        if not incremental and ("classes_" not in self.__dict__ or not self.warm_start):
+            binarizer = LabelBinarizer()
+            binarizer.fit(y)
+            self._label_binarizer, self.classes_ = binarizer, binarizer.classes_
+        else:
+            labels = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(labels) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the "
+                        f"previous call to fit. Previously got {self.classes_}, `y` has {labels}")
+            elif len(np.setdiff1d(labels, self.classes_)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {labels}.")
+        Y = self._label_binarizer.transform(y).astype(X.dtype)
+        return X, Y
+
+    def _targets_of(self, Y):
+        """The labels that the 0/1 target rows Y encode."""
+        return self._label_binarizer.inverse_transform(Y.ravel() if Y.shape[1] == 1 else Y)
 
     def _validation_score(self, out, y, sample_weight=None) -> float:
-        pred = self.classes_[np.argmax(out, axis=1)]
-        return float(accuracy_score(y, pred, sample_weight=sample_weight))
+        return float(accuracy_score(y, self._targets_of(out), sample_weight=sample_weight))
 
     def fit(self, X: ArrayLike, y: ArrayLike,
             sample_weight: Optional[ArrayLike] = None) -> "MLPClassifier":
@@ -228,6 +253,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(_stochastic_solver)
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
                     classes: Optional[ArrayLike] = None) -> "MLPClassifier":
         """One epoch over (X, y), continuing the current network and optimizer state.
@@ -260,7 +286,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         proba : ndarray of shape (n_samples, n_classes)
             Rows sum to 1; columns follow ``classes_``; the network's dtype.
         """
-        return self._forward(X)
+        proba = self._forward(X)
+        if proba.shape[1] == 1:         # one logistic unit: the probability of classes_[1]
+            proba = proba.ravel()
+            return np.vstack([1 - proba, proba]).T
+        return proba
 
     def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Logarithm of ``predict_proba(X)``, shape (n_samples, n_classes)."""
@@ -279,12 +309,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y : ndarray of shape (n_samples,)
             Labels from ``classes_``.
         """
-        proba = self._forward(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        return self._targets_of(self._forward(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -348,8 +378,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         'identity'.
     """
 
-    _output_activation = "identity"
-    _loss = "mse"
+    _is_classifier = False
     _parameter_constraints: dict = {**PARAMETER_CONSTRAINTS,
                                     "loss": [StrOptions({"squared_error", "poisson"})]}
 
@@ -358,8 +387,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None,
-                 backend="cython"):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=None, backend="cython"):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -367,21 +396,27 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend)
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
+            backend=backend)
         self.loss = loss
 
-    def _check_loss(self) -> None:
-        if self.loss != "squared_error":
-            raise ValueError("bpfast's MLPRegressor implements loss='squared_error' only (an "
-                             f"identity output); got loss={self.loss!r}")
+    def _output(self):
+        if self.loss == "poisson":      # scikit-learn's: exp output, half Poisson deviance
+            return "exp", "poisson", "exp"
+        return "identity", "mse", "identity"
 
     def _validate_input(self, X, y, incremental, first_pass, classes):
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
-                             y_numeric=True, reset=first_pass)
+        X, y = validate_data(self, X, y, accept_sparse=_ACCEPT_SPARSE, multi_output=True,
+                             dtype=(np.float64, np.float32), y_numeric=True, reset=first_pass)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError("loss='poisson' requires non-negative y")
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
-        return X, Y, None
+        return X, Y
+
+    def _targets_of(self, Y):
+        return Y.ravel() if Y.shape[1] == 1 else Y
 
     def _validation_score(self, pred, y, sample_weight=None) -> float:
         if not np.isfinite(pred).all():
@@ -407,6 +442,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(_stochastic_solver)
     def partial_fit(self, X: ArrayLike, y: ArrayLike,
                     sample_weight: Optional[ArrayLike] = None) -> "MLPRegressor":
         """One epoch over (X, y), continuing the current network and optimizer state.
@@ -443,4 +479,5 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
+        tags.input_tags.sparse = True
         return tags
