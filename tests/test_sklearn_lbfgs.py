@@ -141,3 +141,32 @@ def test_multilabel_and_binary_outputs_are_scikit_learns():
     assert clf.out_activation_ == "logistic" and proba.shape == (60, 3)
     np.testing.assert_array_equal(clf.predict(X), (proba > 0.5).astype(int))
     np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+
+
+@pytest.mark.parametrize("name, Ours, Theirs, X, y, extra", PROBLEMS, ids=IDS)
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_stochastic_solvers_follow_scikit_learns_on_every_output(name, Ours, Theirs, X, y,
+                                                                 extra, solver):
+    """Unshuffled mini-batches: loss curves and weights as scikit-learn's for the logistic,
+    multilabel, multi-output and Poisson outputs too. (alpha=0: the L2 part of an
+    epoch's loss is computed from the epoch's last weights, scikit-learn's from each
+    batch's -- the documented difference; the updates themselves include it alike.)"""
+    kw = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=8, batch_size=10, alpha=0.0,
+              shuffle=False, random_state=0, learning_rate_init=0.01, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours, theirs = Ours(**kw).fit(X, y), Theirs(**kw).fit(X, y)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+    for got, want in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name, Ours, Theirs, X, y, extra", PROBLEMS, ids=IDS)
+def test_l2_updates_follow_scikit_learns_on_every_output(name, Ours, Theirs, X, y, extra):
+    kw = dict(hidden_layer_sizes=(6,), solver="sgd", max_iter=8, batch_size=10, alpha=0.5,
+              shuffle=False, random_state=0, learning_rate_init=0.01, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours, theirs = Ours(**kw).fit(X, y), Theirs(**kw).fit(X, y)
+    for got, want in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)

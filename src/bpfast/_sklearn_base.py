@@ -4,10 +4,11 @@ What each hyper-parameter may be is a table in scikit-learn's
 ``_parameter_constraints`` form, checked by ``BaseEstimator._validate_params``
 at the start of ``fit`` and ``partial_fit``: a wrong value raises scikit-learn's
 ``InvalidParameterError`` (a ValueError and a TypeError) naming the parameter.
-What a table cannot say -- no bool for a number, each hidden layer width, and
-why solver='lbfgs' is refused -- is checked after it.
+What a table cannot say -- no bool for a number, each hidden layer width -- is
+checked after it.
 
-``_BaseMLP`` maps scikit-learn's SGD and Adam training onto
+``_BaseMLP`` hands solver='lbfgs' to ``bpfast._sklearn_lbfgs`` and maps
+scikit-learn's SGD and Adam training onto
 :meth:`bpfast.Network.fit`: the learning-rate, L2 and epsilon scaling that make
 each update equal to scikit-learn's, sample weights (also through the
 early-stopping split), the per-epoch bookkeeping (``loss_curve_``, ``n_iter_``,
