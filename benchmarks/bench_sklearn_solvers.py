@@ -13,7 +13,9 @@
    bpfast on the CSR matrix, bpfast on the same data densified, scikit-learn on the
    CSR matrix.
 Each time is the median of interleaved fits (one fit of each contender per round), so
-a slow spell of the shared machine hits all alike.
+a slow spell of the shared machine hits all alike. BLAS runs on ``--threads`` threads
+(default 1, through threadpoolctl) for both libraries: on a small shared machine,
+multi-threaded BLAS under load measures the load more than the code.
 """
 import argparse
 import platform
@@ -24,6 +26,7 @@ import warnings
 import numpy as np
 import scipy.sparse
 import sklearn
+from threadpoolctl import threadpool_limits
 from sklearn.datasets import load_digits, make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -114,11 +117,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller problems, fewer rounds")
     parser.add_argument("--output", help="also write the tables to this Markdown file")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     args = parser.parse_args()
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        run(args)
+
+
+def run(args):
     rounds = 3 if args.quick else 7
     lines = ["# bpfast.sklearn beside scikit-learn", "",
              f"bpfast {bpfast.__version__}, scikit-learn {sklearn.__version__}, NumPy "
-             f"{np.__version__}, Python {platform.python_version()}, {platform.machine()}.", ""]
+             f"{np.__version__}, Python {platform.python_version()}, {platform.machine()}; "
+             f"BLAS threads: {args.threads}.", ""]
     lines += lbfgs_digits(max_iter=50 if args.quick else 200, rounds=rounds)
     lines += sparse_text_like(n_samples=2000 if args.quick else 10000,
                               n_features=1000 if args.quick else 5000,
