@@ -133,8 +133,9 @@ def run(args):
     lines += sparse_text_like(n_samples=2000 if args.quick else 10000,
                               n_features=1000 if args.quick else 5000,
                               epochs=2 if args.quick else 5, rounds=rounds)
-    lines.append("Command: `python benchmarks/bench_sklearn_solvers.py"
-                 + (" --quick`" if args.quick else "`"))
+    options = (" --quick" if args.quick else "") + (
+        f" --threads {args.threads}" if args.threads != 1 else "")
+    lines.append(f"Command: `python benchmarks/bench_sklearn_solvers.py{options}`")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:

@@ -170,3 +170,23 @@ def test_l2_updates_follow_scikit_learns_on_every_output(name, Ours, Theirs, X, 
         ours, theirs = Ours(**kw).fit(X, y), Theirs(**kw).fit(X, y)
     for got, want in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
         np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel"])
+def test_logistic_outputs_export_to_onnx_as_predict_and_predict_proba(tmp_path, kind):
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    import bpfast
+    X, Y = make_multilabel_classification(n_samples=50, n_classes=3, random_state=0)
+    y = Y if kind == "multilabel" else np.where(Y[:, 0] == 1, "yes", "no")
+    clf = MLPClassifier(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf.out_activation_ == "logistic"
+    bpfast.export_onnx(clf, tmp_path / "m.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    label, proba = session.run(None, {"X": X.astype(np.float64)})
+    np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(label, clf.predict(X))
