@@ -7,7 +7,10 @@ of 32, alpha 1e-4 and exactly ``max_iter`` epochs (the stopping rule is switched
 off with n_iter_no_change = max_iter); first SGD with Nesterov momentum 0.9 at
 learning rate 0.1, then Adam with scikit-learn's defaults (learning rate 0.001,
 betas 0.9 and 0.999, epsilon 1e-8) -- and the same random_state, hence the same
-initial weights; only the shuffling order differs. The script prints the
+initial weights; only the shuffling order differs. Third, full-batch L-BFGS
+(solver='lbfgs', at most ``max_iter`` iterations, scikit-learn's default tol):
+there no order is drawn, and both run the same optimizer from the same start
+on the same objective. The script prints the
 held-out accuracy and the fit time of each -- the median of --repeats fits, the
 two estimators taking turns so that a slow moment of a shared machine hits both
 alike -- and the ratio of the fit times.
@@ -58,6 +61,10 @@ def main() -> int:
     compare("", {**common, **sgd}, estimators, data, args.repeats, ConvergenceWarning)
     print()
     compare("adam", {**common, **adam}, estimators, data, args.repeats, ConvergenceWarning)
+    print()
+    lbfgs = dict(solver="lbfgs", hidden_layer_sizes=(64,), activation="relu", alpha=1e-4,
+                 max_iter=args.max_iter, random_state=0)
+    compare("lbfgs", lbfgs, estimators, data, args.repeats, ConvergenceWarning)
     return 0
 
 
@@ -89,7 +96,8 @@ def compare(solver, settings, estimators, data, repeats, convergence_warning) ->
         acc = clf.score(X_test, y_test)
         results[name] = (acc, statistics.median(times[name]))
         print(f"{name:<{width}}test accuracy {100 * acc:.2f}%  fit time {results[name][1]:.4f} s  "
-              f"({clf.n_iter_} epochs, final training loss {clf.loss_curve_[-1]:.4f})")
+              f"({clf.n_iter_} {'iterations' if solver == 'lbfgs' else 'epochs'}, final "
+              f"training loss {clf.loss_:.4f})")
     ours, theirs = (results[name] for name in names)
     print(f"{solver + ' ' if solver else ''}speed ratio (scikit-learn fit time / bpfast fit "
           f"time): {theirs[1] / ours[1]:.1f}x")

@@ -165,3 +165,28 @@ def test_bench_optimizers_times_fann_rprop_beside_fit(optimizers_report):
     for *_, bp_first, fann_first in rows:               # the same start: the same first MSE
         assert float(fann_first) == pytest.approx(float(bp_first), rel=1e-5)
     assert "they do." in text and "FANN skipped" not in text
+
+
+def test_bench_sklearn_solvers_quick_writes_both_tables(tmp_path):
+    """bench_sklearn_solvers.py --quick: the lbfgs table (bpfast's accuracy within a point of
+    scikit-learn's at the same max_iter) and the sparse table with its three contenders."""
+    pytest.importorskip("sklearn")
+    out = tmp_path / "sk.md"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_sklearn_solvers.py"),
+         "--quick", "--output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    text = out.read_text(encoding="utf-8")
+    accuracy = {name: float(acc) for name, acc in re.findall(
+        r"^\| (bpfast|scikit-learn) \| [\d.]+ \| \d+ \| ([\d.]+)% \|$", text, re.M)}
+    assert set(accuracy) == {"bpfast", "scikit-learn"}, text
+    assert abs(accuracy["bpfast"] - accuracy["scikit-learn"]) <= 1.0
+    assert accuracy["bpfast"] > 90.0
+    rows = re.findall(r"^\| (bpfast, CSR X|bpfast, same X dense|scikit-learn, CSR X) \| "
+                      r"([\d.]+) \| ([\d.]+)% \|$", text, re.M)
+    assert [r[0] for r in rows] == ["bpfast, CSR X", "bpfast, same X dense",
+                                    "scikit-learn, CSR X"], text
+    assert rows[0][2] == rows[1][2]         # CSR and dense X train the same model
+    assert re.search(r"scikit-learn / bpfast fit time: \*\*[\d.]+x\*\*", text)
+    assert "python benchmarks/bench_sklearn_solvers.py --quick" in text

@@ -166,7 +166,12 @@ def test_string_labels_and_binary():
     clf = MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=0.1, random_state=0,
                         max_iter=50).fit(X, labels)
     assert list(clf.classes_) == ["no", "yes"]
-    assert clf.coefs_[-1].shape == (8, 2)          # a 2-unit softmax
+    # scikit-learn's binary output: one logistic unit, two probability columns
+    assert clf.coefs_[-1].shape == (8, 1) and clf.out_activation_ == "logistic"
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[(proba[:, 1] > 0.5).astype(int)])
     assert set(clf.predict(X)) <= {"no", "yes"}
     assert clf.score(X, labels) > 0.9
 
@@ -192,9 +197,12 @@ def test_alpha_is_weight_decay_over_batch_size():
     X, y = _blobs(n=60)
     kw = dict(hidden_layer_sizes=(4,), random_state=0, shuffle=False, batch_size=60,
               solver="sgd", momentum=0.0, learning_rate_init=0.1, max_iter=1)
-    start = MLPClassifier(**kw)
-    start._initialize(2, 3, np.float64, np.random.RandomState(0))
-    W0 = [W.copy() for W in start.coefs_]
+    # scikit-learn's Glorot-uniform start, drawn from random_state=0: W0, b0, W1, b1
+    rng, W0 = np.random.RandomState(0), []
+    for fan_in, fan_out in [(2, 4), (4, 3)]:
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        W0.append(rng.uniform(-bound, bound, (fan_in, fan_out)))
+        rng.uniform(-bound, bound, fan_out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         a = MLPClassifier(alpha=0.0, **kw).fit(X, y)
@@ -278,8 +286,8 @@ def test_early_stopping_keeps_best_weights():
 
 def test_invalid_parameters_raise_in_fit():
     X, y = _blobs(n=30)
-    for params, match in [({"solver": "lbfgs"}, "not L-BFGS"),
-                          ({"solver": "newton"}, "solver"),
+    for params, match in [({"solver": "newton"}, "solver"),
+                          ({"max_fun": 0}, "max_fun"),
                           ({"beta_1": 1.0}, "beta_1"),
                           ({"beta_2": -0.1}, "beta_2"),
                           ({"epsilon": 0.0}, "epsilon"),

@@ -21,6 +21,10 @@ exported object        input        outputs
 ``MLPRegressor``       ``X``        ``variable`` (N, n_outputs)
 =====================  ===========  ==============================================
 
+A two-class MLPClassifier (one logistic unit) gets ``output_probability`` as
+``[1 - p, p]``; a multilabel one gets ``output_label`` as the (N, n_labels) int64
+indicator of ``p > 0.5``.
+
 Like the estimators themselves, the graph takes the features as they are: any
 scaling the data needs (a StandardScaler in a pipeline, say) stays outside it.
 """
@@ -150,17 +154,40 @@ def _build(net, kind, classes, opset, onnx):
     elem = helper.np_dtype_to_tensor_dtype(net.dtype)
     n_out = net.sizes[-1]
     inputs = [helper.make_tensor_value_info(INPUT_NAME, elem, ["N", net.sizes[0]])]
-    if kind == "classifier":
+    if kind == "classifier" and net.output_activation == "sigmoid" and n_out > 1:
+        # Multilabel: predict's rule, each label where its probability is > 0.5.
         nodes, initializers = _dense_nodes(net, params, PROBABILITY_OUTPUT, helper, numpy_helper)
+        initializers.append(numpy_helper.from_array(np.array(0.5, dtype=net.dtype), "half"))
+        nodes.append(helper.make_node("Greater", [PROBABILITY_OUTPUT, "half"], ["above_half"],
+                                      name="above_half"))
+        nodes.append(helper.make_node("Cast", ["above_half"], [LABEL_OUTPUT], name="label",
+                                      to=onnx.TensorProto.INT64))
+        outputs = [helper.make_tensor_value_info(LABEL_OUTPUT, onnx.TensorProto.INT64,
+                                                 ["N", n_out]),
+                   helper.make_tensor_value_info(PROBABILITY_OUTPUT, elem, ["N", n_out])]
+    elif kind == "classifier":
+        binary = n_out == 1             # one logistic unit: the probability of classes_[1]
+        raw = "positive_probability" if binary else PROBABILITY_OUTPUT
+        nodes, initializers = _dense_nodes(net, params, raw, helper, numpy_helper)
+        if binary:                      # predict_proba's two columns, [1 - p, p]
+            initializers.append(numpy_helper.from_array(np.ones((1, 1), net.dtype), "one"))
+            nodes.append(helper.make_node("Sub", ["one", raw], ["negative_probability"],
+                                          name="complement"))
+            nodes.append(helper.make_node("Concat", ["negative_probability", raw],
+                                          [PROBABILITY_OUTPUT], name="both", axis=1))
+            if len(classes) == 1:       # a single class is predicted whatever p is
+                classes = np.repeat(classes, 2)
         labels = _label_tensor(classes, numpy_helper)
         initializers.append(labels)
-        # predict's rule: classes_[argmax(proba, axis=1)], the first maximum on ties.
+        # predict's rule: classes_[argmax(proba, axis=1)], the first maximum on ties (for
+        # one logistic unit the same as classes_[p > 0.5]).
         nodes.append(helper.make_node("ArgMax", [PROBABILITY_OUTPUT], ["class_index"],
                                       name="argmax", axis=1, keepdims=0))
         nodes.append(helper.make_node("Gather", ["classes", "class_index"], [LABEL_OUTPUT],
                                       name="label", axis=0))
         outputs = [helper.make_tensor_value_info(LABEL_OUTPUT, labels.data_type, ["N"]),
-                   helper.make_tensor_value_info(PROBABILITY_OUTPUT, elem, ["N", n_out])]
+                   helper.make_tensor_value_info(PROBABILITY_OUTPUT, elem,
+                                                 ["N", 2 if binary else n_out])]
     else:
         name = REGRESSOR_OUTPUT if kind == "regressor" else NETWORK_OUTPUT
         nodes, initializers = _dense_nodes(net, params, name, helper, numpy_helper)

@@ -4,10 +4,11 @@ What each hyper-parameter may be is a table in scikit-learn's
 ``_parameter_constraints`` form, checked by ``BaseEstimator._validate_params``
 at the start of ``fit`` and ``partial_fit``: a wrong value raises scikit-learn's
 ``InvalidParameterError`` (a ValueError and a TypeError) naming the parameter.
-What a table cannot say -- no bool for a number, each hidden layer width, and
-why solver='lbfgs' is refused -- is checked after it.
+What a table cannot say -- no bool for a number, each hidden layer width -- is
+checked after it.
 
-``_BaseMLP`` maps scikit-learn's SGD and Adam training onto
+``_BaseMLP`` hands solver='lbfgs' to ``bpfast._sklearn_lbfgs`` and maps
+scikit-learn's SGD and Adam training onto
 :meth:`bpfast.Network.fit`: the learning-rate, L2 and epsilon scaling that make
 each update equal to scikit-learn's, sample weights (also through the
 early-stopping split), the per-epoch bookkeeping (``loss_curve_``, ``n_iter_``,
@@ -31,6 +32,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from bpfast import optim
+from bpfast._sklearn_lbfgs import fit_lbfgs
 from bpfast.network import BACKENDS, Network
 
 #: scikit-learn's activation names -> bpfast's.
@@ -39,7 +41,6 @@ ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "r
 PARAMETER_CONSTRAINTS: dict = {
     "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
     "activation": [StrOptions(set(ACTIVATIONS))],
-    # scikit-learn's three solvers pass the table; check_solver explains lbfgs's refusal.
     "solver": [StrOptions({"sgd", "adam", "lbfgs"})],
     "alpha": [Interval(Real, 0, np.inf, closed="left")],
     "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
@@ -61,6 +62,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "beta_2": [Interval(Real, 0, 1, closed="left")],
     "epsilon": [Interval(Real, 0, None, closed="neither")],
     "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+    "max_fun": [Interval(Integral, 1, None, closed="left")],
     "dtype": [None, StrOptions({"float32", "float64"}),
               Options(type, {np.float32, np.float64, float}),
               Options(np.dtype, {np.dtype(np.float32), np.dtype(np.float64)})],
@@ -87,14 +89,6 @@ def check_no_bools(params: dict, constraints: dict) -> None:
             raise ValueError(f"{name} must not be a bool; got {value!r}")
 
 
-def check_solver(solver: str) -> None:
-    """Refuse scikit-learn's full-batch L-BFGS solver with the reason (ValueError)."""
-    if solver not in ("sgd", "adam"):
-        raise ValueError("bpfast's MLP estimators implement the stochastic solvers 'sgd' (with "
-                         "momentum and Nesterov momentum) and 'adam', not L-BFGS; got "
-                         f"solver={solver!r}")
-
-
 def checked_sample_weight(sample_weight, X):
     """scikit-learn's validation of sample_weight, then bpfast's rule: every weight >= 0."""
     if sample_weight is None:
@@ -114,17 +108,25 @@ def _network_arrays(attr: str, name: str, doc: str) -> property:
     Reading gives the live views; assigning a list of arrays of the same shapes
     copies them into the network.
     """
-    def network(self, what):
-        net = self.__dict__.get("network_")
-        if net is None:
-            raise AttributeError(f"{name} {what} only after fit")
-        return net
+    assigned = "_assigned_" + name
 
     def get(self) -> List[np.ndarray]:
-        return list(getattr(network(self, "exists"), attr))
+        net = self.__dict__.get("network_")
+        if net is not None:
+            return list(getattr(net, attr))
+        if assigned in self.__dict__:
+            return self.__dict__[assigned]
+        raise AttributeError(f"{name} exists only after fit (or after assigning it)")
 
     def set(self, values: Sequence[np.ndarray]) -> None:
-        target = getattr(network(self, "can be set"), attr)
+        net = self.__dict__.get("network_")
+        if net is None:
+            # Before any fit (as scikit-learn's worked example does): kept as given -- the
+            # list itself, so that its items may still be replaced -- and copied into the
+            # network the next fit or partial_fit creates.
+            self.__dict__[assigned] = values
+            return
+        target = getattr(net, attr)
         if len(values) != len(target):
             raise ValueError(f"{name} needs {len(target)} arrays; got {len(values)}")
         for i, value in enumerate(values):
@@ -147,8 +149,8 @@ class _BaseMLP(BaseEstimator):
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None,
-                 backend="cython"):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=None, backend="cython"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -171,6 +173,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
         self.backend = backend
 
@@ -186,20 +189,25 @@ class _BaseMLP(BaseEstimator):
     def _initialize(self, n_features: int, n_outputs: int, dtype, rng) -> None:
         """A new network with scikit-learn's Glorot-uniform initialisation, drawn from rng."""
         sizes = [n_features, *hidden_sizes(self.hidden_layer_sizes), n_outputs]
+        output_activation, loss, self.out_activation_ = self._output()
         net = Network(sizes, activation=ACTIVATIONS[self.activation],
-                      output_activation=self._output_activation, loss=self._loss,
+                      output_activation=output_activation, loss=loss,
                       dtype=dtype, backend=self.backend, seed=0)
         factor = 2.0 if self.activation == "logistic" else 6.0
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             bound = np.sqrt(factor / (fan_in + fan_out))
             net.weights[i][...] = rng.uniform(-bound, bound, (fan_in, fan_out))
             net.biases[i][...] = rng.uniform(-bound, bound, fan_out)
+        for attr, name in (("weights", "coefs_"), ("biases", "intercepts_")):
+            values = self.__dict__.pop("_assigned_" + name, None)
+            if values is not None:      # assigned before this first fit: they win
+                for target, value in zip(getattr(net, attr), values):
+                    target[...] = np.reshape(value, target.shape)
         self.network_ = net
         self.n_iter_ = 0
         self.t_ = 0
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(sizes)
-        self.out_activation_ = "softmax" if self._output_activation == "softmax" else "identity"
         self.loss_curve_ = []
         self._no_improvement_count = 0
         self._best_params = net.get_parameters()
@@ -212,20 +220,21 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
 
-    def _check_loss(self) -> None:
-        """The regressor refuses the losses it does not implement; the classifier has none."""
+    def _output(self):
+        """(bpfast's output activation, bpfast's loss, scikit-learn's out_activation_)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ training
     def _fit(self, X, y, incremental: bool, classes=None, sample_weight=None):
         self._validate_params()         # the table above, then what it cannot say
         check_no_bools(self.get_params(deep=False), self._parameter_constraints)
         hidden = hidden_sizes(self.hidden_layer_sizes)
-        check_solver(self.solver)
-        self._check_loss()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         first_pass = "network_" not in self.__dict__ or (not self.warm_start and not incremental)
-        X, Y, labels = self._validate_input(X, y, incremental, first_pass, classes)
+        X, Y = self._validate_input(X, y, incremental, first_pass, classes)
+        if hasattr(X, "tocsr"):
+            X = X.tocsr()           # CSC as CSR: the row batches bpfast reads
         sample_weight = checked_sample_weight(sample_weight, X)
         rng = check_random_state(self.random_state)
         if first_pass:
@@ -240,41 +249,36 @@ class _BaseMLP(BaseEstimator):
                     f"fit again with warm_start=False to start over")
         if not incremental or "_optimizer_lr" not in self.__dict__:
             self._optimizer_lr = float(self.learning_rate_init)  # the optimizer's state
+        if self.solver == "lbfgs":
+            fit_lbfgs(self, X, Y, sample_weight)
+            return self
         validation = None
         if self.early_stopping:
-            X, Y, sample_weight, validation = self._split_validation(X, Y, labels,
-                                                                     sample_weight, rng)
+            X, Y, sample_weight, validation = self._split_validation(X, Y, sample_weight, rng)
             if sample_weight is not None and not sample_weight.any():
                 raise ValueError("sample_weight is 0 on every row of the training part left "
                                  "by the early-stopping split: no row would count")
         self._fit_stochastic(X, Y, sample_weight, validation, incremental, rng)
         return self
 
-    def _split_validation(self, X, Y, labels, sample_weight, rng):
+    def _split_validation(self, X, Y, sample_weight, rng):
         """scikit-learn's hold-out split: X, Y, sample_weight of the training part, and
         (X_val, y_val, sample_weight_val) -- the weights split with the rows.
 
-        As scikit-learn, a classifier is stratified only when its targets are one column
-        (at most two classes); a regressor never.
+        As scikit-learn 1.9, a classifier with one output (two classes) is stratified on
+        its 0/1 target (so too small a class raises train_test_split's error); several
+        outputs (more classes, multilabel) and a regressor are not.
         """
-        arrays = [X, Y]
-        if labels is not None:
-            arrays.append(labels)
-        if sample_weight is not None:
-            arrays.append(sample_weight)
-        stratify = labels if labels is not None and len(self.classes_) <= 2 else None
+        arrays = [X, Y] if sample_weight is None else [X, Y, sample_weight]
+        stratify = Y.astype(bool) if self._is_classifier and Y.shape[1] == 1 else None
         split = train_test_split(*arrays, random_state=rng, test_size=self.validation_fraction,
                                  stratify=stratify)
         X, X_val, Y, Y_val = split[:4]
-        if labels is not None:
-            y_val = split[5]
-        else:
-            y_val = Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
-        sw, sw_val = (None, None) if sample_weight is None else split[-2:]
+        sw, sw_val = (None, None) if sample_weight is None else split[4:]
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
-        return X, Y, sw, (X_val, y_val, sw_val)
+        return X, Y, sw, (X_val, self._targets_of(Y_val), sw_val)
 
     def _batch_size(self, n: int) -> int:
         if self.batch_size == "auto":
@@ -296,8 +300,9 @@ class _BaseMLP(BaseEstimator):
         # scale (and the decay by its inverse) gives the same update. Adam, whose step
         # m / (sqrt(v) + eps) does not change when the gradient and eps scale together:
         # eps / scale (and the same decay) gives the same update.
-        scale = 1.0 if self._loss == "cross_entropy" else self.n_outputs_ / 2.0
-        data_factor = 1.0 if self._loss == "cross_entropy" else 0.5
+        squared = net.loss == "mse"     # the cross-entropies and Poisson are scikit-learn's
+        scale = self.n_outputs_ / 2.0 if squared else 1.0
+        data_factor = 0.5 if squared else 1.0
         # scikit-learn: alpha / sw_sum * W, sw_sum the batch's sum of weights (its size
         # without weights). bpfast's decay is one number: the nominal batch times the mean
         # weight -- the same when every batch is full and the batches' weights sum alike
@@ -334,7 +339,7 @@ class _BaseMLP(BaseEstimator):
                 return False
             if every_epoch:
                 return True
-            return int(min(self.n_iter_no_change + 1 - self._no_improvement_count, self.max_iter))
+            return int(min(self.max_iter, self.n_iter_no_change + 1 - self._no_improvement_count))
 
         if self.solver == "adam":
             # scikit-learn's AdamOptimizer: eps added to sqrt(v), the bias corrections in
@@ -372,10 +377,21 @@ class _BaseMLP(BaseEstimator):
                              "contain large values and need to be preprocessed, or "
                              f"learning_rate_init is too large ({diverged})") from None
         if diverged is not None:
-            # scikit-learn trains on with non-finite weights, then restores the best ones.
-            warnings.warn(f"Training diverged after {self.n_iter_} epochs ({diverged}); the "
-                          "weights with the best validation score were kept.",
-                          ConvergenceWarning, stacklevel=4)
+            # scikit-learn trains on with non-finite weights to max_iter -- every epoch's
+            # loss and validation score nan, which never counts as "no improvement" -- then
+            # restores the best weights: its record, without running the nan epochs.
+            remaining = self.max_iter - self.n_iter_
+            self.loss_curve_.extend([np.nan] * remaining)
+            self.validation_scores_.extend([np.nan] * remaining)
+            self.loss_ = np.nan
+            self.t_ += remaining * n
+            self.n_iter_ = self.max_iter
+            self._no_improvement_count = 0
+            warnings.warn(f"Training diverged ({diverged}); the weights with the best "
+                          "validation score were kept.", ConvergenceWarning, stacklevel=4)
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                          "and the optimization hasn't converged yet.", ConvergenceWarning,
+                          stacklevel=4)
         elif interrupted:
             warnings.warn("Training interrupted by user.", stacklevel=4)
         elif not incremental and not stopped and self.n_iter_ == self.max_iter:
@@ -452,5 +468,8 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X: ArrayLike) -> np.ndarray:
         # Reads the fitted state only: predict, predict_proba and score may run in threads.
         check_is_fitted(self, "network_")
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
+                          reset=False)
+        if hasattr(X, "tocsr"):
+            X = X.tocsr()
         return self.network_.predict(X)

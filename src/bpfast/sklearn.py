@@ -1,13 +1,22 @@
 """scikit-learn estimators trained by bpfast: ``MLPClassifier`` and ``MLPRegressor``.
 
-They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` with
-its stochastic solvers, ``solver='adam'`` (the default) and ``'sgd'``: the same
-parameter names, defaults and meanings, the same Glorot-uniform initialisation
+They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``: the
+same parameter names, defaults and meanings, the same solvers (``'adam'``, the
+default, ``'sgd'`` and ``'lbfgs'``), the same output layers and losses (softmax
+for several classes; one logistic unit for two classes; logistic units for a
+multilabel indicator ``y``; identity, or ``exp`` with ``loss='poisson'``, for
+the regressor, one unit per target), the same Glorot-uniform initialisation
 drawn from the same ``random_state`` stream, the same Adam arithmetic (epsilon
 added to ``sqrt(v)``, the bias corrections folded into the learning rate), the
 same momentum / Nesterov update, L2 penalty, learning-rate schedules, sample
-weights and stopping rule -- but the epochs run in bpfast's native engine, as
-many at a time as the stopping rule allows, through :meth:`bpfast.Network.fit`.
+weights and stopping rule, and scipy.sparse CSR / CSC input. The stochastic
+solvers run their epochs in bpfast's native engine, as many at a time as the
+stopping rule allows, through :meth:`bpfast.Network.fit`; ``'lbfgs'`` runs
+``scipy.optimize.minimize(method='L-BFGS-B')`` on scikit-learn's objective, each
+loss and gradient over all rows one native call
+(:meth:`bpfast.Network.loss_and_gradient`). scikit-learn's own test suite
+(``sklearn/neural_network/tests/test_mlp.py``) runs on these estimators in
+bpfast's tests.
 
     >>> from bpfast.sklearn import MLPClassifier            # doctest: +SKIP
     >>> clf = MLPClassifier(hidden_layer_sizes=(64,), batch_size=32,
@@ -18,11 +27,11 @@ This module needs scikit-learn (>= 1.6); ``import bpfast`` itself does not.
 
 Differences from scikit-learn's own MLP, all deliberate and documented:
 
-- ``solver='adam'`` and ``'sgd'`` (plain / momentum / Nesterov SGD), no
-  ``'lbfgs'`` (a ValueError); no sparse input; no multilabel classification.
-- a classifier always has a softmax output, one unit per class (also for two
-  classes, where scikit-learn uses one logistic unit): ``coefs_[-1]`` has shape
-  ``(n_hidden, n_classes)``. A single class gives one unit whose probability is 1.
+- ``shuffle=True`` draws the epochs' orders by bpfast's native generator
+  (seeded from ``random_state``), not scikit-learn's: shuffled fits differ from
+  scikit-learn's by the order of the samples.
+- sparse X is densified one batch at a time (the model equals the dense
+  input's, bit for bit); ``'lbfgs'`` densifies it once.
 - the L2 penalty divides ``alpha`` by the nominal batch size times the mean
   sample weight for every batch (scikit-learn divides by each batch's sum of
   weights: its size without weights, smaller for the last batch), and the L2
@@ -40,7 +49,9 @@ Differences from scikit-learn's own MLP, all deliberate and documented:
   and the parameters go back to their values at the start of that epoch; then
   ``fit`` raises scikit-learn's ValueError ("Solver produced non-finite parameter
   weights"), or, with ``early_stopping``, keeps the best weights and warns, as
-  scikit-learn ends up doing. scikit-learn instead trains on to ``max_iter`` and
+  scikit-learn ends up doing (its remaining epochs, up to ``max_iter``, are
+  recorded as scikit-learn records them: a nan loss and a nan validation score
+  each, without being run). scikit-learn instead trains on to ``max_iter`` and
   raises only if the final weights are not finite: a loss that overflows to
   infinity while the weights stay finite passes there and raises here.
 """
@@ -55,8 +66,10 @@ from numpy.typing import ArrayLike
 try:
     from sklearn.base import ClassifierMixin, RegressorMixin
     from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils._param_validation import StrOptions
-    from sklearn.utils.multiclass import check_classification_targets, unique_labels
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import type_of_target, unique_labels
     from sklearn.utils.validation import column_or_1d, validate_data
 
     from bpfast._sklearn_base import PARAMETER_CONSTRAINTS, _BaseMLP
@@ -69,12 +82,25 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier trained by bpfast (Adam or SGD, softmax, cross-entropy).
+def _stochastic_solver(estimator) -> bool:
+    """partial_fit exists for 'sgd' and 'adam' only (scikit-learn's available_if)."""
+    if estimator.solver not in ("sgd", "adam"):
+        raise AttributeError("partial_fit is only available for stochastic optimizers. "
+                             f"{estimator.solver} is not stochastic.")
+    return True
 
-    A drop-in for ``sklearn.neural_network.MLPClassifier`` with ``solver='adam'``
-    or ``'sgd'``: same parameters, defaults, initialisation and update rules,
-    with the epochs run by bpfast's compiled engine.
+_ACCEPT_SPARSE = ["csr", "csc"]
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier trained by bpfast (Adam, SGD or L-BFGS).
+
+    A drop-in for ``sklearn.neural_network.MLPClassifier``: same parameters,
+    defaults, initialisation, output layers and update rules, with the
+    computation done by bpfast's compiled engine. Several classes get a softmax
+    output and the cross-entropy; two classes one logistic unit (the probability
+    of ``classes_[1]``) and a multilabel indicator ``y`` one logistic unit per
+    label, with the binary cross-entropy.
 
     Parameters
     ----------
@@ -82,11 +108,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Width of each hidden layer; ``()`` gives a softmax regression.
     activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
         Hidden activation (bpfast's 'identity', 'sigmoid', 'tanh', 'relu').
-    solver : {'adam', 'sgd'}, default='adam'
+    solver : {'adam', 'sgd', 'lbfgs'}, default='adam'
         'adam': scikit-learn's Adam (see ``beta_1``, ``beta_2``, ``epsilon``; the rate
         is ``learning_rate_init`` whatever ``learning_rate`` says, as in scikit-learn);
-        'sgd': SGD with ``momentum``, ``nesterovs_momentum`` and ``learning_rate``.
-        'lbfgs' is refused (ValueError).
+        'sgd': SGD with ``momentum``, ``nesterovs_momentum`` and ``learning_rate``;
+        'lbfgs': full-batch L-BFGS-B (scipy) on the loss over all rows plus
+        ``alpha / (2 * n_samples) * ||W||^2``, stopped by ``max_iter``, ``max_fun`` and
+        ``tol`` (scipy's ``gtol``); no ``partial_fit``.
     alpha : float >= 0, default=0.0001
         L2 penalty, as in scikit-learn: each batch adds ``alpha / (2 * batch) * ||W||^2``
         to the loss (biases are not penalised), i.e. ``weight_decay = alpha / batch_size``
@@ -130,6 +158,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Adam's ``eps``, added to ``sqrt(v)``: ``update = -lr_t * m / (sqrt(v) + eps)``
         with ``lr_t = learning_rate_init * sqrt(1 - beta_2^t) / (1 - beta_1^t)``.
     n_iter_no_change : int >= 1 or np.inf, default=10
+    max_fun : int >= 1, default=15000
+        ``solver='lbfgs'`` only: the most loss evaluations.
     dtype : {None, 'float32', 'float64'}, default=None
         Floating-point type of the network; None follows X (float32 stays
         float32, anything else becomes float64).
@@ -139,9 +169,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        Class labels, sorted.
+        Class labels, sorted (for a multilabel ``y``: ``0 .. n_labels - 1``).
     network_ : bpfast.Network
-        The trained network, sizes ``[n_features_in_, *hidden_layer_sizes, n_classes]``.
+        The trained network, sizes ``[n_features_in_, *hidden_layer_sizes, n_outputs_]``.
     coefs_ : list of ndarray
         ``coefs_[i]`` of shape ``(layer_units[i], layer_units[i + 1])``; live views
         of ``network_.weights``.
@@ -166,45 +196,58 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     n_layers_ : int
         Number of layers, input and output included.
     n_outputs_ : int
-        Number of output units (= n_classes).
+        Number of output units: 1 for two classes, else the number of classes or labels.
     out_activation_ : str
-        'softmax'.
+        'softmax' or 'logistic'.
     """
 
-    _output_activation = "softmax"
-    _loss = "cross_entropy"
+    _is_classifier = True
+
+    def _output(self):
+        # scikit-learn's choice: softmax for several classes, logistic units (one for two
+        # classes, one per label for multilabel) with the binary cross-entropy otherwise.
+        if self._label_binarizer.y_type_ == "multiclass":
+            return "softmax", "cross_entropy", "softmax"
+        return "sigmoid", "binary_cross_entropy", "logistic"
 
     def _validate_input(self, X, y, incremental, first_pass, classes):
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first_pass)
-        if y.ndim == 1 and y.dtype.kind in "biu":
-            labels = np.unique(y)       # integer labels are classes: skip type_of_target
-        else:
-            check_classification_targets(y)
-            labels = unique_labels(y)
-        if first_pass:
-            if incremental:
-                if classes is None:
-                    raise ValueError("classes must be passed on the first call to partial_fit.")
-                self.classes_ = unique_labels(classes)
-            else:
-                self.classes_ = labels
-        elif incremental and classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
+        X, y = validate_data(self, X, y, accept_sparse=_ACCEPT_SPARSE, multi_output=True,
+                             dtype=(np.float64, np.float32), reset=first_pass)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if incremental and "classes_" not in self.__dict__:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            binarizer = LabelBinarizer()
+            binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
+            self._label_binarizer, self.classes_ = binarizer, binarizer.classes_
+        elif incremental and classes is not None and not np.array_equal(
+                unique_labels(classes), self.classes_):
             raise ValueError(f"`classes={unique_labels(classes)!r}` is not the same as on the last "
                              f"call to partial_fit, was: {self.classes_!r}")
-        if not first_pass and self.warm_start and not incremental:
-            if set(labels) != set(self.classes_):
-                raise ValueError("warm_start can only be used where `y` has the same classes as "
-                                 f"in the previous call to fit. Previously got {self.classes_}, "
-                                 f"`y` has {labels}")
-        elif labels is not self.classes_ and len(np.setdiff1d(labels, self.classes_)):
-            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
-                             f"{self.classes_}. 'y' has {labels}.")
-        Y = (y[:, None] == self.classes_[None, :]).astype(X.dtype)
-        return X, Y, y
+        if not incremental and ("classes_" not in self.__dict__ or not self.warm_start):
+            binarizer = LabelBinarizer()
+            binarizer.fit(y)
+            self._label_binarizer, self.classes_ = binarizer, binarizer.classes_
+        else:
+            labels = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(labels) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the "
+                        f"previous call to fit. Previously got {self.classes_}, `y` has {labels}")
+            elif len(np.setdiff1d(labels, self.classes_)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {labels}.")
+        Y = self._label_binarizer.transform(y).astype(X.dtype)
+        return X, Y
+
+    def _targets_of(self, Y):
+        """The labels that the 0/1 target rows Y encode."""
+        return self._label_binarizer.inverse_transform(Y.ravel() if Y.shape[1] == 1 else Y)
 
     def _validation_score(self, out, y, sample_weight=None) -> float:
-        pred = self.classes_[np.argmax(out, axis=1)]
-        return float(accuracy_score(y, pred, sample_weight=sample_weight))
+        return float(accuracy_score(y, self._targets_of(out), sample_weight=sample_weight))
 
     def fit(self, X: ArrayLike, y: ArrayLike,
             sample_weight: Optional[ArrayLike] = None) -> "MLPClassifier":
@@ -212,10 +255,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Real numbers; converted once to the network's dtype.
-        y : array-like of shape (n_samples,)
-            Class labels (numbers or strings).
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels (numbers or strings), or a 0/1 multilabel indicator matrix.
         sample_weight : array-like of shape (n_samples,), default=None
             Weights >= 0 (not all 0), as in scikit-learn: each batch's loss and
             gradient are the weighted mean over its rows; integer weights on a full
@@ -228,13 +271,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(_stochastic_solver)
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
                     classes: Optional[ArrayLike] = None) -> "MLPClassifier":
         """One epoch over (X, y), continuing the current network and optimizer state.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
             As in ``fit``.
@@ -253,14 +297,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Rows sum to 1; columns follow ``classes_``; the network's dtype.
+            Columns follow ``classes_``; the network's dtype. Rows sum to 1, except
+            for a multilabel classifier, whose columns are each label's probability.
         """
-        return self._forward(X)
+        proba = self._forward(X)
+        if proba.shape[1] == 1:         # one logistic unit: the probability of classes_[1]
+            proba = proba.ravel()
+            return np.vstack([1 - proba, proba]).T
+        return proba
 
     def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Logarithm of ``predict_proba(X)``, shape (n_samples, n_classes)."""
@@ -272,27 +321,28 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
-        y : ndarray of shape (n_samples,)
-            Labels from ``classes_``.
+        y : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            Labels from ``classes_`` (multilabel: the indicator matrix, probability > 0.5).
         """
-        proba = self._forward(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        return self._targets_of(self._forward(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = True
         return tags
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor trained by bpfast (Adam or SGD, squared error).
+    """Multi-layer perceptron regressor trained by bpfast (Adam, SGD or L-BFGS).
 
-    A drop-in for ``sklearn.neural_network.MLPRegressor`` with ``solver='adam'``
-    or ``'sgd'``: same parameters, defaults, initialisation and update rules.
+    A drop-in for ``sklearn.neural_network.MLPRegressor``: same parameters,
+    defaults, initialisation and update rules, one output per target.
+    ``loss='poisson'`` gives an ``exp`` output and the half Poisson deviance.
     Internally the network minimises bpfast's ``'mse'`` (mean over samples and
     outputs of ``(A - Y) ** 2``), whose gradient is scikit-learn's times
     ``2 / n_outputs``: SGD's learning rate is scaled by ``n_outputs / 2``, Adam's
@@ -304,10 +354,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     ----------
     hidden_layer_sizes : int or tuple of int, default=(100,)
     activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
-    loss : {'squared_error'}, default='squared_error'
-        scikit-learn's 'poisson' is refused (ValueError). Keyword-only here, while
-        scikit-learn takes it first by position.
-    solver : {'adam', 'sgd'}, default='adam'
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        'poisson' needs y >= 0. Keyword-only here, while scikit-learn takes it
+        first by position.
+    solver : {'adam', 'sgd', 'lbfgs'}, default='adam'
     alpha : float >= 0, default=0.0001
         L2 penalty: ``alpha / (2 * batch) * ||W||^2`` per batch.
     batch_size : int or 'auto', default='auto'
@@ -330,6 +380,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     beta_2 : float in [0, 1), default=0.999
     epsilon : float > 0, default=1e-8
     n_iter_no_change : int >= 1 or np.inf, default=10
+    max_fun : int >= 1, default=15000
     dtype : {None, 'float32', 'float64'}, default=None
     backend : {'cython', 'reference'}, default='cython'
 
@@ -345,11 +396,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         As for MLPClassifier, with the squared error (validation: R^2).
     n_iter_, t_, n_features_in_, feature_names_in_, n_layers_, n_outputs_ : int
     out_activation_ : str
-        'identity'.
+        'identity', or 'exp' with ``loss='poisson'``.
     """
 
-    _output_activation = "identity"
-    _loss = "mse"
+    _is_classifier = False
     _parameter_constraints: dict = {**PARAMETER_CONSTRAINTS,
                                     "loss": [StrOptions({"squared_error", "poisson"})]}
 
@@ -358,8 +408,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None,
-                 backend="cython"):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=None, backend="cython"):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -367,21 +417,27 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend)
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
+            backend=backend)
         self.loss = loss
 
-    def _check_loss(self) -> None:
-        if self.loss != "squared_error":
-            raise ValueError("bpfast's MLPRegressor implements loss='squared_error' only (an "
-                             f"identity output); got loss={self.loss!r}")
+    def _output(self):
+        if self.loss == "poisson":      # scikit-learn's: exp output, half Poisson deviance
+            return "exp", "poisson", "exp"
+        return "identity", "mse", "identity"
 
     def _validate_input(self, X, y, incremental, first_pass, classes):
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
-                             y_numeric=True, reset=first_pass)
+        X, y = validate_data(self, X, y, accept_sparse=_ACCEPT_SPARSE, multi_output=True,
+                             dtype=(np.float64, np.float32), y_numeric=True, reset=first_pass)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError("loss='poisson' requires non-negative y")
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
-        return X, Y, None
+        return X, Y
+
+    def _targets_of(self, Y):
+        return Y.ravel() if Y.shape[1] == 1 else Y
 
     def _validation_score(self, pred, y, sample_weight=None) -> float:
         if not np.isfinite(pred).all():
@@ -395,7 +451,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Real-valued targets.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -407,13 +463,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(_stochastic_solver)
     def partial_fit(self, X: ArrayLike, y: ArrayLike,
                     sample_weight: Optional[ArrayLike] = None) -> "MLPRegressor":
         """One epoch over (X, y), continuing the current network and optimizer state.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), default=None
             As in ``fit``.
@@ -429,7 +486,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -443,4 +500,5 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
+        tags.input_tags.sparse = True
         return tags
