@@ -17,7 +17,7 @@
 # touched. Set BPFAST_MEMCHECK_DIR to keep the copy somewhere (default: a temp dir,
 # removed afterwards unless BPFAST_MEMCHECK_KEEP=1). Default pytest targets: the kernel,
 # small-product, tiny-layer, network, validation, fuzz, divergence, io, concurrency,
-# optimizer, loss, safety, engine and consistency tests.
+# optimizer, loss, safety, engine, consistency and sparse-input tests.
 set -euo pipefail
 
 MODE=all
@@ -39,7 +39,7 @@ DEFAULT_TESTS=(tests/test_kernels.py tests/test_small_gemm.py tests/test_tiny.py
                tests/test_validation.py tests/test_validation_functional.py tests/test_fuzz.py
                tests/test_divergence.py tests/test_io.py tests/test_concurrency.py
                tests/test_optimizers.py tests/test_losses.py tests/test_safety.py tests/test_engine.py
-               tests/test_consistency.py)
+               tests/test_consistency.py tests/test_sparse_and_full_batch.py)
 if [[ $# -gt 0 ]]; then TESTS=("$@"); else TESTS=(); for t in "${DEFAULT_TESTS[@]}"; do [[ -e "$REPO/$t" ]] && TESTS+=("$t"); done; fi
 
 copy_tree() {   # $1: destination
