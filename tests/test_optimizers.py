@@ -61,10 +61,15 @@ def torch_fit(net0, X, Y, optimizer, settings, epochs, batch_size, clip_norm=Non
                 act = net0.output_activation if l == L - 1 else net0.activation
                 if act == "softmax" and net0.loss == "cross_entropy":
                     a = torch.log_softmax(z, dim=1)
+                elif l == L - 1 and net0.loss == "binary_cross_entropy":
+                    a = z                           # the logits
                 else:
                     a = acts[act](z)
             if net0.loss == "cross_entropy":
                 loss = -(yb * a).sum(dim=1).mean()
+            elif net0.loss == "binary_cross_entropy":
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    a, yb, reduction="sum") / a.shape[0]
             elif net0.loss == "mse":
                 loss = ((a - yb) ** 2).mean()
             else:
@@ -273,3 +278,39 @@ def test_an_optimizer_step_that_would_overflow_keeps_parameters_and_state():
         opt.step()
     assert np.array_equal(net.get_parameters(), before[0])
     assert np.array_equal(net._state, before[1])
+
+
+@pytest.mark.parametrize("optimizer", list(SETTINGS))
+def test_random_networks_match_torch(optimizer):
+    """hypothesis draws the shape, activations, loss, batch size and weight decay."""
+    pytest.importorskip("torch")
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    outputs = [("identity", "mse"), ("sigmoid", "sse"), ("softmax", "cross_entropy"),
+               ("sigmoid", "binary_cross_entropy"), ("tanh", "mse")]
+
+    @hypothesis.settings(max_examples=15, deadline=None, derandomize=True)
+    @hypothesis.given(sizes=st.lists(st.integers(1, 9), min_size=2, max_size=4),
+                      hidden=st.sampled_from(["tanh", "sigmoid", "relu", "identity"]),
+                      output=st.sampled_from(outputs), n=st.integers(4, 30),
+                      batch=st.integers(1, 12), decay=st.sampled_from([0.0, 1e-3, 0.05]),
+                      seed=st.integers(0, 2 ** 16))
+    def check(sizes, hidden, output, n, batch, decay, seed):
+        out, loss = output
+        if out == "softmax" and sizes[-1] < 2:
+            sizes = sizes[:-1] + [2]
+        X, Y = problem(sizes, out if loss != "binary_cross_entropy" else "sigmoid", n=n,
+                       seed=seed)
+        if loss == "binary_cross_entropy":
+            Y = (Y > 0.5).astype(float)
+        settings = dict(SETTINGS[optimizer])
+        if optimizer != "rprop":
+            settings["weight_decay"] = decay
+        bs = n if optimizer == "rprop" else batch
+        net = bpfast.Network(sizes, hidden, out, loss, seed=seed)
+        start = net.clone()
+        net.fit(X, Y, epochs=3, batch_size=bs, shuffle=False, optimizer=optimizer, **settings)
+        want = torch_fit(start, X, Y, optimizer, settings, 3, bs)
+        np.testing.assert_allclose(net.get_parameters(), want, rtol=1e-10, atol=1e-11)
+
+    check()
