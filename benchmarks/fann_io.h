@@ -40,6 +40,21 @@ static struct fann *logistic_mse_network(unsigned n_layers, const unsigned *size
     return ann;
 }
 
+/* The network whose layer count is argv[first] and whose widths follow it, the last
+   arguments; NULL (after printing `usage`) when they are not that. */
+static struct fann *network_from_args(int argc, char **argv, int first, const char *usage)
+{
+    unsigned sizes[64], n_layers, k;
+    if (argc <= first || (n_layers = atoi(argv[first])) < 2 || n_layers > 64
+            || argc != first + 1 + (int)n_layers) {
+        fprintf(stderr, "usage: %s\n", usage);
+        return NULL;
+    }
+    for (k = 0; k < n_layers; k++)
+        sizes[k] = atoi(argv[first + 1 + k]);
+    return logistic_mse_network(n_layers, sizes);
+}
+
 /* The weights of ann from stdin, in fann_get_connection_array's order. */
 static void read_weights(struct fann *ann, const char *program)
 {

@@ -24,18 +24,14 @@
 
 int main(int argc, char **argv)
 {
-    unsigned sizes[64], n_layers, k, j;
+    unsigned j;
     long n_epochs, n_rows, i, r;
-    if (argc < 4 || (n_layers = atoi(argv[3])) < 2 || n_layers > 64 || argc != 4 + (int)n_layers) {
-        fprintf(stderr, "usage: fann_rprop n_epochs n_rows n_layers size_0 ... size_last\n");
+    struct fann *ann = network_from_args(
+        argc, argv, 3, "fann_rprop n_epochs n_rows n_layers size_0 ... size_last");
+    if (ann == NULL)
         return 2;
-    }
     n_epochs = atol(argv[1]);
     n_rows = atol(argv[2]);
-    for (k = 0; k < n_layers; k++)
-        sizes[k] = atoi(argv[4 + k]);
-
-    struct fann *ann = logistic_mse_network(n_layers, sizes);
     fann_set_training_algorithm(ann, FANN_TRAIN_RPROP);
     fann_set_rprop_increase_factor(ann, 1.2f);
     fann_set_rprop_decrease_factor(ann, 0.5f);
@@ -45,7 +41,7 @@ int main(int argc, char **argv)
 
     read_weights(ann, "fann_rprop");
 
-    unsigned n_in = sizes[0], n_out = sizes[n_layers - 1];
+    unsigned n_in = fann_get_num_input(ann), n_out = fann_get_num_output(ann);
     double *X = read_doubles((size_t)n_rows * n_in, "fann_rprop"),
            *Y = read_doubles((size_t)n_rows * n_out, "fann_rprop");
     struct fann_train_data *data = fann_create_train(n_rows, n_in, n_out);

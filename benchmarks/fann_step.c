@@ -19,25 +19,21 @@
 
 int main(int argc, char **argv)
 {
-    unsigned sizes[64], n_layers, k;
+    unsigned k;
     long n_steps, n_rows, i, r;
     float lr;
-    if (argc < 5 || (n_layers = atoi(argv[4])) < 2 || n_layers > 64 || argc != 5 + (int)n_layers) {
-        fprintf(stderr, "usage: fann_step n_steps lr n_rows n_layers size_0 ... size_last\n");
+    struct fann *ann = network_from_args(
+        argc, argv, 4, "fann_step n_steps lr n_rows n_layers size_0 ... size_last");
+    if (ann == NULL)
         return 2;
-    }
     n_steps = atol(argv[1]);
     lr = (float)atof(argv[2]);          /* FANN keeps its learning rate as a float */
     n_rows = atol(argv[3]);
-    for (k = 0; k < n_layers; k++)
-        sizes[k] = atoi(argv[5 + k]);
-
-    struct fann *ann = logistic_mse_network(n_layers, sizes);
     fann_set_learning_rate(ann, lr);
     fann_set_learning_momentum(ann, 0);
 
     read_weights(ann, "fann_step");
-    unsigned n_in = sizes[0], n_out = sizes[n_layers - 1];
+    unsigned n_in = fann_get_num_input(ann), n_out = fann_get_num_output(ann);
     double *X = read_doubles((size_t)n_rows * n_in, "fann_step"),
            *Y = read_doubles((size_t)n_rows * n_out, "fann_step");
 

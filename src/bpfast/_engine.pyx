@@ -908,6 +908,17 @@ cdef class Engine:
                                     self.n_params, &update)
         return update.step
 
+    def weight_sq_norm(self):
+        """sum of W[l]**2 over all layers, in double (the L2 term's sum of fit's loss)."""
+        cdef char* P = data(self.params)
+        cdef double s
+        with nogil:
+            if self.is_double:
+                s = weight_sq_norm(&self.net, <double*>P)
+            else:
+                s = weight_sq_norm(&self.net, <float*>P)
+        return s
+
     def params_finite(self):
         """True when no parameter is NaN or infinite."""
         cdef char* P = data(self.params)

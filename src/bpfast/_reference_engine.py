@@ -199,7 +199,7 @@ class ReferenceEngine:
             loss, n, ok = self._epoch(X, Y, w, batch_size, shuffled, u)
             n_updates += n
             if u["weight_decay"] and OPTIMIZERS[u["optimizer"]] != "adamw":
-                loss += 0.5 * u["weight_decay"] * self._weight_sq_norm()
+                loss += 0.5 * u["weight_decay"] * self.weight_sq_norm()
             if not (ok and math.isfinite(loss) and self.params_finite()):
                 self.params[...] = backup
                 return np.array(losses), n_updates, True, False, u["step"]
@@ -222,7 +222,8 @@ class ReferenceEngine:
             loss_sum += loss if self.loss == "sse" else loss * len(rows)
         return (loss_sum if self.loss == "sse" else loss_sum / N), n_updates, True
 
-    def _weight_sq_norm(self):
+    def weight_sq_norm(self):
+        """sum of W[l]**2 over all layers, in double (biases are not regularised)."""
         return float(sum(np.dot(self.params[w].astype(np.float64), self.params[w]) for w, _, _ in self.views))
 
     def params_finite(self):

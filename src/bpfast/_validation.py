@@ -198,13 +198,14 @@ def one_hot_labels(labels, n_classes, name="Y"):
     return np.eye(n_classes)[labels]
 
 
-def as_sample_weight(x, n, dtype, name="sample_weight"):
-    """Sample weights: one finite number >= 0 per row, not all 0, in dtype."""
+def as_sample_weight(x, n, dtype, name="sample_weight", all_zero=False):
+    """Sample weights: one finite number >= 0 per row, in dtype; not all 0 unless
+    `all_zero` (one MPI rank's share, whose rows then do not count)."""
     w = as_vector(x, name, dtype, n)
     if (w < 0).any():
         raise ValueError(f"{name} must be >= 0; got {w[w < 0][0]!r} at row "
                          f"{int(np.argmax(w < 0))}")
-    if not w.any():
+    if not all_zero and not w.any():
         raise ValueError(f"{name} is all zeros: no row would count")
     return w
 

@@ -36,7 +36,7 @@ from typing import Optional
 import numpy as np
 
 from bpfast import optim
-from bpfast._validation import as_bool, as_vector, positive_int, seed_value
+from bpfast._validation import as_bool, as_sample_weight, positive_int, seed_value
 from bpfast.network import History, Network
 
 # The metadata key of a checkpoint's run state in a bpfast.save file.
@@ -169,8 +169,10 @@ def _prepare(net, X, Y, rank, epochs, batch_size, lr, shuffle, seed, optimizer, 
         X = X.copy()
     if np.may_share_memory(Y, net._params):
         Y = Y.copy()
-    weights = None if sample_weight is None else _rank_weights(sample_weight, X.shape[0],
-                                                               net.dtype)
+    # All zeros is allowed on one rank; the sum over every rank is checked once the ranks
+    # have spoken.
+    weights = None if sample_weight is None else as_sample_weight(
+        sample_weight, X.shape[0], net.dtype, all_zero=True)
     validation = net._validation_pair(validation_data)
     opt = optim.make(net, optimizer, lr, momentum, nesterov, weight_decay, betas, eps, etas,
                      step_sizes, clip_norm)
@@ -190,16 +192,6 @@ def _prepare(net, X, Y, rank, epochs, batch_size, lr, shuffle, seed, optimizer, 
     if local.seed is None and rank == 0 and local.resumed is None:
         local.seed = int(net._rng.integers(0, 2 ** 63))
     return local
-
-
-def _rank_weights(sample_weight, n, dtype):
-    """One rank's sample weights: finite, >= 0; all zeros is allowed on a rank (its rows
-    do not count), and the sum over every rank is checked once the ranks have spoken."""
-    w = as_vector(sample_weight, "sample_weight", dtype, n)
-    if (w < 0).any():
-        raise ValueError(f"sample_weight must be >= 0; got {w[w < 0][0]!r} at row "
-                         f"{int(np.argmax(w < 0))}")
-    return w
 
 
 def _path(value, name):
@@ -452,7 +444,8 @@ class _Run:
         self.comm.Allreduce(self.in_place, parts)
         loss = parts[0] / self.total_rows if self.mean_loss else parts[0]
         if self.opt.weight_decay and self.opt.name != "adamw":
-            loss += 0.5 * float(net.dtype.type(self.opt.weight_decay)) * _weight_sq_norm(net)
+            loss += (0.5 * float(net.dtype.type(self.opt.weight_decay))
+                     * net._engine.weight_sq_norm())
         if not (math.isfinite(loss) and net._engine.params_finite()):
             net._params[...] = backup
             net._forget_state()         # not finite either; a later fit starts afresh
@@ -492,11 +485,6 @@ class _Run:
             raise error
         if message is not None:
             raise RankError(f"rank 0 could not write the checkpoint: {message}")
-
-
-def _weight_sq_norm(net) -> float:
-    return float(sum(np.dot(W.reshape(-1).astype(np.float64), W.reshape(-1))
-                     for W in net.weights))
 
 
 def _in_place(comm):
