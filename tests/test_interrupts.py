@@ -11,7 +11,8 @@ import ctrl_c_latency  # noqa: E402
 
 
 @pytest.mark.parametrize("sizes, batch, dtype", [([64, 128, 8], 32, "float64"),
-                                                 ([2, 2, 1], 1, "float32")])
+                                                 ([2, 2, 1], 1, "float32"),
+                                                 ([16, 32, 4], 2000, "float64")])    # full batch
 def test_ctrl_c_stops_a_long_fit_quickly_and_keeps_the_partial_history(sizes, batch, dtype):
     result = ctrl_c_latency.one_try(sizes, batch, dtype, delay=0.4)
     assert "latency" in result, result
@@ -19,7 +20,8 @@ def test_ctrl_c_stops_a_long_fit_quickly_and_keeps_the_partial_history(sizes, ba
     assert result["latency"] < 1.0
     assert result["finite"] and result["continued"]      # and the Network trains on
     batches_per_epoch = -(-2000 // batch)
-    # Every completed epoch is in the History, and the interrupted one's updates too.
+    # Every completed epoch is in the History (also one whose last batch saw the signal),
+    # and the interrupted one's updates too.
     assert result["epochs"] * batches_per_epoch <= result["updates"]
     assert result["updates"] < (result["epochs"] + 1) * batches_per_epoch
 

@@ -440,7 +440,7 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
                    const Workspace* ws, Update* upd, Interrupts* it,
                    double* loss_sum) noexcept nogil:
     """One epoch of mini-batch training; returns 0, 1 if a batch loss is not finite, 2 if
-    interrupted after a batch.
+    interrupted after a batch, 3 if interrupted after the epoch's last batch.
 
     loss_sum receives the sum over batches of batch loss * batch rows (of the batch
     loss itself for 'sse', a sum already). The last, partial batch is trained too:
@@ -491,7 +491,8 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
         if countdown == 0:
             it.countdown = 0
             if look(it):
-                status = 2
+                # After the epoch's last batch the epoch is complete: it goes in the History.
+                status = 2 if start < N else 3
                 break
             countdown = it.countdown
     it.countdown = countdown
@@ -559,6 +560,9 @@ cdef Py_ssize_t run_epochs(const Net* net, const floating* X, const floating* Y,
             if all_finite(run.n_params, P):
                 return e
             status = 1
+        elif status == 3:
+            run.interrupted = True      # a complete epoch: its loss is kept below
+            status = 0
         loss = loss_sum if net.loss == LOSS_SSE else loss_sum / run.n_samples
         if upd.weight_decay != 0 and upd.optimizer != OPT_ADAMW:
             # The L2 term (AdamW's decay is no term of the loss), at the dtype of the
@@ -569,6 +573,8 @@ cdef Py_ssize_t run_epochs(const Net* net, const floating* X, const floating* Y,
             run.diverged = True
             return e
         losses[e] = loss
+        if run.interrupted:
+            return e + 1
     return n_epochs
 
 
