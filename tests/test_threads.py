@@ -28,9 +28,10 @@ OPTIMIZERS = (dict(), dict(momentum=0.9, nesterov=True, weight_decay=1e-3),
 
 @pytest.fixture
 def small_splits():
-    """Split products from 256 multiply-adds and loops from 64 elements on."""
+    """Split products from 512 multiply-adds (in up to 4 blocks) and loops from 128
+    elements on."""
     before = _kernels.split_thresholds()
-    _kernels.split_thresholds(256, 64)
+    _kernels.split_thresholds(256, 64, 4)
     yield
     _kernels.split_thresholds(*before)
 
@@ -237,7 +238,7 @@ def test_networks_in_separate_python_threads_train_to_the_bits_of_a_serial_run(s
 
 
 def _train_in_child(queue):
-    _kernels.split_thresholds(256, 64)
+    _kernels.split_thresholds(256, 64, 4)
     sizes = [24, 48, 40, 5]
     net, history = trained(sizes, "relu", "softmax", "cross_entropy", "float64", {}, 2)
     queue.put(fingerprint(net, history, data(sizes, "float64")[0]))
