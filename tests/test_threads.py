@@ -255,3 +255,11 @@ def test_a_forked_child_trains_with_threads_after_the_parent_used_them(small_spl
     child.join(120)
     assert child.exitcode == 0, "the child hung or failed"
     assert queue.get(timeout=10) == expected
+
+
+def test_joblibs_process_workers_default_to_their_share_of_the_cores():
+    joblib = pytest.importorskip("joblib")
+    cpus = len(os.sched_getaffinity(0))
+    shares = joblib.Parallel(n_jobs=2, backend="loky")(
+        joblib.delayed(bpfast.default_threads)() for _ in range(2))
+    assert shares == [max(cpus // 2, 1)] * 2
