@@ -73,6 +73,9 @@ typedef float bpf_sg_f_elem;
 BPF_VOPS(bpf_sg_d, __m256d, 4, pd, _mm256_broadcast_sd, int64_t)
 BPF_VOPS(bpf_sg_f, __m256, 8, ps, _mm256_broadcast_ss, int32_t)
 
+/* The rows of op(A) one pass over the column tiles takes: about this many bytes. */
+#define BPF_SG_A_CHUNK (192 * 1024)
+
 /* One tile of C: MR rows (1..6) by NV vectors (1 or 2), the last one masked or not.
  * Called with constant MR, NV, MASKED so that the compiler unrolls it into registers. */
 #define BPF_SMALL_GEMM(X, T, VT, LANES, TARGET, MT)                                  \
@@ -107,19 +110,26 @@ BPF_VOPS(bpf_sg_f, __m256, 8, ps, _mm256_broadcast_ss, int32_t)
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
             T* C, ptrdiff_t ldc) {                                                   \
         ptrdiff_t step_r = trans_a ? 1 : lda;                                        \
-        MT mask = bpf_vmask_##X(LANES);                                              \
-        for (ptrdiff_t j = 0; j < n; ) {                                             \
-            /* Columns j.. in 2 vectors, or what is left in 1 or 2, the last masked. */ \
-            ptrdiff_t left = n - j, width = left < 2 * LANES ? left : 2 * LANES;     \
-            int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;              \
-            if (masked) mask = bpf_vmask_##X(width - (nv - 1) * LANES);              \
-            for (ptrdiff_t i = 0; i < m; i += 6) {                                   \
-                ptrdiff_t mr = m - i < 6 ? m - i : 6;                                \
-                const T* a = A + i * step_r;                                         \
-                T* c = C + i * ldc + j;                                              \
-                BPF_TILES(X, (int)mr, nv, masked)                                    \
+        /* Rows in chunks of about BPF_SG_A_CHUNK bytes of op(A), each chunk through   \
+         * every column tile while it is in L2 (the order of tiles cannot change a bit). */ \
+        ptrdiff_t chunk = BPF_SG_A_CHUNK / (k * (ptrdiff_t)sizeof(T)) / 6 * 6;         \
+        if (chunk < 6) chunk = 6;                                                    \
+        for (ptrdiff_t i0 = 0; i0 < m; i0 += chunk) {                                \
+            ptrdiff_t i1 = m - i0 < chunk ? m : i0 + chunk;                          \
+            MT mask = bpf_vmask_##X(LANES);                                          \
+            for (ptrdiff_t j = 0; j < n; ) {                                         \
+                /* Columns j.. in 2 vectors, or what is left in 1 or 2, the last masked. */ \
+                ptrdiff_t left = n - j, width = left < 2 * LANES ? left : 2 * LANES; \
+                int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;          \
+                if (masked) mask = bpf_vmask_##X(width - (nv - 1) * LANES);          \
+                for (ptrdiff_t i = i0; i < i1; i += 6) {                             \
+                    ptrdiff_t mr = i1 - i < 6 ? i1 - i : 6;                          \
+                    const T* a = A + i * step_r;                                     \
+                    T* c = C + i * ldc + j;                                          \
+                    BPF_TILES(X, (int)mr, nv, masked)                                \
+                }                                                                    \
+                j += width;                                                          \
             }                                                                        \
-            j += width;                                                              \
         }                                                                            \
     }
 
