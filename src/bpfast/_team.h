@@ -285,8 +285,15 @@ static void bpf_team_run(ptrdiff_t n_blocks, bpf_block_fn fn, void* ctx) {
     pthread_mutex_lock(&bpf_team.lock);
     bpf_team.open = 0;                  /* a worker that wakes now finds nothing to do */
     pthread_mutex_unlock(&bpf_team.lock);
-    while (atomic_load_explicit(&bpf_team.active, memory_order_acquire) > 0)
-        __builtin_ia32_pause();
+    /* A worker is finishing a block. On a busy machine it may have lost its CPU:
+     * after a short spin, give this one up while waiting. */
+    for (int spins = 0; atomic_load_explicit(&bpf_team.active, memory_order_acquire) > 0;
+         spins++) {
+        if (spins < 4096)
+            __builtin_ia32_pause();
+        else
+            sched_yield();
+    }
     atomic_store(&bpf_team.busy, 0);
 }
 
