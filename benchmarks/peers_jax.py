@@ -104,9 +104,6 @@ class _JaxImpl:
         """[(W, b)] as NumPy arrays, for the correctness check."""
         return [(np.asarray(W).copy(), np.asarray(b).copy()) for W, b in self.params]
 
-    def _block(self):
-        jax.block_until_ready(self.params)
-
 
 class JaxStep(_JaxImpl):
     """jax.jit(SGD step), called from a Python loop once per batch."""
