@@ -8,6 +8,7 @@ case's initial weights, and the figure is the median of the blocks.
 """
 import gc
 import math
+import os
 import statistics
 import sys
 import time
@@ -31,6 +32,7 @@ class BpfastFit:
         self.net = bpfast.Network(list(case.sizes), case.activation, case.output_activation,
                                   case.loss, dtype=case.dtype, seed=0, n_threads=n_threads)
         self.name = name or f"bpfast fit, n_threads={n_threads}"
+        self.last_cpu = None        # process CPU seconds of the last run(), all threads
         self.reset()
 
     def reset(self):
@@ -41,10 +43,12 @@ class BpfastFit:
     def run(self, n):
         """Make at least n updates (whole epochs); (wall seconds, updates)."""
         epochs = max(1, math.ceil(n / self.case.n_batches))
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         hist = self.net.fit(self.X, self.Y, epochs=epochs, batch_size=self.case.batch, lr=LR,
                             shuffle=False)
-        return time.perf_counter() - t0, hist.n_updates
+        t = time.perf_counter() - t0
+        self.last_cpu = time.process_time() - c0
+        return t, hist.n_updates
 
     def weights(self):
         return [(W.copy(), b.copy()) for W, b in zip(self.net.weights, self.net.biases)]
@@ -67,15 +71,19 @@ def calibrate(impl, block):
         n = done * (4 if t < block / 40 else 2)
 
 
-def interleaved_medians(impls, repeats, block, label=""):
+def interleaved_medians(impls, repeats, block, label="", busy=None):
     """{impl.name: median wall seconds per update} over `repeats` blocks of each impl,
-    the impls taking turns."""
+    the impls taking turns. If `busy` is a dict, busy[impl.name] gets the median of
+    process CPU time / wall time over the blocks of each impl with a `last_cpu`: how many
+    CPUs the process kept busy (a thread spinning while it waits counts as busy, one
+    descheduled by another process's work does not)."""
     sizes = {}
     for impl in impls:                  # warm-up (JAX compiles here) and block length
         impl.run(2)
         impl.reset()
         sizes[impl.name] = calibrate(impl, block)
     samples = {impl.name: [] for impl in impls}
+    cpus = {impl.name: [] for impl in impls}
     gc.collect()
     for rep in range(repeats):
         k = rep % len(impls)
@@ -88,8 +96,20 @@ def interleaved_medians(impls, repeats, block, label=""):
             finally:
                 gc.enable()
             samples[impl.name].append(t / done)
+            if getattr(impl, "last_cpu", None) is not None:
+                cpus[impl.name].append(impl.last_cpu / t)
         log(f"  {label} rep {rep + 1}/{repeats}")
+    if busy is not None:
+        busy.update({name: statistics.median(v) for name, v in cpus.items() if v})
     return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def load_average():
+    """The 1-minute load average, as text ('?' where the OS has none)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        return "?"
 
 
 def fmt_us(seconds):

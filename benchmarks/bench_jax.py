@@ -61,7 +61,7 @@ def run_worker(args):
     import warnings
 
     import bpfast
-    from _timing import BpfastFit, interleaved_medians, log, same_bits
+    from _timing import BpfastFit, interleaved_medians, load_average, log, same_bits
     from cases import CHECK_LR, initial_parameters, make_data, select_cases
     try:
         import peers_jax
@@ -71,7 +71,8 @@ def run_worker(args):
 
     out = dict(setting=args.worker, pinned_cpu=pinned, cpus=len(os.sched_getaffinity(0)),
                jax_version=peers_jax and peers_jax.JAX_VERSION, jax_skipped=jax_why,
-               bpfast_version=getattr(bpfast, "__version__", "?"), cases=[])
+               bpfast_version=getattr(bpfast, "__version__", "?"), cases=[],
+               load_start=load_average())
     threads = 1 if args.worker == "one-cpu" else None
     for case in select_cases(args.cases):
         log(f"[{args.worker}] {case.name}")
@@ -98,8 +99,11 @@ def run_worker(args):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 impls += [peers_jax.JaxStep(case, data, init), peers_jax.JaxScan(case, data, init)]
-        row["medians"] = interleaved_medians(impls, args.repeats, args.block, label=case.name)
+        row["busy"] = {}
+        row["medians"] = interleaved_medians(impls, args.repeats, args.block, label=case.name,
+                                             busy=row["busy"])
         out["cases"].append(row)
+    out["load_end"] = load_average()
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump(out, f)
 
@@ -130,9 +134,9 @@ def setting_table(res):
 
 def speedup_table(res):
     """bpfast at its default n_threads against n_threads=1 (default-threads setting)."""
-    lines = ["| network | batch | dtype | n_threads=1 | default | speedup | target "
+    lines = ["| network | batch | dtype | n_threads=1 | default | speedup | CPUs busy | target "
              "| same bits | default vs JAX scan |",
-             "|---|---:|---|---:|---:|---:|---|---|---|"]
+             "|---|---:|---|---:|---:|---:|---:|---|---|---|"]
     for c in res["cases"]:
         m = c["medians"]
         one, default, scan = m[BP_ONE], m[BP_DEFAULT], m.get(JAX_NAMES[1])
@@ -147,7 +151,7 @@ def speedup_table(res):
             vs = "met" if default <= scan else "**missed**"
             vs += f" ({scan / default:.2f}x)"
         lines.append(f"| {c['key']} | {c['batch']} | {c['dtype']} | {_us(one)} | {_us(default)} "
-                     f"| {one / default:.2f}x | {t} | {'yes' if c['same_bits'] else '**NO**'} "
+                     f"| {one / default:.2f}x | {c['busy'][BP_DEFAULT]:.2f} | {t} | {'yes' if c['same_bits'] else '**NO**'} "
                      f"| {vs} |")
     return lines
 
@@ -173,7 +177,10 @@ def report(results, cmd):
              f"{cpus} usable by this process; Python {platform.python_version()}",
              f"- bpfast {default['bpfast_version']}, JAX {default['jax_version'] or 'not installed'}",
              "- µs per update, wall clock, medians of interleaved blocks; ratios above 1 "
-             "mean bpfast is faster", ""]
+             "mean bpfast is faster",
+             "- load average (1 min) at the start and end of each run: one CPU "
+             f"{one['load_start']} / {one['load_end']}, default threads {default['load_start']} "
+             f"/ {default['load_end']}", ""]
     if default["jax_skipped"]:
         lines += [f"JAX columns skipped: {default['jax_skipped']}.", ""]
     lines += [f"## One CPU (pinned to CPU {one['pinned_cpu']} before import; bpfast "

@@ -26,7 +26,7 @@ import numpy as np
 import bpfast
 
 from _native import one_blas_thread
-from _timing import BpfastFit, fmt_us, interleaved_medians, log, same_bits
+from _timing import BpfastFit, fmt_us, interleaved_medians, load_average, log, same_bits
 from cases import CASES, initial_parameters, make_data, select_cases
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,7 +78,8 @@ def two_networks(repeats, quick):
 
 # ----------------------------------------------------------------------------- part 2
 def scaling(cases, counts, repeats, block):
-    """[(case, {n_threads: seconds per update}, same bits at every count)] for one Network."""
+    """[(case, {n_threads: seconds per update}, {n_threads: CPUs busy}, same bits at every
+    count)] for one Network."""
     out = []
     for case in cases:
         log(f"[{case.name}] n_threads {counts[0]}..{counts[-1]}")
@@ -87,20 +88,24 @@ def scaling(cases, counts, repeats, block):
         for impl in impls:                      # one epoch at each count: the same bits?
             impl.run(case.n_batches)
         bits = all(same_bits(impl.weights(), impls[0].weights()) for impl in impls[1:])
-        medians = interleaved_medians(impls, repeats, block, label=case.name)
-        out.append((case, {k: medians[impl.name] for k, impl in zip(counts, impls)}, bits))
+        busy = {}
+        medians = interleaved_medians(impls, repeats, block, label=case.name, busy=busy)
+        out.append((case, {k: medians[impl.name] for k, impl in zip(counts, impls)},
+                    {k: busy[impl.name] for k, impl in zip(counts, impls)}, bits))
     return out
 
 
 def scaling_table(rows, counts):
     """Markdown lines: µs per update at each count, then the speedup over one thread."""
     head = ["network", "batch", "dtype"] + [f"{k} thread{'s' * (k > 1)} µs" for k in counts]
-    head += [f"speedup at {k}" for k in counts[1:]] + ["same bits"]
+    head += [f"speedup at {k}" for k in counts[1:]]
+    head += [f"CPUs busy at {counts[-1]}", "same bits"]
     lines = ["| " + " | ".join(head) + " |",
-             "|---|---:|---|" + "---:|" * (len(counts) + len(counts) - 1) + "---|"]
-    for case, t, bits in rows:
+             "|---|---:|---|" + "---:|" * (2 * len(counts)) + "---|"]
+    for case, t, busy, bits in rows:
         cells = [case.key, str(case.batch), case.dtype] + [fmt_us(t[k]) for k in counts]
         cells += [f"{t[counts[0]] / t[k]:.2f}x" for k in counts[1:]]
+        cells.append(f"{busy[counts[-1]]:.2f}")
         cells.append("yes" if bits else "**NO**")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -116,7 +121,7 @@ def plot(rows, counts, path):
         return False
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(counts, counts, "k--", lw=1, label="linear")
-    for case, t, _ in rows:
+    for case, t, *_ in rows:
         ax.plot(counts, [t[counts[0]] / t[k] for k in counts], "o-", label=case.name)
     ax.set_xlabel("n_threads")
     ax.set_ylabel("speedup of fit over n_threads=1")
@@ -156,7 +161,8 @@ def main(argv=None):
 
     lines = ["# bpfast and threads", "",
              f"- {os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable by this process; "
-             f"bpfast's default n_threads here: {bpfast.default_threads()}", ""]
+             f"bpfast's default n_threads here: {bpfast.default_threads()}; load average "
+             f"(1 min) at the start: {load_average()}", ""]
     if args.part in ("all", "two"):
         lines += ["## Two networks in two Python threads (n_threads=1 each, BLAS at 1 thread; "
                   f"medians of {2 if args.quick else 5})", ""]
@@ -174,6 +180,7 @@ def main(argv=None):
                 lines += [f"Plot: `{args.plot}`", ""]
             else:
                 lines += ["No plot: matplotlib is not installed.", ""]
+    lines += [f"Load average (1 min) at the end: {load_average()}.", ""]
     script = os.path.relpath(os.path.abspath(__file__), ROOT)
     cmd = "python " + shlex.join([script] + (sys.argv[1:] if argv is None else list(argv)))
     lines += [f"Command: `{cmd}`", ""]

@@ -216,12 +216,14 @@ def test_bench_threads_quick_tables_and_plot(tmp_path):
     assert [r[0] for r in two] == ["2-2-2", "64-64-10", "784-128-10"], text
     for _, _, seq, par, speedup in two:
         assert _num(speedup) == pytest.approx(_num(seq) / _num(par), rel=0.05, abs=0.01)
-    assert "| network | batch | dtype | 1 thread µs | 2 threads µs | speedup at 2 | same bits |" in text
+    assert ("| network | batch | dtype | 1 thread µs | 2 threads µs | speedup at 2 "
+            "| CPUs busy at 2 | same bits |") in text
     rows = _rows(text, rf"^\| (64-64-10|784-128-10) \| (32|64) \| (float32) \| ({NUMBER}) \| "
-                       rf"({NUMBER}) \| ({NUMBER})x \| (yes|\*\*NO\*\*) \|$")
+                       rf"({NUMBER}) \| ({NUMBER})x \| ([\d.]+) \| (yes|\*\*NO\*\*) \|$")
     assert [r[0] for r in rows] == ["64-64-10", "784-128-10"], text
-    for *_, one, two_threads, speedup, bits in rows:
+    for *_, one, two_threads, speedup, busy, bits in rows:
         assert bits == "yes"
+        assert 0 < float(busy) <= 2.1           # process CPU time / wall time, 2 threads
         assert _num(speedup) == pytest.approx(_num(one) / _num(two_threads), rel=0.05, abs=0.01)
     try:
         import matplotlib  # noqa: F401
@@ -276,10 +278,12 @@ def test_bench_jax_quick_both_settings(tmp_path, hide_jax):
                        rf"{jax_cell} \| {NUMBER} \| {ratio_cell} \|$")
     assert [r[0] for r in rows] == ["64-64-10", "784-128-10"] * 2, text
     speed = _rows(text, rf"^\| (64-64-10|784-128-10) \| (?:32|64) \| float32 \| ({NUMBER}) \| "
-                        rf"({NUMBER}) \| ({NUMBER})x \| ([^|]+) \| (yes|\*\*NO\*\*) \| ([^|]+) \|$")
+                        rf"({NUMBER}) \| ({NUMBER})x \| ([\d.]+) \| ([^|]+) \| (yes|\*\*NO\*\*) \| "
+                        rf"([^|]+) \|$")
     assert [r[0] for r in speed] == ["64-64-10", "784-128-10"], text
-    for key, one, default, speedup, target, bits, vs_jax in speed:
+    for key, one, default, speedup, busy, target, bits, vs_jax in speed:
         assert bits == "yes"                    # n_threads left the bits alone
+        assert float(busy) > 0
         ratio = _num(one) / _num(default)
         assert _num(speedup) == pytest.approx(ratio, rel=0.05, abs=0.01)
         if key == "784-128-10":
