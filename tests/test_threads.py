@@ -28,9 +28,10 @@ OPTIMIZERS = (dict(), dict(momentum=0.9, nesterov=True, weight_decay=1e-3),
 
 @pytest.fixture
 def small_splits():
-    """Split products from 256 multiply-adds and loops from 64 elements on."""
+    """Split products from 512 multiply-adds (in up to 4 blocks) and loops from 128
+    elements on."""
     before = _kernels.split_thresholds()
-    _kernels.split_thresholds(256, 64)
+    _kernels.split_thresholds(256, 64, 4)
     yield
     _kernels.split_thresholds(*before)
 
@@ -237,7 +238,7 @@ def test_networks_in_separate_python_threads_train_to_the_bits_of_a_serial_run(s
 
 
 def _train_in_child(queue):
-    _kernels.split_thresholds(256, 64)
+    _kernels.split_thresholds(256, 64, 4)
     sizes = [24, 48, 40, 5]
     net, history = trained(sizes, "relu", "softmax", "cross_entropy", "float64", {}, 2)
     queue.put(fingerprint(net, history, data(sizes, "float64")[0]))
@@ -254,3 +255,11 @@ def test_a_forked_child_trains_with_threads_after_the_parent_used_them(small_spl
     child.join(120)
     assert child.exitcode == 0, "the child hung or failed"
     assert queue.get(timeout=10) == expected
+
+
+def test_joblibs_process_workers_default_to_their_share_of_the_cores():
+    joblib = pytest.importorskip("joblib")
+    cpus = len(os.sched_getaffinity(0))
+    shares = joblib.Parallel(n_jobs=2, backend="loky")(
+        joblib.delayed(bpfast.default_threads)() for _ in range(2))
+    assert shares == [max(cpus // 2, 1)] * 2

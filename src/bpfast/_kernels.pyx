@@ -106,6 +106,8 @@ cdef extern from "_smallgemm.h" nogil:
                           const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb,
                           float beta, float* C, Py_ssize_t ldc)
 
+import os
+
 import numpy as np
 
 from bpfast.activations import ACTIVATIONS, LOSSES
@@ -138,17 +140,20 @@ cdef enum:
     WT_BYTES = 16384
     WT_DOUBLES = 2048
 
-# Threads. A BLAS product of at least 2 * SPLIT_PRODUCT multiply-adds is cut into 2 or
-# 4 blocks of rows or columns of C (at least SPLIT_PRODUCT each, cut at multiples of
-# SPLIT_GRAIN), and the blocks are shared by the thread team. The cut depends on the
-# shape alone, never on the thread count: a block of a product is its own BLAS call,
-# whose bits differ from those of the same elements in a larger call, so cutting the
-# same way at every thread count is what keeps the bits. At one thread the cut costs
-# 0-7% (benchmarks/README.md). The register kernel's and the element-wise loops' bits
-# do not depend on a cut: they split by the thread count, from SPLIT_ELEMENTS elements
-# a block. benchmarks/bench_threads.py measures the thresholds.
+# Threads. A BLAS product of at least 2 * SPLIT_PRODUCT multiply-adds is cut into 2, 4 ...
+# up to SPLIT_MAX_BLOCKS blocks of rows or columns of C (at least SPLIT_PRODUCT each, cut
+# at multiples of SPLIT_GRAIN), and the blocks are shared by the thread team. The cut
+# depends on the shape and the machine alone, never on the thread count: a block of a
+# product is its own BLAS call, whose bits differ from those of the same elements in a
+# larger call, so cutting the same way at every thread count is what keeps the bits.
+# SPLIT_MAX_BLOCKS follows the machine's CPU count (os.cpu_count(), not the affinity mask
+# or any thread limit): each block more costs one thread a few percent
+# (benchmarks/bench_split.py). The register kernel's and the element-wise loops' bits do
+# not depend on a cut: they split by the thread count, from SPLIT_ELEMENTS elements a block.
 cdef Py_ssize_t SPLIT_PRODUCT = 1 << 20
-cdef Py_ssize_t SPLIT_MAX_BLOCKS = 4
+cdef Py_ssize_t SPLIT_MAX_BLOCKS = 1
+while SPLIT_MAX_BLOCKS * 2 <= min(8, os.cpu_count() or 1):
+    SPLIT_MAX_BLOCKS *= 2
 cdef Py_ssize_t SPLIT_GRAIN = 16
 cdef Py_ssize_t SPLIT_ELEMENTS = 1 << 15
 # BLAS products from this many multiply-adds run with the BLAS held to one thread
@@ -329,9 +334,10 @@ cdef inline void dot_products(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize
 
 
 def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint trans_b=False,
-           bint loops=False, double alpha=1, double beta=0, out=None):
+           bint loops=False, double alpha=1, double beta=0, out=None, int n_threads=1):
     """alpha * op(A) @ op(B) (+ beta * out) through gemm() (or gemm_loops() with
-    loops=True), into `out` when given; for tests."""
+    loops=True) on n_threads threads (0: the default), into `out` when given; for tests
+    and benchmarks."""
     cdef Py_ssize_t m = A.shape[1] if trans_a else A.shape[0]
     cdef Py_ssize_t k = A.shape[0] if trans_a else A.shape[1]
     cdef Py_ssize_t kb = B.shape[1] if trans_b else B.shape[0]
@@ -347,12 +353,14 @@ def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint tran
     cdef const floating* pa = &A[0, 0] if k > 0 else NULL
     cdef const floating* pb = &B[0, 0] if k > 0 else NULL
     with nogil:
+        team_enter(n_threads)
         if loops:
             gemm_loops(trans_a, trans_b, m, n, k, <floating>alpha, pa, A.shape[1], pb,
                        B.shape[1], <floating>beta, &C[0, 0], n)
         else:
             gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, A.shape[1], pb, B.shape[1],
                  <floating>beta, &C[0, 0], n)
+        team_leave()
     return out
 
 
@@ -1051,15 +1059,17 @@ def blas_thread_limit():
     return bpf_blas_limit()
 
 
-def split_thresholds(product=None, elements=None):
-    """(SPLIT_PRODUCT, SPLIT_ELEMENTS): set them to measure (benchmarks/bench_threads.py)
-    or to make tests split small shapes."""
-    global SPLIT_PRODUCT, SPLIT_ELEMENTS
+def split_thresholds(product=None, elements=None, max_blocks=None):
+    """(SPLIT_PRODUCT, SPLIT_ELEMENTS, SPLIT_MAX_BLOCKS): set them to measure
+    (benchmarks/bench_split.py) or to make tests split small shapes."""
+    global SPLIT_PRODUCT, SPLIT_ELEMENTS, SPLIT_MAX_BLOCKS
     if product is not None:
         SPLIT_PRODUCT = max(1, int(product))
     if elements is not None:
         SPLIT_ELEMENTS = max(1, int(elements))
-    return SPLIT_PRODUCT, SPLIT_ELEMENTS
+    if max_blocks is not None:
+        SPLIT_MAX_BLOCKS = max(1, int(max_blocks))
+    return SPLIT_PRODUCT, SPLIT_ELEMENTS, SPLIT_MAX_BLOCKS
 
 
 # ================================================================ switches for tests and benchmarks
