@@ -122,13 +122,15 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # _smallgemm.h's register kernel when it is on: up to here it beats OpenBLAS, past it
 # BLAS wins (benchmarks/bench_small_gemm.py). On AVX2 CPUs (OpenBLAS's Haswell kernels,
 # no small-matrix path) SMALL_GEMM_BYTES. On AVX-512 CPUs the kernel's 512-bit variant
-# beats OpenBLAS's SkylakeX kernels on larger products, as long as the rows of B are
-# short (at most SMALL_GEMM_ROW_AVX512 bytes: the kernel reads B in place, and longer
-# rows put a column panel in few L1 sets), up to SMALL_GEMM_BYTES_AVX512 (with A.T,
-# read across its rows, SMALL_GEMM_BYTES_AVX512_AT), from 5 rows of op(A) on; and a single
-# row of A (one sample) at any size (1x1024 @ 1024x1024 float32: 54 us against BLAS's 266).
+# beats or ties OpenBLAS's SkylakeX kernels on larger products, from 5 rows of op(A) on:
+# with A, when B has short rows (at most SMALL_GEMM_ROW_AVX512 bytes: longer rows put a
+# column panel in few L1 sets) and at most SMALL_GEMM_B_AVX512 bytes, however many rows
+# A has (it runs them in chunks that stay in L2); with A.T (read across its rows), up to
+# SMALL_GEMM_BYTES_AVX512_AT bytes of operands. And a single row of A (one sample) at
+# any size (1x1024 @ 1024x1024 float32: 54 us against BLAS's 266). Where the two tie,
+# the kernel is chosen: its products split between threads without a fixed cut.
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
-cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512 = 1280 * 1024
+cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
 cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 256 * 1024
 cdef Py_ssize_t SMALL_GEMM_ROW_AVX512 = 1024
 # small_gemm()'s mode: -1 automatic (the limits above, by SIMD level), 1 the AVX2 limit
@@ -255,8 +257,9 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
             return True
         if m <= 4:                      # 2-4 rows: a tile's 4-8 chains are too few
             return False
-        return n * item <= SMALL_GEMM_ROW_AVX512 and size <= (
-            SMALL_GEMM_BYTES_AVX512_AT if trans_a else SMALL_GEMM_BYTES_AVX512)
+        if trans_a:
+            return n * item <= SMALL_GEMM_ROW_AVX512 and size <= SMALL_GEMM_BYTES_AVX512_AT
+        return n * item <= SMALL_GEMM_ROW_AVX512 and k * n * item <= SMALL_GEMM_B_AVX512
     return size <= SMALL_GEMM_BYTES
 
 
