@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import bpfast
+from helpers import run_together
 
 CONFIGS = [
     dict(sizes=[6, 32, 16, 3], activation="relu", output_activation="softmax", loss="cross_entropy"),
@@ -235,11 +236,7 @@ def test_hammering_one_network_never_gives_a_torn_result():
 
     threads = [threading.Thread(target=trainer)] + [threading.Thread(target=reader, args=(r,))
                                                      for r in range(n_readers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads)
+    assert run_together(threads, 120)
 
     alone = bpfast.Network(**CONFIGS[0], seed=5)
     alone.set_parameters(start)

@@ -20,6 +20,7 @@ from sklearn.utils.estimator_checks import check_param_validation  # noqa: E402
 
 from bpfast.network import Network  # noqa: E402
 from bpfast.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from helpers import run_together  # noqa: E402
 
 # Short fits that stop at max_iter warn; the tests that expect a ConvergenceWarning catch it.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -198,10 +199,7 @@ def test_predict_predict_proba_and_score_from_four_threads():
                 mismatches.append(got)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_together(threads, 120), "a thread hangs"
     assert not errors, f"{len(errors)} of 200 calls raised, e.g. {errors[0]!r}"
     assert not mismatches
 
