@@ -46,6 +46,11 @@ def number_label(value: float) -> str:
     return repr(value)
 
 
+def repeated(names: Sequence[str]) -> List[str]:
+    """The names that occur more than once in `names`, sorted."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
 def _blank(row: List[str]) -> bool:
     return not any(cell.strip() for cell in row)
 
@@ -103,7 +108,7 @@ class CSVTable:
                 raise CLIError(f"{path}: its first row {first!r} looks like data, not column "
                                f"names (numbers, and text that recurs in the rows below); if "
                                f"the file has no header row, give --no-header")
-            dupes = sorted(n for n, count in Counter(names).items() if count > 1)
+            dupes = repeated(names)
             if dupes:
                 raise CLIError(f"{path}: duplicate column names in the header: {dupes}")
         else:
