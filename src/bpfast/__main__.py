@@ -38,7 +38,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from bpfast._csvdata import (CLI_FORMAT, CLIError, CSVTable, check_metadata, cli_metadata,
-                             repeated, standardize)
+                             refuse_repeated, standardize)
 from bpfast.activations import HIDDEN_ACTIVATIONS
 
 _SCORE_ROWS = 8192      # rows per predict call when scoring the training data
@@ -231,9 +231,7 @@ def cmd_train(args) -> int:
         features = [table.column(f.strip()) for f in args.features.split(",") if f.strip()]
         if target in features:
             raise CLIError(f"the target column {target!r} cannot also be a feature")
-        twice = repeated(features)
-        if twice:
-            raise CLIError(f"--features names {', '.join(map(repr, twice))} more than once")
+        refuse_repeated(features, "--features")
     else:
         features = [c for c in table.columns if c != target]
     if not features:
