@@ -248,9 +248,7 @@ def timed_block(impl, n):
 
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="few, short repetitions (tests/CI; < 60 s)")
+    p = timing_parser(__doc__, "few, short repetitions (tests/CI; < 60 s)")
     p.add_argument("--cases", nargs="*", metavar="CASE",
                    help="cases to run, e.g. 2-2-1 64-64-10 784-128-10:float32 (default: all); "
                         "known: " + ", ".join(dict.fromkeys(c.key for c in CASES)))
@@ -263,10 +261,13 @@ def main(argv=None):
     return exit_status(all_ok)
 
 
-def parse_timing_args(parser, argv):
-    """Parse argv with the timing options this script and bench_optimizers.py share
-    (--repeats, --block, --timer) added to `parser`, which must have --quick; the
-    defaults follow --quick, and the chosen timer is selected."""
+def timing_parser(doc, quick_help):
+    """The argument parser of a timing script (this one, bench_optimizers.py): described
+    by the first paragraph of its docstring `doc`, with --quick (helped by quick_help) and
+    the timing options --repeats, --block and --timer. Parse with parse_timing_args."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--repeats", type=int,
                         help="timed blocks per implementation (default 11; quick 3)")
     parser.add_argument("--block", type=float,
@@ -274,6 +275,12 @@ def parse_timing_args(parser, argv):
     parser.add_argument("--timer", choices=sorted(TIMERS), default="cpu",
                         help="cpu: process CPU time (default; robust on a shared machine); "
                              "wall: perf_counter")
+    return parser
+
+
+def parse_timing_args(parser, argv):
+    """argv parsed by a timing_parser: the timing defaults follow --quick, and the chosen
+    timer is selected."""
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 11)
     args.block = args.block or (0.01 if args.quick else 0.2)

@@ -41,7 +41,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse
 import gc
 import math
 import statistics
@@ -53,7 +52,7 @@ import numpy as np
 
 import bpfast
 from _native import command_line, one_blas_thread, publish, torch_one_thread
-from bench import calibrate, exit_status, parse_timing_args, rel_err, timed_block
+from bench import calibrate, exit_status, parse_timing_args, rel_err, timed_block, timing_parser
 from cases import CE, Case, initial_parameters, make_data
 import peers
 from peers import Impl, TorchMLP, clock, fann_connections, torch
@@ -391,9 +390,7 @@ def report(mini, rprop, args, elapsed):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="few, short repetitions (tests/CI)")
+    p = timing_parser(__doc__, "few, short repetitions (tests/CI)")
     p.add_argument("--output", help="also write the markdown to this file")
     args = parse_timing_args(p, argv)
     torch_one_thread(torch)
