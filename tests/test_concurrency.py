@@ -120,7 +120,6 @@ def in_other_thread(fn):
     return box["r"]
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_a_second_thread_is_refused_while_fit_holds_the_network(backend):
     """Deterministic: the callback runs inside fit, holding the lock, and from there every
     method is called from a second thread -- each must raise RuntimeError at once."""
@@ -314,7 +313,6 @@ def test_two_threads_train_two_networks_as_one_after_the_other(dtype):
         assert np.array_equal(net.get_parameters(), want)
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_many_threads_predict_and_evaluate_on_one_network_at_once(backend):
     """Prediction shares the network: 4 threads x 50 calls, none refused, every answer the
     single-threaded one. A thread that trains meanwhile is refused, not torn."""

@@ -16,7 +16,6 @@ def problem(out, loss, sizes, n=5, seed=0):
     return random_problem(np.random.default_rng(seed), sizes, loss, n)
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 @pytest.mark.parametrize("act,out,loss", CASES)
 def test_gradients_match_central_differences(backend, act, out, loss):
     sizes = [3, 4, 5, 3]

@@ -118,7 +118,6 @@ def test_default_init_is_scaled_normal_and_reproducible():
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_save_load_round_trip_is_exact(tmp_path, dtype, backend):
     net, X, Y = net_and_data(CONFIGS[2], seed=4, dtype=dtype, backend=backend)
     net.fit(X, Y, epochs=2, batch_size=3, lr=0.1)
@@ -142,7 +141,6 @@ def test_fit_learns_xor_and_reports_history():
     assert np.array_equal(net.predict(X) > 0.5, Y > 0.5)
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_callback_returning_k_is_next_called_after_k_epochs_with_the_same_result(backend):
     cfg = CONFIGS[1]
     X, Y = make_data(cfg, n=20)
@@ -192,7 +190,6 @@ def test_fit_validation_data_callback_stop_and_schedules():
 
 
 @pytest.mark.parametrize("copier", ["pickle", "deepcopy", "clone"])
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_a_copied_network_trains_on_bit_for_bit_as_the_original(copier, backend):
     import copy
     import pickle

@@ -20,11 +20,6 @@ from validation_helpers import BAD_LR, BACKENDS, DTYPES, Counting, data, net_of,
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
 @pytest.mark.parametrize("sizes, exc", [
     ([], ValueError), ([3], ValueError), ([3, 0], ValueError), ([3, -2, 1], ValueError),
     ([0, 1], ValueError), ([3, 2.0], TypeError), ([3, 2.5], TypeError), ([True, 1], TypeError),
