@@ -1,4 +1,7 @@
 """Small pieces several test modules (and tests/mpi_worker.py) share."""
+import subprocess
+import sys
+
 import numpy as np
 
 
@@ -11,6 +14,15 @@ def random_problem(rng, sizes, loss, n):
     else:
         Y = rng.uniform(size=(n, sizes[-1]))
     return X, Y
+
+
+def child_output(code, timeout):
+    """Run ``python -c code`` in a fresh interpreter: its stdout, once it has exited 0 (a
+    failure shows its stderr)."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def run_together(threads, timeout):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import bpfast
-from helpers import run_together
+from helpers import child_output, run_together
 
 CONFIGS = [
     dict(sizes=[6, 32, 16, 3], activation="relu", output_activation="softmax", loss="cross_entropy"),
@@ -261,8 +261,6 @@ def test_training_in_a_thread_with_the_smallest_stack():
     shapes never reach BLAS, whose stack needs are its own: OpenBLAS's AVX-512 kernels
     crash even NumPy's matmul of a 32x64 by 64x64 matrix in such a thread. A subprocess,
     so that an overflow would be a failed test and not a crashed run."""
-    import subprocess
-    import sys
     import textwrap
     script = textwrap.dedent("""
         import threading, numpy as np, bpfast
@@ -285,10 +283,7 @@ def test_training_in_a_thread_with_the_smallest_stack():
         t.join()
         print("trained", len(done), all(done))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["trained", "4", "True"]
+    assert child_output(script, 300).split() == ["trained", "4", "True"]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

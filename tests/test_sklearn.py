@@ -1,7 +1,5 @@
 """bpfast.sklearn: scikit-learn's own estimator checks, and agreement with scikit-learn's MLP."""
 import pickle
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -21,6 +19,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import bpfast  # noqa: E402
 from bpfast.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from helpers import child_output  # noqa: E402
 
 # Short fits that hit max_iter on purpose warn; test_warns_when_max_iter_reached checks it.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -349,7 +348,6 @@ def test_import_bpfast_without_sklearn():
             "    import bpfast.sklearn\n"
             "except ImportError as e:\n"
             "    print('ImportError:', e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "ImportError: bpfast.sklearn needs scikit-learn" in out.stdout
-    assert "pip install" in out.stdout
+    out = child_output(code, 120)
+    assert "ImportError: bpfast.sklearn needs scikit-learn" in out
+    assert "pip install" in out
