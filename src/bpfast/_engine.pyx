@@ -931,25 +931,24 @@ cdef class Engine:
 
     def weight_sq_norm(self):
         """sum of W[l]**2 over all layers, in double (the L2 term's sum of fit's loss)."""
+        return self.scan_params(False)
+
+    def params_finite(self):
+        """True when no parameter is NaN or infinite."""
+        return self.scan_params(True) != 0
+
+    cdef double scan_params(self, bint finite):
+        # One read of the parameters: all_finite (as 1 or 0) or weight_sq_norm.
         cdef char* P = data(self.params)
         cdef double s
         with nogil:
             if self.is_double:
-                s = weight_sq_norm(&self.net, <double*>P)
+                s = (all_finite(self.n_params, <double*>P) if finite
+                     else weight_sq_norm(&self.net, <double*>P))
             else:
-                s = weight_sq_norm(&self.net, <float*>P)
+                s = (all_finite(self.n_params, <float*>P) if finite
+                     else weight_sq_norm(&self.net, <float*>P))
         return s
-
-    def params_finite(self):
-        """True when no parameter is NaN or infinite."""
-        cdef char* P = data(self.params)
-        cdef bint ok
-        with nogil:
-            if self.is_double:
-                ok = all_finite(self.n_params, <double*>P)
-            else:
-                ok = all_finite(self.n_params, <float*>P)
-        return ok
 
 
 cdef double backprop_typed(const Net* net, Py_ssize_t n, const floating* X, const floating* Y,

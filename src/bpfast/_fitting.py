@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 import numpy as np
 
@@ -21,6 +21,29 @@ from bpfast._validation import (as_bool, choice, missing_optional, nonnegative_f
 
 LR_SCHEDULES = ("constant", "invscaling", "step")
 DIVERGED_RATIO = 1e6      # an epoch loss this many times the first epoch's marks divergence
+
+
+@dataclass
+class History:
+    """What ``Network.fit`` measured, one entry per completed epoch."""
+    loss: List[float] = field(default_factory=list)       # training loss (+ L2 term)
+    val_loss: List[float] = field(default_factory=list)   # with validation_data only
+    lr: List[float] = field(default_factory=list)         # learning rate of each epoch
+    n_updates: int = 0                                    # weight updates made in total
+    diverged: bool = False                                # see Network.fit, "Divergence"
+    best_epoch: int = -1                                  # with early_stopping: from 0
+
+    @property
+    def epochs(self) -> int:
+        return len(self.loss)
+
+    def plot(self, path=None):
+        """Loss (and val_loss) per epoch, learning rate on a right axis; needs matplotlib.
+
+        Returns the Axes; with ``path``, also saves the figure there as a PNG.
+        """
+        from bpfast._plot import plot_history
+        return plot_history(self, path)
 
 
 def schedule_of(lr, lr_schedule, power_t, step_size, gamma):

@@ -410,15 +410,19 @@ cdef struct Elementwise:
     void* s1
     void* s2
     const void* args
-    int code               # the activation, or the update (UPDATE_*)
+    int code               # bias_activation_block: the activation; loop_block: LOOP_*
+    int activation         # LOOP_ACT_BACKWARD's
     double lr, momentum, decay
     bint nesterov
 
 
 cdef enum:
-    UPDATE_SGD = 0
-    UPDATE_ADAM = 1
-    UPDATE_RPROP = 2
+    # The loops loop_block() runs: x, y, s1, s2 are E, A (activation_backward) or W, grad
+    # and the optimizer's state.
+    LOOP_ACT_BACKWARD = 0
+    LOOP_SGD = 1
+    LOOP_ADAM = 2
+    LOOP_RPROP = 3
 
 
 cdef void run_split(Elementwise* job, bpf_block_fn fn, bint is_double, Py_ssize_t size,
@@ -696,17 +700,9 @@ cdef void activation_backward_into(Py_ssize_t size, floating* E, const floating*
                                    int activation) noexcept nogil:
     """E := E * f'(Z), in place, with f' written in terms of A = f(Z) (not for softmax)."""
     cdef Elementwise job
-    run_split(&job, activation_backward_block, floating is double, size, 0, E, A, NULL, NULL,
-              activation)
-
-
-cdef void activation_backward_block(void* ctx, Py_ssize_t block) noexcept nogil:
-    cdef Elementwise* job = <Elementwise*>ctx
-    cdef Py_ssize_t count, first = block_range(job, block, &count)
-    if job.is_double:
-        bpf_act_backward_d(count, <double*>job.x + first, <const double*>job.y + first, job.code)
-    else:
-        bpf_act_backward_f(count, <float*>job.x + first, <const float*>job.y + first, job.code)
+    job.activation = activation
+    run_split(&job, loop_block, floating is double, size, 0, E, A, NULL, NULL,
+              LOOP_ACT_BACKWARD)
 
 
 def activation_backward(floating[:, ::1] E, floating[:, ::1] A, str activation):
@@ -782,33 +778,39 @@ cdef void sgd_update_into(Py_ssize_t size, floating* W, const floating* grad,
     job.momentum = momentum
     job.decay = weight_decay
     job.nesterov = nesterov
-    run_split(&job, update_block, floating is double, size, 0, W, grad, velocity, NULL,
-              UPDATE_SGD)
+    run_split(&job, loop_block, floating is double, size, 0, W, grad, velocity, NULL,
+              LOOP_SGD)
 
 
-cdef void update_block(void* ctx, Py_ssize_t block) noexcept nogil:
-    # A block of an optimizer's update: SGD, Adam or Rprop over elements first.. .
+cdef void loop_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    # A block of a flat element-wise loop: an activation's derivative, or an optimizer's
+    # update (SGD, Adam, Rprop).
     cdef Elementwise* job = <Elementwise*>ctx
     cdef Py_ssize_t count, first = block_range(job, block, &count)
     if job.is_double:
-        update_range(job, count, <double*>job.x + first, <const double*>job.y + first,
+        loop_range(job, count, <double*>job.x + first, <const double*>job.y + first,
                      <double*>job.s1 + first if job.s1 != NULL else NULL,
                      <double*>job.s2 + first if job.s2 != NULL else NULL)
     else:
-        update_range(job, count, <float*>job.x + first, <const float*>job.y + first,
+        loop_range(job, count, <float*>job.x + first, <const float*>job.y + first,
                      <float*>job.s1 + first if job.s1 != NULL else NULL,
                      <float*>job.s2 + first if job.s2 != NULL else NULL)
 
 
-cdef inline void update_range(const Elementwise* job, Py_ssize_t count, floating* W,
-                              const floating* G, floating* s1, floating* s2) noexcept nogil:
-    if job.code == UPDATE_SGD:
+cdef inline void loop_range(const Elementwise* job, Py_ssize_t count, floating* W,
+                            const floating* G, floating* s1, floating* s2) noexcept nogil:
+    if job.code == LOOP_ACT_BACKWARD:
+        if floating is double:
+            bpf_act_backward_d(count, W, G, job.activation)
+        else:
+            bpf_act_backward_f(count, W, G, job.activation)
+    elif job.code == LOOP_SGD:
         if floating is double:
             bpf_sgd_update_d(count, W, G, s1, job.lr, job.momentum, job.decay, job.nesterov)
         else:
             bpf_sgd_update_f(count, W, G, s1, <float>job.lr, <float>job.momentum,
                              <float>job.decay, job.nesterov)
-    elif job.code == UPDATE_ADAM:
+    elif job.code == LOOP_ADAM:
         if floating is double:
             bpf_adam_d(count, W, G, s1, s2, <const bpf_adam_args*>job.args)
         else:
@@ -839,7 +841,7 @@ cdef void adam_update_into(Py_ssize_t size, floating* W, const floating* grad, f
     """One Adam/AdamW step in place (the scalars of step t in args: adam_args())."""
     cdef Elementwise job
     job.args = args
-    run_split(&job, update_block, floating is double, size, 0, W, grad, m, v, UPDATE_ADAM)
+    run_split(&job, loop_block, floating is double, size, 0, W, grad, m, v, LOOP_ADAM)
 
 
 cdef bpf_adam_args adam_args(long long t, double lr, double beta1, double beta2, double eps,
@@ -882,8 +884,8 @@ cdef void rprop_update_into(Py_ssize_t size, floating* W, const floating* grad,
     """One iRprop- step in place: steps grow or shrink by the sign of grad * prev."""
     cdef Elementwise job
     job.args = args
-    run_split(&job, update_block, floating is double, size, 0, W, grad, prev, steps,
-              UPDATE_RPROP)
+    run_split(&job, loop_block, floating is double, size, 0, W, grad, prev, steps,
+              LOOP_RPROP)
 
 
 cdef bpf_rprop_args rprop_args(double eta_minus, double eta_plus, double step_min,

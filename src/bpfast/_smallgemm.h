@@ -50,20 +50,24 @@ static inline int bpf_set_small_gemm(int mode) {
 #ifdef BPF_DISPATCH
 #include <immintrin.h>
 
-/* The vector operations of each type, so that one macro writes both kernels. */
-#define BPF_VOPS(X, VT, LANES, SUF, BCAST, MASK_T)                                   \
-    BPF_AVX2 BPF_INLINE VT bpf_vzero_##X(void) { return _mm256_setzero_##SUF(); }     \
-    BPF_AVX2 BPF_INLINE VT bpf_vset_##X(X##_elem v) { return _mm256_set1_##SUF(v); }  \
-    BPF_AVX2 BPF_INLINE VT bpf_vbcast_##X(const X##_elem* p) { return BCAST(p); }     \
+/* The vector operations of each type, so that one macro writes every kernel: the
+ * arithmetic (PFX: _mm256 or _mm512), then the masked loads and stores of each width. */
+#define BPF_VOPS_ARITH(X, VT, SUF, PFX, TARGET)                                      \
+    TARGET BPF_INLINE VT bpf_vzero_##X(void) { return PFX##_setzero_##SUF(); }         \
+    TARGET BPF_INLINE VT bpf_vset_##X(X##_elem v) { return PFX##_set1_##SUF(v); }      \
+    TARGET BPF_INLINE VT bpf_vbcast_##X(const X##_elem* p) { return PFX##_set1_##SUF(*p); } \
+    TARGET BPF_INLINE VT bpf_vfma_##X(VT a, VT b, VT c) { return PFX##_fmadd_##SUF(a, b, c); } \
+    TARGET BPF_INLINE VT bpf_vmul_##X(VT a, VT b) { return PFX##_mul_##SUF(a, b); }    \
+    TARGET BPF_INLINE VT bpf_vadd_##X(VT a, VT b) { return PFX##_add_##SUF(a, b); }
+
+#define BPF_VOPS(X, VT, LANES, SUF, MASK_T)                                          \
+    BPF_VOPS_ARITH(X, VT, SUF, _mm256, BPF_AVX2)                                     \
     BPF_AVX2 BPF_INLINE VT bpf_vload_##X(const X##_elem* p, int masked, __m256i mask) { \
         return masked ? _mm256_maskload_##SUF(p, mask) : _mm256_loadu_##SUF(p);        \
     }                                                                                \
     BPF_AVX2 BPF_INLINE void bpf_vstore_##X(X##_elem* p, VT v, int masked, __m256i mask) { \
         if (masked) _mm256_maskstore_##SUF(p, mask, v); else _mm256_storeu_##SUF(p, v); \
     }                                                                                \
-    BPF_AVX2 BPF_INLINE VT bpf_vfma_##X(VT a, VT b, VT c) { return _mm256_fmadd_##SUF(a, b, c); } \
-    BPF_AVX2 BPF_INLINE VT bpf_vmul_##X(VT a, VT b) { return _mm256_mul_##SUF(a, b); } \
-    BPF_AVX2 BPF_INLINE VT bpf_vadd_##X(VT a, VT b) { return _mm256_add_##SUF(a, b); } \
     /* The first `count` lanes (1 <= count <= LANES) set. */                         \
     BPF_AVX2 BPF_INLINE __m256i bpf_vmask_##X(ptrdiff_t count) {                     \
         static const MASK_T ones[2 * LANES] = {[0 ... LANES - 1] = -1};               \
@@ -72,8 +76,8 @@ static inline int bpf_set_small_gemm(int mode) {
 
 typedef double bpf_sg_d_elem;
 typedef float bpf_sg_f_elem;
-BPF_VOPS(bpf_sg_d, __m256d, 4, pd, _mm256_broadcast_sd, int64_t)
-BPF_VOPS(bpf_sg_f, __m256, 8, ps, _mm256_broadcast_ss, int32_t)
+BPF_VOPS(bpf_sg_d, __m256d, 4, pd, int64_t)
+BPF_VOPS(bpf_sg_f, __m256, 8, ps, int32_t)
 
 /* The rows of op(A) one pass over the column tiles takes: about this many bytes. */
 #define BPF_SG_A_CHUNK (192 * 1024)
@@ -228,18 +232,13 @@ static void* bpf_sg_panel(size_t bytes) {
 
 /* The same operations on AVX-512's 16-float / 8-double vectors, masks in k registers. */
 #define BPF_VOPS512(X, VT, LANES, SUF, MT)                                           \
-    BPF_AVX512 BPF_INLINE VT bpf_vzero_##X(void) { return _mm512_setzero_##SUF(); }   \
-    BPF_AVX512 BPF_INLINE VT bpf_vset_##X(X##_elem v) { return _mm512_set1_##SUF(v); } \
-    BPF_AVX512 BPF_INLINE VT bpf_vbcast_##X(const X##_elem* p) { return _mm512_set1_##SUF(*p); } \
+    BPF_VOPS_ARITH(X, VT, SUF, _mm512, BPF_AVX512)                                   \
     BPF_AVX512 BPF_INLINE VT bpf_vload_##X(const X##_elem* p, int masked, MT mask) {  \
         return masked ? _mm512_maskz_loadu_##SUF(mask, p) : _mm512_loadu_##SUF(p);    \
     }                                                                                \
     BPF_AVX512 BPF_INLINE void bpf_vstore_##X(X##_elem* p, VT v, int masked, MT mask) { \
         if (masked) _mm512_mask_storeu_##SUF(p, mask, v); else _mm512_storeu_##SUF(p, v); \
     }                                                                                \
-    BPF_AVX512 BPF_INLINE VT bpf_vfma_##X(VT a, VT b, VT c) { return _mm512_fmadd_##SUF(a, b, c); } \
-    BPF_AVX512 BPF_INLINE VT bpf_vmul_##X(VT a, VT b) { return _mm512_mul_##SUF(a, b); } \
-    BPF_AVX512 BPF_INLINE VT bpf_vadd_##X(VT a, VT b) { return _mm512_add_##SUF(a, b); } \
     /* The first `count` lanes (1 <= count <= LANES) set. */                         \
     BPF_AVX512 BPF_INLINE MT bpf_vmask_##X(ptrdiff_t count) { return (MT)((1u << count) - 1u); }
 

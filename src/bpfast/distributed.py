@@ -165,10 +165,7 @@ def _prepare(net, X, Y, rank, epochs, batch_size, lr, shuffle, seed, optimizer, 
              validation_data, sync_every, checkpoint, checkpoint_every, resume, clip_norm):
     X = net._X(X)
     Y = net._Y(Y, X.shape[0])
-    if np.may_share_memory(X, net._params):
-        X = X.copy()
-    if np.may_share_memory(Y, net._params):
-        Y = Y.copy()
+    X, Y = net._apart(X, Y)
     # All zeros is allowed on one rank; the sum over every rank is checked once the ranks
     # have spoken.
     weights = None if sample_weight is None else as_sample_weight(

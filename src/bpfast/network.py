@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from bpfast import _engine, _fitting, _kernels, optim
 from bpfast._engine import NeedsValidation
+from bpfast._fitting import History
 from bpfast._layout import param_layout
+from bpfast._parameters import ParameterList
 from bpfast._reference_engine import ReferenceEngine
 from bpfast._validation import (MAX_DIM, as_bool, as_csr, as_dtype, as_matrix, as_parameters,
                                 as_sample_weight, choice, is_sparse, one_hot_labels,
@@ -26,66 +27,6 @@ from bpfast.activations import activation_code, loss_code
 BACKENDS = ("cython", "reference")
 _FIXED = ("sizes", "activation", "output_activation", "loss", "dtype", "backend")
 PREDICT_CHUNK = 8192        # rows per forward call in predict(): bounds the workspace
-
-
-@dataclass
-class History:
-    """What ``Network.fit`` measured, one entry per completed epoch."""
-    loss: List[float] = field(default_factory=list)       # training loss (+ L2 term)
-    val_loss: List[float] = field(default_factory=list)   # with validation_data only
-    lr: List[float] = field(default_factory=list)         # learning rate of each epoch
-    n_updates: int = 0                                    # weight updates made in total
-    diverged: bool = False                                # see Network.fit, "Divergence"
-    best_epoch: int = -1                                  # with early_stopping: from 0
-
-    @property
-    def epochs(self) -> int:
-        return len(self.loss)
-
-    def plot(self, path=None):
-        """Loss (and val_loss) per epoch, learning rate on a right axis; needs matplotlib.
-
-        Returns the Axes; with ``path``, also saves the figure there as a PNG.
-        """
-        from bpfast._plot import plot_history
-        return plot_history(self, path)
-
-
-class ParameterList(Sequence):
-    """The live weight (or bias) arrays of a Network.
-
-    Indexing gives the live array; assigning ``params[i] = value`` copies value
-    into it after checking the shape. The list itself cannot grow or shrink.
-    """
-
-    def __init__(self, arrays, name, exclusive=None):
-        self._arrays = tuple(arrays)
-        self._name = name
-        self._exclusive = exclusive     # the Network's: refused while another thread uses it
-
-    def __getitem__(self, i):
-        # A fresh view each time: setting .shape on it cannot reshape the network's own.
-        if isinstance(i, slice):
-            return [a.view() for a in self._arrays[i]]
-        return self._arrays[i].view()
-
-    def __len__(self):
-        return len(self._arrays)
-
-    def __setitem__(self, i, value):
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"{self._name} indices must be integers; got {type(i).__name__} "
-                            f"(the list cannot be resized)")
-        target = self._arrays[i]
-        arr = as_parameters(value, f"{self._name}[{i}]", target.dtype, target.shape)
-        if self._exclusive is None:
-            target[...] = arr
-            return
-        with self._exclusive():
-            target[...] = arr
-
-    def __repr__(self):
-        return f"ParameterList({list(self._arrays)!r})"
 
 
 class Network:
@@ -272,6 +213,12 @@ class Network:
         self._state_kind = state["optimizer"]
         self._state_step = state["optimizer_step"]
 
+    def _apart(self, *arrays):
+        """The arrays, each copied if it shares memory with the parameters: training must
+        not change its own data (a CSR matrix's tuple of arrays is left as it is)."""
+        return [a.copy() if not isinstance(a, tuple) and np.may_share_memory(a, self._params)
+                else a for a in arrays]
+
     @property
     def n_inputs(self) -> int:
         return self.sizes[0]
@@ -368,10 +315,7 @@ class Network:
                 X = self._X(X)
                 Y = self._Y(Y, X.shape[0])
                 lr = positive_float(lr, "lr")
-                if np.may_share_memory(X, self._params):
-                    X = X.copy()
-                if np.may_share_memory(Y, self._params):
-                    Y = Y.copy()
+                X, Y = self._apart(X, Y)
                 loss = self._engine.train_step(X, Y, lr, self._threads(n_threads))
             if loss != loss:
                 raise FloatingPointError(f"train_step with lr={lr:g} diverged: the loss or the "
@@ -549,10 +493,7 @@ class Network:
         if sample_weight is not None:
             sample_weight = as_sample_weight(sample_weight, n_rows, self.dtype)
         validation = self._validation_pair(validation_data)
-        if not isinstance(X, tuple) and np.may_share_memory(X, self._params):
-            X = X.copy()            # training must not change its own data
-        if np.may_share_memory(Y, self._params):
-            Y = Y.copy()
+        X, Y = self._apart(X, Y)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable; got {type(callback).__name__}")
         seed = seed_value(seed)

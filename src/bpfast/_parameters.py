@@ -1,0 +1,43 @@
+"""The live weight and bias arrays of a Network, as a list that checks what is assigned."""
+from collections.abc import Sequence
+
+import numpy as np
+
+from bpfast._validation import as_parameters
+
+
+class ParameterList(Sequence):
+    """The live weight (or bias) arrays of a Network.
+
+    Indexing gives the live array; assigning ``params[i] = value`` copies value
+    into it after checking the shape. The list itself cannot grow or shrink.
+    """
+
+    def __init__(self, arrays, name, exclusive=None):
+        self._arrays = tuple(arrays)
+        self._name = name
+        self._exclusive = exclusive     # the Network's: refused while another thread uses it
+
+    def __getitem__(self, i):
+        # A fresh view each time: setting .shape on it cannot reshape the network's own.
+        if isinstance(i, slice):
+            return [a.view() for a in self._arrays[i]]
+        return self._arrays[i].view()
+
+    def __len__(self):
+        return len(self._arrays)
+
+    def __setitem__(self, i, value):
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"{self._name} indices must be integers; got {type(i).__name__} "
+                            f"(the list cannot be resized)")
+        target = self._arrays[i]
+        arr = as_parameters(value, f"{self._name}[{i}]", target.dtype, target.shape)
+        if self._exclusive is None:
+            target[...] = arr
+            return
+        with self._exclusive():
+            target[...] = arr
+
+    def __repr__(self):
+        return f"ParameterList({list(self._arrays)!r})"
