@@ -8,7 +8,8 @@ shape) but never resized or replaced: the kernels can hold raw pointers.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+import weakref
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -169,10 +170,7 @@ class Network:
             _lock=threading.RLock(), _reader_gate=threading.Lock(), _readers=0,
             _fitting=False, history_=None, _layout=layout, _params=params, _grads=grads,
             _state=state, _state_kind=None, _state_step=0,
-            weights=self._views(layout, params, "weights", 0),
-            biases=self._views(layout, params, "biases", 1),
-            grad_weights=self._views(layout, grads, "grad_weights", 0),
-            grad_biases=self._views(layout, grads, "grad_biases", 1))
+            **self._views(layout, params, grads))
         self._engine = self._make_engine()
 
     # ------------------------------------------------------------------ set-up
@@ -189,10 +187,25 @@ class Network:
                     rng = self.__dict__["_generator"] = np.random.default_rng(self.seed)
         return rng
 
-    def _views(self, layout, buf, name, which):
-        out = [buf[s.w:s.b].reshape(s.n_in, s.n_out) if which == 0 else buf[s.b:s.end]
-               for s in layout]
-        return ParameterList(out, name, self._exclusive)
+    def _views(self, layout, params, grads):
+        """weights, biases, grad_weights and grad_biases: lists of views into the buffers."""
+        views = {"weights": [], "biases": [], "grad_weights": [], "grad_biases": []}
+        for s in layout:
+            views["weights"].append(params[s.w:s.b].reshape(s.n_in, s.n_out))
+            views["biases"].append(params[s.b:s.end])
+            views["grad_weights"].append(grads[s.w:s.b].reshape(s.n_in, s.n_out))
+            views["grad_biases"].append(grads[s.b:s.end])
+        network = weakref.ref(self)
+
+        def exclusive():
+            # Through a weak reference: the lists hold no cycle back to their Network,
+            # which is then freed (buffers and all) as soon as it is dropped, without
+            # waiting for the garbage collector. A list that outlives its Network writes
+            # into buffers that no one else uses.
+            net = network()
+            return nullcontext() if net is None else net._exclusive()
+
+        return {name: ParameterList(arrays, name, exclusive) for name, arrays in views.items()}
 
     def _make_engine(self):
         if self.backend == "cython":
