@@ -901,10 +901,10 @@ def test_load_refuses_a_file_that_is_no_regular_file(tmp_path):
     content = (tmp_path / "m.npz").read_bytes()
 
     def writer():
-        with open(fifo, "wb") as f:
+        with open(fifo, "wb", buffering=0) as f:     # unbuffered: the write fails here
             try:
                 f.write(content)
-            except BrokenPipeError:
+            except BrokenPipeError:                 # load gave up before reading it all
                 pass
 
     thread = threading.Thread(target=writer)
@@ -937,6 +937,15 @@ def test_from_parameters_is_the_constructor_and_set_parameters():
         bpfast.Network._from_parameters(bad, **settings, backend="cython")
     with pytest.raises(ValueError, match="shape"):
         bpfast.Network._from_parameters(params[:-1], **settings, backend="cython")
+    # Another width or kind goes through set_parameters' checks: cast, then finite.
+    narrow = bpfast.Network._from_parameters(params, **dict(settings, dtype="float32"),
+                                             backend="reference")
+    assert np.array_equal(narrow.get_parameters(), params.astype(np.float32))
+    ints = bpfast.Network._from_parameters(np.arange(params.size), **settings, backend="cython")
+    assert np.array_equal(ints.get_parameters(), np.arange(params.size))
+    with pytest.raises(ValueError, match="too large for float32"):
+        bpfast.Network._from_parameters(np.full(params.size, 1e300), **dict(
+            settings, dtype="float32"), backend="cython", name="field 'params'")
     with pytest.raises(ValueError, match="activation"):
         bpfast.Network._from_parameters(params, **dict(settings, activation="swish"),
                                         backend="cython")

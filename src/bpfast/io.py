@@ -59,6 +59,7 @@ _METADATA = "metadata"
 # The optimizer's state (bpfast.optim), in files written since it exists: its buffer,
 # whose it is, and its step count (format 2 keeps the last two in the config).
 _STATE, _STATE_KIND, _STATE_STEP = "optimizer_state", "optimizer", "optimizer_step"
+_HEADER_KEYS_WITH_STATE = _HEADER_KEYS | {_STATE_KIND, _STATE_STEP}
 # The JSON text of the metadata is stored as a NumPy unicode scalar (4 bytes a character).
 MAX_METADATA_CHARS = 4 * 2 ** 20
 # What the small fields may announce: generous for their content, tiny next to memory.
@@ -363,9 +364,11 @@ def _config_of_header(header):
     fmt = header.get("format")
     if fmt != FORMAT:
         raise _Invalid(f"it is not a bpfast model file (format {fmt!r}, expected {FORMAT!r})")
-    keys = set(header)
-    missing = sorted(_HEADER_KEYS - keys)
-    unknown = sorted(keys - _HEADER_KEYS - {_STATE_KIND, _STATE_STEP})
+    keys = header.keys()
+    missing = unknown = ()
+    if keys != _HEADER_KEYS and keys != _HEADER_KEYS_WITH_STATE:
+        missing = sorted(_HEADER_KEYS - keys)
+        unknown = sorted(keys - _HEADER_KEYS_WITH_STATE)
     if missing or unknown:
         raise _Invalid(f"field '{_CONFIG}' " + (f"lacks {missing}" if missing else "")
                        + (" and " if missing and unknown else "")
@@ -446,8 +449,6 @@ def _read_fields(zf, with_metadata):
                            f"parameters (expected shape ({2 * n_params},))")
 
     params = _read_member(zf, "params", n_params * want.itemsize, check_params)
-    if not np.isfinite(params).all():
-        raise _Invalid("field 'params' contains NaN or infinity")
     state = None
     if optimizer is not None:
         buffer = _read_member(zf, _STATE, 2 * n_params * want.itemsize, check_state)
@@ -498,7 +499,7 @@ def load(path, backend: str = "cython", *, with_metadata: bool = False):
     try:
         # Validated as Network(**config) and set_parameters(params) would (the
         # parameters finite after the cast to the network's dtype, in native byte order).
-        net = Network._from_parameters(params, **config, backend=backend)
+        net = Network._from_parameters(params, **config, backend=backend, name="field 'params'")
         if state is not None:
             net._state[...], net._state_kind, net._state_step = state
     except (TypeError, ValueError) as exc:

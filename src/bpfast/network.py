@@ -131,14 +131,22 @@ class Network:
 
     @classmethod
     def _from_parameters(cls, params, sizes, activation, output_activation, loss, dtype,
-                         backend) -> "Network":
+                         backend, name="flat parameters") -> "Network":
         """A Network (seed None) holding ``params``, as ``Network(..., seed=None)`` followed
         by ``set_parameters(params)`` would, without drawing initial weights it would
         overwrite (``load`` builds its networks so). The settings are validated as the
-        constructor's, the parameters as ``set_parameters``'s."""
+        constructor's, the parameters as ``set_parameters``'s; messages call them `name`."""
         net = cls.__new__(cls)
         net._build(sizes, activation, output_activation, loss, dtype, backend, None)
-        net._params[...] = as_parameters(params, "flat parameters", net.dtype, net._params.shape)
+        params = np.asarray(params)
+        if (params.dtype.kind == "f" and params.dtype.itemsize == net.dtype.itemsize
+                and params.shape == net._params.shape):
+            # Floats of the same width (either byte order) copy exactly: the engine's
+            # check of the copy is as_parameters' check, at a fraction of its cost.
+            net._params[...] = params
+            if net._engine.params_finite():
+                return net
+        net._params[...] = as_parameters(params, name, net.dtype, net._params.shape)
         return net
 
     def _build(self, sizes, activation, output_activation, loss, dtype, backend, seed):
