@@ -699,8 +699,7 @@ def test_save_writes_format_2_which_np_load_reads(tmp_path):
         config = json.loads(str(z["config"]))
         assert np.array_equal(z["params"], net.get_parameters())
         assert np.array_equal(z["optimizer_state"], net._state)
-    settings = net.config()
-    del settings["backend"]
+    settings = {key: net.config()[key] for key in SETTINGS[1:6]}   # what builds the network
     assert config == dict(settings, format="bpfast-network-2", optimizer="adam",
                           optimizer_step=net._state_step)
 
@@ -941,6 +940,8 @@ def test_from_parameters_is_the_constructor_and_set_parameters():
     narrow = bpfast.Network._from_parameters(params, **dict(settings, dtype="float32"),
                                              backend="reference")
     assert np.array_equal(narrow.get_parameters(), params.astype(np.float32))
+    assert bpfast.Network._from_parameters(params, **settings, backend="cython",
+                                           n_threads=1).n_threads == 1
     ints = bpfast.Network._from_parameters(np.arange(params.size), **settings, backend="cython")
     assert np.array_equal(ints.get_parameters(), np.arange(params.size))
     with pytest.raises(ValueError, match="too large for float32"):

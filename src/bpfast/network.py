@@ -21,7 +21,7 @@ from bpfast._layout import param_layout
 from bpfast._reference_engine import ReferenceEngine
 from bpfast._validation import (MAX_DIM, as_bool, as_csr, as_dtype, as_matrix, as_parameters,
                                 as_sample_weight, choice, is_sparse, one_hot_labels,
-                                positive_float, positive_int, seed_value)
+                                positive_float, positive_int, seed_value, thread_count)
 from bpfast.activations import activation_code, loss_code
 
 BACKENDS = ("cython", "reference")
@@ -109,6 +109,10 @@ class Network:
     seed : int or None
         Seeds the initial weights (normal, std = n_in ** -0.5; biases 0) and the
         default shuffling seed of ``fit``.
+    n_threads : int >= 1 or None
+        Threads a call may use (``fit``, ``train_step``, ``predict``... also take it for
+        one call). None: every CPU this process may use, at most the BLAS thread limit
+        (``bpfast.default_threads()``). Results are the same bits at any count.
 
     Notes
     -----
@@ -123,21 +127,21 @@ class Network:
     """
 
     def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss="mse",
-                 dtype="float64", backend="cython", seed=0):
-        self._build(sizes, activation, output_activation, loss, dtype, backend, seed)
+                 dtype="float64", backend="cython", seed=0, n_threads=None):
+        self._build(sizes, activation, output_activation, loss, dtype, backend, seed, n_threads)
         rng = self._rng
         for W in self.weights:
             W[...] = rng.normal(0.0, W.shape[0] ** -0.5, size=W.shape)
 
     @classmethod
     def _from_parameters(cls, params, sizes, activation, output_activation, loss, dtype,
-                         backend, name="flat parameters") -> "Network":
+                         backend, n_threads=None, name="flat parameters") -> "Network":
         """A Network (seed None) holding ``params``, as ``Network(..., seed=None)`` followed
         by ``set_parameters(params)`` would, without drawing initial weights it would
         overwrite (``load`` builds its networks so). The settings are validated as the
         constructor's, the parameters as ``set_parameters``'s; messages call them `name`."""
         net = cls.__new__(cls)
-        net._build(sizes, activation, output_activation, loss, dtype, backend, None)
+        net._build(sizes, activation, output_activation, loss, dtype, backend, None, n_threads)
         params = np.asarray(params)
         if (params.dtype.kind == "f" and params.dtype.itemsize == net.dtype.itemsize
                 and params.shape == net._params.shape):
@@ -149,7 +153,7 @@ class Network:
         net._params[...] = as_parameters(params, name, net.dtype, net._params.shape)
         return net
 
-    def _build(self, sizes, activation, output_activation, loss, dtype, backend, seed):
+    def _build(self, sizes, activation, output_activation, loss, dtype, backend, seed, n_threads):
         """Validate the settings; allocate the buffers, their views and the engine."""
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) and not isinstance(sizes, np.ndarray):
             raise TypeError(f"sizes must be a sequence of layer widths like [2, 2, 1]; got {sizes!r}")
@@ -162,6 +166,7 @@ class Network:
         dtype = as_dtype(dtype)
         backend = choice(backend, "backend", BACKENDS)
         seed = seed_value(seed)
+        n_threads = thread_count(n_threads)
         layout, n_params = param_layout(sizes)
         params = np.zeros(n_params, dtype=dtype)
         grads = np.zeros(n_params, dtype=dtype)
@@ -177,11 +182,26 @@ class Network:
             # predict or assign); predicting counts itself in _readers, under _reader_gate.
             _lock=threading.RLock(), _reader_gate=threading.Lock(), _readers=0,
             _fitting=False, history_=None, _layout=layout, _params=params, _grads=grads,
-            _state=state, _state_kind=None, _state_step=0,
+            _state=state, _state_kind=None, _state_step=0, _n_threads=n_threads,
             **self._views(layout, params, grads))
         self._engine = self._make_engine()
+        self._engine.threads = n_threads or 0
 
     # ------------------------------------------------------------------ set-up
+    @property
+    def n_threads(self) -> Optional[int]:
+        """Threads a call may use; None: ``bpfast.default_threads()`` at each call."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value) -> None:
+        self._n_threads = thread_count(value)
+        self._engine.threads = self._n_threads or 0
+
+    def _threads(self, n_threads) -> int:
+        """An engine call's thread count: -1 for the Network's own, else n_threads checked."""
+        return -1 if n_threads is None else thread_count(n_threads)
+
     @property
     def _rng(self) -> np.random.Generator:
         """The generator of the initial weights and of fit's default shuffling seeds, seeded
@@ -263,13 +283,14 @@ class Network:
     def __repr__(self):
         return (f"Network(sizes={self.sizes}, activation={self.activation!r}, "
                 f"output_activation={self.output_activation!r}, loss={self.loss!r}, "
-                f"dtype={self.dtype.name!r}, backend={self.backend!r})")
+                f"dtype={self.dtype.name!r}, backend={self.backend!r}, "
+                f"n_threads={self._n_threads or f'None (now {_kernels.default_threads()})'})")
 
     def config(self) -> dict:
         """The settings that build this architecture: ``Network(**net.config())``."""
         return dict(sizes=list(self.sizes), activation=self.activation,
                     output_activation=self.output_activation, loss=self.loss,
-                    dtype=self.dtype.name, backend=self.backend)
+                    dtype=self.dtype.name, backend=self.backend, n_threads=self._n_threads)
 
     def clone(self, backend: Optional[str] = None) -> "Network":
         """An independent copy: the same settings, parameters, optimizer state and seeds.
@@ -330,7 +351,7 @@ class Network:
         """Output for X, shape (batch, sizes[-1]); keeps what ``backward`` needs."""
         X = self._X(X)
         with self._exclusive():
-            return self._engine.forward(X)
+            return self._engine.forward(X, True)
 
     def backward(self, Y, sample_weight=None) -> float:
         """Loss of the last ``forward`` against Y; fills ``grad_weights``/``grad_biases``.
@@ -375,10 +396,11 @@ class Network:
                                          f"infinite; they were left as they were. Try a "
                                          f"smaller lr.")
 
-    def train_step(self, X, Y, lr: float) -> float:
+    def train_step(self, X, Y, lr: float, n_threads: Optional[int] = None) -> float:
         """forward + backward + SGD step, fused; returns the loss before the step.
 
         The fused update writes straight into the weights: ``grad_weights`` are not filled.
+        ``n_threads`` overrides the Network's for this call.
         Raises FloatingPointError, with the parameters left as they were, if the loss or
         the updated parameters would not be finite.
         """
@@ -389,7 +411,7 @@ class Network:
                 raise _busy()
             try:
                 # The hot path of a training loop: arguments already right, checked in C.
-                loss = self._engine.try_train_step(X, Y, lr)
+                loss = self._engine.try_train_step(X, Y, lr, self._threads(n_threads))
             except NeedsValidation:
                 X = self._X(X)
                 Y = self._Y(Y, X.shape[0])
@@ -398,7 +420,7 @@ class Network:
                     X = X.copy()
                 if np.may_share_memory(Y, self._params):
                     Y = Y.copy()
-                loss = self._engine.train_step(X, Y, lr)
+                loss = self._engine.train_step(X, Y, lr, self._threads(n_threads))
             if loss != loss:
                 raise FloatingPointError(f"train_step with lr={lr:g} diverged: the loss or the "
                                          f"parameters would not be finite; the parameters were "
@@ -408,22 +430,24 @@ class Network:
             self._lock.release()
 
     # ------------------------------------------------------------------ whole data sets
-    def predict(self, X) -> np.ndarray:
-        """Output for X, shape (n, sizes[-1]); nothing is kept for ``backward``."""
+    def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
+        """Output for X, shape (n, sizes[-1]); nothing is kept for ``backward``.
+        ``n_threads`` overrides the Network's for this call."""
         X = self._X(X)
+        threads = self._threads(n_threads)
         with self._shared():
-            return self._outputs(X)
+            return self._outputs(X, threads)
 
-    def evaluate(self, X, Y) -> float:
+    def evaluate(self, X, Y, n_threads: Optional[int] = None) -> float:
         """The loss on (X, Y) without training (the same definition as ``fit`` reports)."""
-        out = self.predict(X)
+        out = self.predict(X, n_threads)
         return self._loss_of(out, self._Y(Y, out.shape[0]))
 
-    def _outputs(self, X):
+    def _outputs(self, X, threads=-1):
         """Forward of validated X in chunks of PREDICT_CHUNK rows (the caller holds a lock)."""
         if X.shape[0] <= PREDICT_CHUNK:
-            return self._engine.forward(X, keep=False)
-        return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], keep=False)
+            return self._engine.forward(X, False, threads)
+        return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], False, threads)
                                for i in range(0, X.shape[0], PREDICT_CHUNK)])
 
     def _validation_pair(self, validation_data):
@@ -448,7 +472,7 @@ class Network:
             keep_state: bool = False, sample_weight=None, clip_norm: Optional[float] = None,
             early_stopping: bool = False, patience: int = 10, min_delta: float = 0.0,
             restore_best: bool = True, comm=None, sync_every: int = 1, checkpoint=None,
-            checkpoint_every: int = 1, resume=None) -> History:
+            checkpoint_every: int = 1, resume=None, n_threads: Optional[int] = None) -> History:
         """Mini-batch training over whole epochs, in native calls that release the GIL.
 
         Parameters
@@ -507,6 +531,9 @@ class Network:
         clip_norm : float > 0 or None
             Scale each batch's gradient to this global norm when it is larger, as
             ``torch.nn.utils.clip_grad_norm_``.
+        n_threads : int >= 1 or None
+            Threads for this fit (None: the Network's ``n_threads``). The trained
+            parameters are the same bits at any thread count.
         comm : an mpi4py communicator or None
             Data-parallel training over MPI: ``bpfast.distributed.fit`` (which takes
             ``sync_every``, ``checkpoint``, ``checkpoint_every`` and ``resume``, and no
@@ -578,6 +605,7 @@ class Network:
             raise TypeError(f"callback must be callable; got {type(callback).__name__}")
         seed = seed_value(seed)
         update = opt.update(from_gradients=not isinstance(optimizer, str))
+        threads = self._threads(n_threads)
 
         with self._exclusive():
             if self._fitting:
@@ -592,7 +620,7 @@ class Network:
                 history = self.history_ = History()
                 return _fitting.run(self, X, Y, epochs, batch_size, shuffle, seed, opt, update,
                                     schedule, sample_weight, validation, callback, progress,
-                                    early, callable(lr_schedule), history)
+                                    early, callable(lr_schedule), history, threads)
             finally:
                 self._fitting = False
 
