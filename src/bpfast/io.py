@@ -220,13 +220,21 @@ _LOCAL_HEADER_SIZE = 30         # a zip member's local header, before its name a
 _ZIP_ENCRYPTED = 0x1            # general purpose flag: refused by ZipFile.open
 
 
+class _WholeFile(_io.BytesIO):
+    """A small file's bytes, read whole: stored members are sliced from them, not copied."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.view = memoryview(data)
+
+
 def _archive(f):
     """What zipfile reads the unbuffered file `f` through: the bytes of a small regular
     file, read in one call (zipfile's seeks and reads on the file would cost more than
     that), else a buffered reader of the file."""
     status = os.fstat(f.fileno())
     if stat.S_ISREG(status.st_mode) and status.st_size <= _READ_WHOLE:
-        return _io.BytesIO(f.read(status.st_size))
+        return _WholeFile(f.read(status.st_size))
     return _io.BufferedReader(f)
 
 
@@ -246,7 +254,11 @@ def _read_stored(fp, info, key):
     if fp.read(name_length) != info.orig_filename.encode("utf-8"):
         raise _Invalid(f"field '{key}': its local zip header names another member")
     fp.seek(extra_length, os.SEEK_CUR)
-    raw = fp.read(info.file_size)
+    if isinstance(fp, _WholeFile):
+        start = fp.tell()
+        raw = fp.view[start:start + info.file_size]
+    else:
+        raw = fp.read(info.file_size)
     if len(raw) == info.file_size and zlib.crc32(raw) != info.CRC:
         raise _Invalid(f"field '{key}' is corrupt (its CRC-32 does not match)")
     return raw
@@ -256,7 +268,7 @@ def _npy_header(raw, key):
     """(shape, fortran order, dtype, offset of the data) of the .npy bytes `raw`."""
     if raw[:8] == b"\x93NUMPY\x01\x00" and len(raw) >= 10:
         start = 10 + int.from_bytes(raw[8:10], "little")
-        match = _NPY_HEADER.fullmatch(raw[10:start].decode("latin1"))
+        match = _NPY_HEADER.fullmatch(bytes(raw[10:start]).decode("latin1"))
         if match is not None:
             descr, fortran, dims = match.groups()
             shape = tuple(int(d) for d in dims.split(", ")) if dims else ()
