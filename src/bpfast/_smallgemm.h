@@ -21,6 +21,8 @@
 #ifndef BPFAST_SMALLGEMM_H
 #define BPFAST_SMALLGEMM_H
 
+#include <stdlib.h>
+
 #include "_vmath.h"
 
 /* -1: automatic, 0: never, 1: on (tests). Automatic and on agree: on from AVX2 + FMA. */
@@ -75,6 +77,23 @@ BPF_VOPS(bpf_sg_f, __m256, 8, ps, _mm256_broadcast_ss, int32_t)
 
 /* The rows of op(A) one pass over the column tiles takes: about this many bytes. */
 #define BPF_SG_A_CHUNK (192 * 1024)
+/* Rows of B longer than this are read from a copy of each column panel. */
+#define BPF_SG_ROW_BYTES 1024
+
+/* This thread's buffer for a column panel of B, of at least `bytes` (kept between calls;
+ * NULL if it cannot be had: the kernel then reads B in place, with the same bits). */
+static void* bpf_sg_panel(size_t bytes) {
+    static __thread void* buffer = NULL;
+    static __thread size_t capacity = 0;
+    if (bytes > capacity) {
+        free(buffer);
+        capacity = (bytes + 4095) / 4096 * 4096;
+        buffer = aligned_alloc(64, capacity);
+        if (buffer == NULL)
+            capacity = 0;
+    }
+    return buffer;
+}
 
 /* One tile of C: MR rows (1..6) by NV vectors (1 or 2), the last one masked or not.
  * Called with constant MR, NV, MASKED so that the compiler unrolls it into registers. */
@@ -106,18 +125,72 @@ BPF_VOPS(bpf_sg_f, __m256, 8, ps, _mm256_broadcast_ss, int32_t)
                 bpf_vstore_##X(c, x, masked, mask);                                  \
             }                                                                        \
     }                                                                                \
+    /* One row of C, 8 full vectors wide: 8 independent chains. */                   \
+    TARGET BPF_INLINE void X##_row8(int trans_a, ptrdiff_t k, T alpha, const T* a,     \
+            ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta, T* c) {                \
+        VT acc[8];                                                                   \
+        MT none = bpf_vmask_##X(LANES);                                              \
+        ptrdiff_t step_p = trans_a ? lda : 1;                                        \
+        for (int v = 0; v < 8; v++) acc[v] = bpf_vzero_##X();                        \
+        for (ptrdiff_t p = 0; p < k; p++) {                                          \
+            VT x = bpf_vbcast_##X(a + p * step_p);                                   \
+            for (int v = 0; v < 8; v++)                                              \
+                acc[v] = bpf_vfma_##X(x, bpf_vload_##X(B + p * ldb + v * LANES, 0, none), acc[v]); \
+        }                                                                            \
+        VT va = bpf_vset_##X(alpha), vb = bpf_vset_##X(beta);                        \
+        for (int v = 0; v < 8; v++) {                                                \
+            VT x = bpf_vmul_##X(va, acc[v]);                                         \
+            if (beta != 0)                                                           \
+                x = bpf_vadd_##X(x, bpf_vmul_##X(vb, bpf_vload_##X(c + v * LANES, 0, none))); \
+            bpf_vstore_##X(c + v * LANES, x, 0, none);                               \
+        }                                                                            \
+    }                                                                                \
     TARGET static void X##_gemm(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,    \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
             T* C, ptrdiff_t ldc) {                                                   \
         ptrdiff_t step_r = trans_a ? 1 : lda;                                        \
+        /* Long rows of B: copy each column panel into contiguous memory first (rows  \
+         * far apart share L1 sets), then run every row tile of C over it. */         \
+        T* panel = n * (ptrdiff_t)sizeof(T) > BPF_SG_ROW_BYTES && m > 1              \
+                   ? (T*)bpf_sg_panel(k * 2 * LANES * sizeof(T)) : NULL;             \
+        if (panel != NULL) {                                                         \
+            for (ptrdiff_t j = 0; j < n; ) {                                         \
+                ptrdiff_t left = n - j, width = left < 2 * LANES ? left : 2 * LANES; \
+                int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;          \
+                MT mask = bpf_vmask_##X(masked ? width - (nv - 1) * LANES : LANES);   \
+                for (ptrdiff_t p = 0; p < k; p++)                                    \
+                    for (int v = 0; v < nv; v++) {                                   \
+                        int last = masked && v == nv - 1;                            \
+                        bpf_vstore_##X(panel + p * 2 * LANES + v * LANES,             \
+                            bpf_vload_##X(B + p * ldb + j + v * LANES, last, mask), last, mask); \
+                    }                                                                \
+                for (ptrdiff_t i = 0; i < m; i += 6) {                               \
+                    ptrdiff_t mr = m - i < 6 ? m - i : 6;                            \
+                    const T* a = A + i * step_r;                                     \
+                    T* c = C + i * ldc + j;                                          \
+                    const T* b = panel;                                              \
+                    ptrdiff_t b_ld = 2 * LANES;                                      \
+                    BPF_TILES(X, (int)mr, nv, masked)                                \
+                }                                                                    \
+                j += width;                                                          \
+            }                                                                        \
+            return;                                                                  \
+        }                                                                            \
         /* Rows in chunks of about BPF_SG_A_CHUNK bytes of op(A), each chunk through   \
          * every column tile while it is in L2 (the order of tiles cannot change a bit). */ \
         ptrdiff_t chunk = BPF_SG_A_CHUNK / (k * (ptrdiff_t)sizeof(T)) / 6 * 6;         \
         if (chunk < 6) chunk = 6;                                                    \
+        /* One row (a prediction of one sample): a tile would have 2 FMA chains, one  \
+         * after the other; a row of 8 vectors has 8. */                              \
+        ptrdiff_t wide = m == 1 ? n / (8 * LANES) * (8 * LANES) : 0;                  \
+        for (ptrdiff_t i = 0; i < m && wide > 0; i++)                                \
+            for (ptrdiff_t j = 0; j < wide; j += 8 * LANES)                          \
+                X##_row8(trans_a, k, alpha, A + i * step_r, lda, B + j, ldb, beta,   \
+                         C + i * ldc + j);                                           \
         for (ptrdiff_t i0 = 0; i0 < m; i0 += chunk) {                                \
             ptrdiff_t i1 = m - i0 < chunk ? m : i0 + chunk;                          \
             MT mask = bpf_vmask_##X(LANES);                                          \
-            for (ptrdiff_t j = 0; j < n; ) {                                         \
+            for (ptrdiff_t j = wide; j < n; ) {                                      \
                 /* Columns j.. in 2 vectors, or what is left in 1 or 2, the last masked. */ \
                 ptrdiff_t left = n - j, width = left < 2 * LANES ? left : 2 * LANES; \
                 int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;          \
@@ -126,6 +199,8 @@ BPF_VOPS(bpf_sg_f, __m256, 8, ps, _mm256_broadcast_ss, int32_t)
                     ptrdiff_t mr = i1 - i < 6 ? i1 - i : 6;                          \
                     const T* a = A + i * step_r;                                     \
                     T* c = C + i * ldc + j;                                          \
+                    const T* b = B + j;                                              \
+                    ptrdiff_t b_ld = ldb;                                            \
                     BPF_TILES(X, (int)mr, nv, masked)                                \
                 }                                                                    \
                 j += width;                                                          \
@@ -135,7 +210,7 @@ BPF_VOPS(bpf_sg_f, __m256, 8, ps, _mm256_broadcast_ss, int32_t)
 
 /* The call to X##_tile with constant shape arguments for every (rows, vectors, mask). */
 #define BPF_TILE(X, MR, NV, MASKED) \
-    X##_tile(MR, NV, MASKED, trans_a, k, alpha, a, lda, B + j, ldb, beta, c, ldc, mask)
+    X##_tile(MR, NV, MASKED, trans_a, k, alpha, a, lda, b, b_ld, beta, c, ldc, mask)
 #define BPF_TILE_ROWS(X, mr, NV, MASKED)                                             \
     switch (mr) {                                                                    \
         case 6: BPF_TILE(X, 6, NV, MASKED); break;                                   \
