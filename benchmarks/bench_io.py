@@ -4,8 +4,10 @@
     python benchmarks/bench_io.py --quick    # smaller files and fewer repetitions
 
 1. ``bpfast.load`` of a small model against ``np.load`` of the same file, both
-   lazily (``np.load`` returns without reading a single array) and eagerly (every
-   array read), medians of interleaved repetitions.
+   lazily (``np.load`` returns without reading a single array: it opens the zip and
+   reads its directory) and eagerly (every array read), medians of interleaved
+   repetitions; and ``bpfast.load`` of the same model in the previous file format
+   (bpfast-network-1: a field per setting), against ``np.load`` of that file.
 2. A zip bomb: a model file whose ``params`` member inflates to 2 GiB (200 MiB with
    --quick) after a valid header; the time and peak RSS of ``bpfast.load`` refusing it.
 3. CSV input: the peak RSS above the interpreter's of reading a CSV's columns
@@ -14,6 +16,7 @@
 Parts 2 and 3 run each measurement in a fresh subprocess (``ru_maxrss``).
 """
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -64,10 +67,27 @@ def probe(kind, *args):
     return float(seconds), float(mb), outcome
 
 
+def format_1_fields(net):
+    """What the previous format (bpfast-network-1) stores for `net`: a field per setting."""
+    return dict(format=np.array("bpfast-network-1"), sizes=np.array(net.sizes),
+                activation=np.array(net.activation),
+                output_activation=np.array(net.output_activation), loss=np.array(net.loss),
+                dtype=np.array(net.dtype.name), params=net.get_parameters())
+
+
+def format_2_fields(net):
+    """What bpfast.save stores for `net` (no optimizer state): the JSON config, the parameters."""
+    config = dict(format="bpfast-network-2", sizes=net.sizes, activation=net.activation,
+                  output_activation=net.output_activation, loss=net.loss, dtype=net.dtype.name)
+    return {"config": np.array(json.dumps(config)), "params": net.get_parameters()}
+
+
 def load_timing(directory, sizes, rounds, repeats):
     net = bpfast.Network(sizes, seed=0)
     path = os.path.join(directory, "small.npz")
     bpfast.save(net, path)
+    old_path = os.path.join(directory, "format1.npz")
+    np.savez(old_path, **format_1_fields(net))
 
     def lazy():
         np.load(path).close()
@@ -79,6 +99,12 @@ def load_timing(directory, sizes, rounds, repeats):
     def ours():
         return bpfast.load(path)
 
+    def old_lazy():
+        np.load(old_path).close()
+
+    def old_ours():
+        return bpfast.load(old_path)
+
     def median_call(fn):
         times = []
         for _ in range(repeats):
@@ -87,29 +113,30 @@ def load_timing(directory, sizes, rounds, repeats):
             times.append(time.perf_counter() - t)
         return statistics.median(times)
 
-    medians = {fn.__name__: [] for fn in (lazy, eager, ours)}
-    for fn in (lazy, eager, ours):
+    functions = (lazy, eager, ours, old_lazy, old_ours)
+    medians = {fn.__name__: [] for fn in functions}
+    for fn in functions:
         median_call(fn)                       # warm-up
-    for _ in range(rounds):                   # interleaved: drift hits all three alike
-        for fn in (lazy, eager, ours):
+    for _ in range(rounds):                   # interleaved: drift hits all alike
+        for fn in functions:
             medians[fn.__name__].append(median_call(fn))
     m = {k: statistics.median(v) * 1e6 for k, v in medians.items()}
+    load_average = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     print(f"1. load of a {'-'.join(map(str, sizes))} model ({os.path.getsize(path)} bytes), "
-          f"median of {rounds} rounds x {repeats} calls:")
+          f"median of {rounds} rounds x {repeats} calls (load average {load_average}):")
     print(f"   np.load lazy (reads no array)    {m['lazy']:8.1f} us")
     print(f"   np.load + every array            {m['eager']:8.1f} us")
     print(f"   bpfast.load                      {m['ours']:8.1f} us   "
-          f"({m['ours'] / m['eager']:.2f}x eager np.load, {m['ours'] / m['lazy']:.1f}x lazy)")
+          f"({m['ours'] / m['lazy']:.2f}x lazy np.load, {m['ours'] / m['eager']:.2f}x eager)")
+    print(f"   previous format ({os.path.getsize(old_path)} bytes, 7 fields): np.load lazy "
+          f"{m['old_lazy']:.1f} us, bpfast.load {m['old_ours']:.1f} us "
+          f"({m['old_ours'] / m['old_lazy']:.2f}x lazy)")
 
 
 def zip_bomb(directory, inflated):
     net = bpfast.Network([2, 4, 1], seed=0)
-    fields = dict(format=np.array("bpfast-network-1"), sizes=np.array(net.sizes),
-                  activation=np.array(net.activation),
-                  output_activation=np.array(net.output_activation), loss=np.array(net.loss),
-                  dtype=np.array(net.dtype.name), params=net.get_parameters())
     path = os.path.join(directory, "bomb.npz")
-    write_bomb(path, fields, "params", inflated)
+    write_bomb(path, format_2_fields(net), "params", inflated)
     seconds, mb, outcome = probe("load", path)
     print(f"2. zip bomb: {os.path.getsize(path) / 2 ** 20:.1f} MiB file, params inflating to "
           f"{inflated / 2 ** 30:.2f} GiB: {outcome}")

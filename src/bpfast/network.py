@@ -8,7 +8,8 @@ shape) but never resized or replaced: the kernels can hold raw pointers.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+import weakref
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -68,45 +69,64 @@ class Network:
 
     def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss="mse",
                  dtype="float64", backend="cython", seed=0, n_threads=None):
+        self._build(sizes, activation, output_activation, loss, dtype, backend, seed, n_threads)
+        rng = self._rng
+        for W in self.weights:
+            W[...] = rng.normal(0.0, W.shape[0] ** -0.5, size=W.shape)
+
+    @classmethod
+    def _from_parameters(cls, params, sizes, activation, output_activation, loss, dtype,
+                         backend, n_threads=None, name="flat parameters") -> "Network":
+        """A Network (seed None) holding ``params``, as ``Network(..., seed=None)`` followed
+        by ``set_parameters(params)`` would, without drawing initial weights it would
+        overwrite (``load`` builds its networks so). The settings are validated as the
+        constructor's, the parameters as ``set_parameters``'s; messages call them `name`."""
+        net = cls.__new__(cls)
+        net._build(sizes, activation, output_activation, loss, dtype, backend, None, n_threads)
+        params = np.asarray(params)
+        if (params.dtype.kind == "f" and params.dtype.itemsize == net.dtype.itemsize
+                and params.shape == net._params.shape):
+            # Floats of the same width (either byte order) copy exactly: the engine's
+            # check of the copy is as_parameters' check, at a fraction of its cost.
+            net._params[...] = params
+            if net._engine.params_finite():
+                return net
+        net._params[...] = as_parameters(params, name, net.dtype, net._params.shape)
+        return net
+
+    def _build(self, sizes, activation, output_activation, loss, dtype, backend, seed, n_threads):
+        """Validate the settings; allocate the buffers, their views and the engine."""
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) and not isinstance(sizes, np.ndarray):
             raise TypeError(f"sizes must be a sequence of layer widths like [2, 2, 1]; got {sizes!r}")
         if len(sizes) < 2:
             raise ValueError(f"sizes needs at least 2 widths (inputs and outputs); got {list(sizes)!r}")
-        self.sizes = [positive_int(s, f"sizes[{i}]", upper=MAX_DIM) for i, s in enumerate(sizes)]
-        self.activation = activation
-        self.output_activation = output_activation
-        self.loss = loss
-        self._codes = (activation_code(activation),
-                       activation_code(output_activation, output=True, argname="output_activation"),
-                       loss_code(loss, output_activation))
-        self.dtype = as_dtype(dtype)
-        self.backend = choice(backend, "backend", BACKENDS)
-        self.seed = seed_value(seed)
-        self._rng = np.random.default_rng(seed)
-        # Training holds _lock (re-entrant for its own thread: a fit callback may predict or
-        # assign); predicting counts itself in _readers, under _reader_gate.
-        self._lock = threading.RLock()
-        self._reader_gate = threading.Lock()
-        self._readers = 0
-        self._fitting = False
-        self.history_ = None
-
-        self._layout, n_params = param_layout(self.sizes)
-        self._params = np.zeros(n_params, dtype=self.dtype)
-        self._grads = np.zeros(n_params, dtype=self.dtype)
+        sizes = [positive_int(s, f"sizes[{i}]", upper=MAX_DIM) for i, s in enumerate(sizes)]
+        codes = (activation_code(activation),
+                 activation_code(output_activation, output=True, argname="output_activation"),
+                 loss_code(loss, output_activation))
+        dtype = as_dtype(dtype)
+        backend = choice(backend, "backend", BACKENDS)
+        seed = seed_value(seed)
+        n_threads = thread_count(n_threads)
+        layout, n_params = param_layout(sizes)
+        params = np.zeros(n_params, dtype=dtype)
+        grads = np.zeros(n_params, dtype=dtype)
         # The optimizer's state, laid out like the parameters twice (bpfast.optim), whose
-        # optimizer it is, and the updates it has seen.
-        self._state = np.zeros(2 * n_params, dtype=self.dtype)
-        self._state_kind = None
-        self._state_step = 0
-        self.weights = self._views(self._params, "weights", 0)
-        self.biases = self._views(self._params, "biases", 1)
-        self.grad_weights = self._views(self._grads, "grad_weights", 0)
-        self.grad_biases = self._views(self._grads, "grad_biases", 1)
-        for W in self.weights:
-            W[...] = self._rng.normal(0.0, W.shape[0] ** -0.5, size=W.shape)
+        # optimizer it is (_state_kind) and the updates it has seen (_state_step).
+        state = np.zeros(2 * n_params, dtype=dtype)
+        # Set through __dict__: __setattr__ guards the fixed attributes against later
+        # assignment, and its checks are a fifth of the cost of a small network's set-up.
+        vars(self).update(
+            sizes=sizes, activation=activation, output_activation=output_activation,
+            loss=loss, _codes=codes, dtype=dtype, backend=backend, seed=seed, _generator=None,
+            # Training holds _lock (re-entrant for its own thread: a fit callback may
+            # predict or assign); predicting counts itself in _readers, under _reader_gate.
+            _lock=threading.RLock(), _reader_gate=threading.Lock(), _readers=0,
+            _fitting=False, history_=None, _layout=layout, _params=params, _grads=grads,
+            _state=state, _state_kind=None, _state_step=0, _n_threads=n_threads,
+            **self._views(layout, params, grads))
         self._engine = self._make_engine()
-        self.n_threads = n_threads
+        self._engine.threads = n_threads or 0
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -123,10 +143,38 @@ class Network:
         """An engine call's thread count: -1 for the Network's own, else n_threads checked."""
         return -1 if n_threads is None else thread_count(n_threads)
 
-    def _views(self, buf, name, which):
-        out = [buf[s.w:s.b].reshape(s.n_in, s.n_out) if which == 0 else buf[s.b:s.end]
-               for s in self._layout]
-        return ParameterList(out, name, self._exclusive)
+    @property
+    def _rng(self) -> np.random.Generator:
+        """The generator of the initial weights and of fit's default shuffling seeds, seeded
+        with ``seed``; made on first use, since making one is a quarter of a small
+        network's set-up and a loaded network may never need it."""
+        rng = self._generator
+        if rng is None:
+            with self._reader_gate:     # two threads pickling at once: one generator
+                rng = self._generator
+                if rng is None:
+                    rng = self.__dict__["_generator"] = np.random.default_rng(self.seed)
+        return rng
+
+    def _views(self, layout, params, grads):
+        """weights, biases, grad_weights and grad_biases: lists of views into the buffers."""
+        views = {"weights": [], "biases": [], "grad_weights": [], "grad_biases": []}
+        for s in layout:
+            views["weights"].append(params[s.w:s.b].reshape(s.n_in, s.n_out))
+            views["biases"].append(params[s.b:s.end])
+            views["grad_weights"].append(grads[s.w:s.b].reshape(s.n_in, s.n_out))
+            views["grad_biases"].append(grads[s.b:s.end])
+        network = weakref.ref(self)
+
+        def exclusive():
+            # Through a weak reference: the lists hold no cycle back to their Network,
+            # which is then freed (buffers and all) as soon as it is dropped, without
+            # waiting for the garbage collector. A list that outlives its Network writes
+            # into buffers that no one else uses.
+            net = network()
+            return nullcontext() if net is None else net._exclusive()
+
+        return {name: ParameterList(arrays, name, exclusive) for name, arrays in views.items()}
 
     def _make_engine(self):
         if self.backend == "cython":
