@@ -35,10 +35,12 @@ extensions = [
         [f"src/bpfast/{name}.pyx"],
         include_dirs=[numpy.get_include(), "src/bpfast"],
         depends=["src/bpfast/_codes.h", "src/bpfast/_vmath.h", "src/bpfast/_smallgemm.h",
-                 "src/bpfast/_tiny.h", "src/bpfast/_kernels.pxd"],
+                 "src/bpfast/_tiny.h", "src/bpfast/_team.h", "src/bpfast/_kernels.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=compile_args,
-        extra_link_args=["-fsanitize=address"] if os.environ.get("BPFAST_SANITIZE") else [],
+        extra_compile_args=compile_args + ["-pthread"],
+        extra_link_args=["-pthread"] + (["-fsanitize=address"] if os.environ.get("BPFAST_SANITIZE")
+                                        else []),
+        libraries=["dl"],
     )
     for name in ("_kernels", "_engine")
 ]

@@ -86,5 +86,6 @@ def test_summary_from_a_fit_callback_and_repr_unchanged():
     net.fit(np.eye(2), np.ones((2, 1)), epochs=1, callback=lambda e, h: seen.append(net.summary()))
     assert seen and seen[0].startswith("Network: 2 -> 2 -> 1")
     assert repr(net) == ("Network(sizes=[2, 2, 1], activation='tanh', output_activation='sigmoid', "
-                         "loss='sse', dtype='float64', backend='cython')")
+                         f"loss='sse', dtype='float64', backend='cython', "
+                         f"n_threads=None (now {bpfast.default_threads()}))")
     assert str(net) == repr(net)

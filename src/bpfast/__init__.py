@@ -10,6 +10,7 @@ functions in pure Python. ``export_onnx`` writes a Network (or a fitted
 ``bpfast.sklearn`` estimator) as an ONNX model.
 """
 from bpfast import reference
+from bpfast._kernels import default_threads
 from bpfast._onnx import export_onnx
 from bpfast.functional import backprop_error, dense_forward, sgd_update
 from bpfast.io import load, save
@@ -18,4 +19,4 @@ from bpfast.network import History, Network
 __version__ = "0.1.0"
 
 __all__ = ["Network", "History", "dense_forward", "backprop_error", "sgd_update", "save", "load",
-           "export_onnx", "reference", "__version__"]
+           "export_onnx", "default_threads", "reference", "__version__"]

@@ -23,7 +23,7 @@ from bpfast._kernels cimport (
     dense_forward_into, backprop_error_into, activation_backward_into, output_delta_into,
     weight_gradients_into, sgd_update_into, adam_update_into, adam_args, rprop_update_into,
     rprop_args, bpf_adam_args, bpf_rprop_args, sgd_backward_layer, tiny_network,
-    tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE,
+    tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE, team_enter, team_leave,
 )
 from bpfast._layout import param_layout
 
@@ -590,6 +590,8 @@ cdef class Engine:
     cdef object params, grads, state, backup, work, indices
     cdef Workspace ws
     cdef uint64_t rng
+    # Threads a call may use when it does not say (0: every CPU allowed; see _team.h).
+    cdef public int threads
 
     def __cinit__(self, sizes, int hidden_act, int output_act, int loss,
                   cnp.ndarray params, cnp.ndarray grads, cnp.ndarray state):
@@ -668,7 +670,7 @@ cdef class Engine:
             raise ValueError(f"{name}: expected an aligned, C-contiguous {self.params.dtype} "
                              f"array of shape (n, {width}), got {A.dtype} {(<object>A).shape}")
 
-    def forward(self, cnp.ndarray X, bint keep=True):
+    def forward(self, cnp.ndarray X, bint keep=True, int threads=-1):
         """Output of the network for X (a new array).
 
         keep=True keeps a copy of X and the activations for backward(). keep=False
@@ -689,17 +691,19 @@ cdef class Engine:
         cdef char* x = data(X) if not keep else <char*>self.ws.x_rows
         cdef char* a = <char*>acts
         with nogil:
+            team_enter(self.threads if threads < 0 else threads)
             if self.is_double:
                 forward_all(&self.net, n, <double*>x, <double*>P, <double*>a)
             else:
                 forward_all(&self.net, n, <float*>x, <float*>P, <float*>a)
+            team_leave()
         start = n * self.net.a_off[self.net.n_layers - 1]
         out = (self.work if keep else scratch)[start:start + n * m].reshape(n, m).copy()
         if keep:
             self.batch = n
         return out
 
-    def backward(self, cnp.ndarray Y, sample_weight=None):
+    def backward(self, cnp.ndarray Y, sample_weight=None, int threads=-1):
         """Fill the gradient buffer for the last forward (sample weights: None or one per
         row, of the network's dtype); returns the loss."""
         if self.batch == 0:
@@ -710,11 +714,12 @@ cdef class Engine:
             raise ValueError(f"Y has {Y.shape[0]} rows but the last forward() had {n}")
         cdef double loss = self.backprop_batch(self.ws.x_rows, data(Y), n, False,
                                                data(self.grads), NULL,
-                                               self.weights_of(sample_weight, n))
+                                               self.weights_of(sample_weight, n), threads)
         self.batch = 0
         return loss
 
-    def loss_and_gradient(self, cnp.ndarray X, cnp.ndarray Y, sample_weight=None):
+    def loss_and_gradient(self, cnp.ndarray X, cnp.ndarray Y, sample_weight=None,
+                          int threads=-1):
         """The loss over all of (X, Y) and its gradient in the gradient buffer, in one
         nogil call (forward and backward over every row at once: full-batch optimizers
         such as L-BFGS). Nothing is kept for a later backward()."""
@@ -726,7 +731,8 @@ cdef class Engine:
         cdef void* weights = self.weights_of(sample_weight, n)
         self.reserve(n)
         self.batch = 0
-        return self.backprop_batch(data(X), data(Y), n, True, data(self.grads), NULL, weights)
+        return self.backprop_batch(data(X), data(Y), n, True, data(self.grads), NULL, weights,
+                                   threads)
 
     cdef void* weights_of(self, sample_weight, Py_ssize_t n) except? NULL:
         """The data of sample weights for n rows (checked like X), or NULL for none."""
@@ -735,7 +741,7 @@ cdef class Engine:
         self.check(sample_weight.reshape(n, 1), 1, "sample_weight")
         return data(sample_weight)
 
-    def train_step(self, cnp.ndarray X, cnp.ndarray Y, double lr):
+    def train_step(self, cnp.ndarray X, cnp.ndarray Y, double lr, int threads=-1):
         """forward + backward + fused SGD update for one batch; returns the loss before the
         step, or NaN with the parameters left as they were when the step would make the
         loss or the parameters non-finite."""
@@ -743,9 +749,9 @@ cdef class Engine:
         self.check(Y, self.net.sizes[self.net.n_layers], "Y")
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
-        return self.fused_step(X, Y, lr)
+        return self.fused_step(X, Y, lr, threads)
 
-    def try_train_step(self, X, Y, lr):
+    def try_train_step(self, X, Y, lr, int threads=-1):
         """train_step for arguments that are exactly what the kernels need, checked in C.
 
         Anything else (another type, dtype, layout or shape, NaN or infinity, memory
@@ -774,7 +780,7 @@ cdef class Engine:
                 finite = all_finite(nx, <float*>x) and all_finite(ny, <float*>y)
         if not finite:
             raise NeedsValidation
-        return self.fused_step(X, Y, rate)
+        return self.fused_step(X, Y, rate, threads)
 
     cdef inline bint overlaps_params(self, char* start, Py_ssize_t count):
         cdef Py_ssize_t item = 8 if self.is_double else 4
@@ -788,7 +794,8 @@ cdef class Engine:
                 and cnp.PyArray_ISALIGNED(A) and cnp.PyArray_ISNOTSWAPPED(A)
                 and cnp.PyArray_TYPE(A) == <int>(cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT))
 
-    cdef double fused_step(self, cnp.ndarray X, cnp.ndarray Y, double lr) except? -1:
+    cdef double fused_step(self, cnp.ndarray X, cnp.ndarray Y, double lr,
+                           int threads) except? -1:
         cdef Py_ssize_t n = cnp.PyArray_DIMS(X)[0]
         cdef Update upd = plain_sgd(lr)
         self.reserve(n)
@@ -799,7 +806,8 @@ cdef class Engine:
         cdef char* B = data(self.backup)
         cdef Py_ssize_t size = self.n_params * (8 if self.is_double else 4)
         memcpy(B, P, size)
-        cdef double loss = self.backprop_batch(data(X), data(Y), n, True, NULL, &upd)
+        cdef double loss = self.backprop_batch(data(X), data(Y), n, True, NULL, &upd, NULL,
+                                               threads)
         cdef bint finite
         with nogil:
             finite = isfinite(loss) and (all_finite(self.n_params, <double*>P) if self.is_double
@@ -810,21 +818,24 @@ cdef class Engine:
         return loss
 
     cdef double backprop_batch(self, void* x, void* y, Py_ssize_t n, bint run, void* G,
-                               const Update* upd, void* sw=NULL) noexcept:
+                               const Update* upd, void* sw, int threads) noexcept:
         """Run (if `run`), compute the error and backpropagate one batch of n rows.
 
         upd != NULL: train with it (G == NULL: fused plain SGD); upd == NULL: fill the
         gradient buffer G, parameters untouched. Returns the loss of the batch.
+        threads: as many threads (-1: self.threads).
         """
         cdef double loss
         cdef void* P = data(self.params)
         with nogil:
+            team_enter(self.threads if threads < 0 else threads)
             if self.is_double:
                 loss = backprop_typed(&self.net, n, <double*>x, <double*>y, <double*>sw,
                                       <double*>P, <double*>G, &self.ws, run, upd)
             else:
                 loss = backprop_typed(&self.net, n, <float*>x, <float*>y, <float*>sw,
                                       <float*>P, <float*>G, &self.ws, run, upd)
+            team_leave()
         return loss
 
     def seed(self, uint64_t seed, Py_ssize_t n_samples):
@@ -833,7 +844,7 @@ cdef class Engine:
         self.indices = np.arange(n_samples, dtype=np.intp)
 
     def epochs(self, X, cnp.ndarray Y, Py_ssize_t batch_size, bint shuffled,
-               double[::1] lrs, sample_weight, Update update):
+               double[::1] lrs, sample_weight, Update update, int threads=-1):
         """len(lrs) epochs over (X, Y) in one nogil call, epoch e with learning rate lrs[e].
 
         X: a dense array, or a CSR matrix as (values, column indices, row starts) of
@@ -890,28 +901,32 @@ cdef class Engine:
         cdef void* x = data(X)
         cdef void* y = data(Y)
         with nogil:
+            team_enter(self.threads if threads < 0 else threads)
             if self.is_double:
                 done = run_epochs(&self.net, <double*>x, <double*>y, &run, &self.ws, &update,
                                   &lrs[0], n_epochs, &loss_view[0])
             else:
                 done = run_epochs(&self.net, <float*>x, <float*>y, &run, &self.ws, &update,
                                   &lrs[0], n_epochs, &loss_view[0])
+            team_leave()
         self.rng = run.rng
         return losses[:done], run.n_updates, run.diverged, run.interrupted, update.step
 
-    def step_from_gradients(self, Update update):
+    def step_from_gradients(self, Update update, int threads=-1):
         """The optimizer's step from the gradient buffer (what backward() filled); returns
         the new step count. bpfast.optim's step()."""
         cdef void* P = data(self.params)
         cdef void* G = data(self.grads)
         cdef void* S = data(self.state)
         with nogil:
+            team_enter(self.threads if threads < 0 else threads)
             if self.is_double:
                 step_from_gradients(&self.net, <double*>P, <double*>G, <double*>S,
                                     self.n_params, &update)
             else:
                 step_from_gradients(&self.net, <float*>P, <float*>G, <float*>S,
                                     self.n_params, &update)
+            team_leave()
         return update.step
 
     def weight_sq_norm(self):

@@ -86,7 +86,7 @@ class EarlyStopping:
 
 
 def run(net, X, Y, epochs, batch_size, shuffle, seed, opt, update, schedule, sample_weight,
-        validation, callback, progress, early, per_epoch_schedule, history):
+        validation, callback, progress, early, per_epoch_schedule, history, threads=-1):
     """fit's loop (the caller holds the Network's lock and has validated everything)."""
     bar = _progress_bar(epochs) if progress else None
     # Without per-epoch Python work, all epochs run in one native call.
@@ -102,7 +102,7 @@ def run(net, X, Y, epochs, batch_size, shuffle, seed, opt, update, schedule, sam
             lrs = [schedule(e) for e in range(epoch, min(epoch + chunk, epochs))]
             update["step"] = net._state_step
             losses, n_updates, diverged, interrupted, step = net._engine.epochs(
-                X, Y, batch_size, shuffle, np.array(lrs), sample_weight, update)
+                X, Y, batch_size, shuffle, np.array(lrs), sample_weight, update, threads)
             net._state_step = step
             history.n_updates += n_updates
             history.loss.extend(float(loss) for loss in losses)

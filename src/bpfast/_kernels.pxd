@@ -102,3 +102,7 @@ cdef double tiny_sgd_train_batch(int L, const Py_ssize_t* sizes, const Py_ssize_
 cdef double sum_squares(Py_ssize_t size, const floating* x) noexcept nogil
 
 cdef bint all_finite(Py_ssize_t size, const floating* x) noexcept nogil
+
+cdef void team_enter(int n_threads) noexcept nogil
+
+cdef void team_leave() noexcept nogil

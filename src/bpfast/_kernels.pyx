@@ -56,6 +56,22 @@ cdef extern from "_vmath.h" nogil:
     int bpf_cpu_level()
     int bpf_set_cpu_level(int cap)
 
+cdef extern from "_team.h" nogil:
+    # The thread team and the BLAS thread limit (see _team.h).
+    ctypedef void (*bpf_block_fn)(void* ctx, Py_ssize_t block) noexcept nogil
+    void bpf_team_run(Py_ssize_t n_blocks, bpf_block_fn fn, void* ctx)
+    void bpf_team_enter(int n_threads)
+    void bpf_team_leave()
+    int bpf_team_width()
+    int bpf_default_threads()
+    Py_ssize_t bpf_block_start(Py_ssize_t total, Py_ssize_t b, Py_ssize_t blocks,
+                               Py_ssize_t grain)
+    void bpf_blas_find_controls(void* blas_function)
+    void bpf_blas_hold()
+    void bpf_blas_release()
+    int bpf_blas_limit()
+    long bpf_team_worker_blocks()
+
 cdef extern from "_tiny.h" nogil:
     # Whole tiny layers in scalar loops, with the bits of the general path.
     void bpf_tiny_forward_d(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, const double* X,
@@ -90,6 +106,8 @@ cdef extern from "_smallgemm.h" nogil:
                           const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb,
                           float beta, float* C, Py_ssize_t ldc)
 
+import os
+
 import numpy as np
 
 from bpfast.activations import ACTIVATIONS, LOSSES
@@ -122,6 +140,28 @@ cdef enum:
     WT_BYTES = 16384
     WT_DOUBLES = 2048
 
+# Threads. A BLAS product of at least 2 * SPLIT_PRODUCT multiply-adds is cut into 2, 4 ...
+# up to SPLIT_MAX_BLOCKS blocks of rows or columns of C (at least SPLIT_PRODUCT each, cut
+# at multiples of SPLIT_GRAIN), and the blocks are shared by the thread team. The cut
+# depends on the shape and the machine alone, never on the thread count: a block of a
+# product is its own BLAS call, whose bits differ from those of the same elements in a
+# larger call, so cutting the same way at every thread count is what keeps the bits.
+# SPLIT_MAX_BLOCKS follows the machine's CPU count (os.cpu_count(), not the affinity mask
+# or any thread limit): each block more costs one thread a few percent
+# (benchmarks/bench_split.py). The register kernel's and the element-wise loops' bits do
+# not depend on a cut: they split by the thread count, from SPLIT_ELEMENTS elements a block.
+cdef Py_ssize_t SPLIT_PRODUCT = 1 << 20
+cdef Py_ssize_t SPLIT_MAX_BLOCKS = 1
+while SPLIT_MAX_BLOCKS * 2 <= min(8, os.cpu_count() or 1):
+    SPLIT_MAX_BLOCKS *= 2
+cdef Py_ssize_t SPLIT_GRAIN = 16
+cdef Py_ssize_t SPLIT_ELEMENTS = 1 << 15
+# BLAS products from this many multiply-adds run with the BLAS held to one thread
+# (OpenBLAS threads its own from 65536 up, depending on its version).
+cdef Py_ssize_t BLAS_HOLD_PRODUCT = 1 << 16
+
+bpf_blas_find_controls(<void*>sgemm)
+
 
 def _check(bint ok, str message):
     if not ok:
@@ -138,14 +178,99 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
                floating alpha, const floating* A, Py_ssize_t lda,
                const floating* B, Py_ssize_t ldb,
                floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
-    """C := alpha * op(A) @ op(B) + beta * C, row-major, C is (m, n)."""
+    """C := alpha * op(A) @ op(B) + beta * C, row-major, C is (m, n).
+
+    Direct loops for the tiniest products, the register kernel for small ones when it
+    is on, BLAS otherwise; a large product is cut into blocks of C's rows (when it has
+    more rows than columns) or columns, shared by the thread team (see SPLIT_PRODUCT).
+    """
     if m == 0 or n == 0:
         return
     if m * n * k <= TINY_PRODUCT or k == 0:
         dot_products(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return
-    if (not trans_b and (m * k + k * n) * <Py_ssize_t>sizeof(floating) <= SMALL_GEMM_BYTES
-            and bpf_small_gemm_on()):
+    cdef GemmJob job
+    job.kernel = (not trans_b and (m * k + k * n) * <Py_ssize_t>sizeof(floating)
+                  <= SMALL_GEMM_BYTES and bpf_small_gemm_on())
+    job.by_rows = m > n
+    cdef Py_ssize_t size = m if job.by_rows else n
+    job.blocks = 1
+    if job.kernel:
+        # The kernel's bits do not depend on the cut: as many blocks as threads.
+        if m * n * k >= 2 * SPLIT_PRODUCT and size >= 2 * SPLIT_GRAIN:
+            job.blocks = min(bpf_team_width(), m * n * k // SPLIT_PRODUCT,
+                             size // SPLIT_GRAIN)
+    else:
+        while (job.blocks < SPLIT_MAX_BLOCKS and m * n * k >= 2 * job.blocks * SPLIT_PRODUCT
+               and size >= 2 * job.blocks * SPLIT_GRAIN):
+            job.blocks *= 2
+    cdef bint hold = not job.kernel and m * n * k >= BLAS_HOLD_PRODUCT
+    if hold:
+        bpf_blas_hold()
+    if job.blocks == 1:
+        product(job.kernel, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        job.trans_a = trans_a
+        job.trans_b = trans_b
+        job.is_double = floating is double
+        job.m = m
+        job.n = n
+        job.k = k
+        job.lda = lda
+        job.ldb = ldb
+        job.ldc = ldc
+        job.alpha = alpha
+        job.beta = beta
+        job.A = A
+        job.B = B
+        job.C = C
+        bpf_team_run(job.blocks, gemm_block, &job)
+    if hold:
+        bpf_blas_release()
+
+
+cdef struct GemmJob:
+    # A product cut into `blocks` blocks of C's rows (by_rows) or columns.
+    bint kernel, by_rows, trans_a, trans_b, is_double
+    Py_ssize_t m, n, k, lda, ldb, ldc, blocks
+    double alpha, beta
+    const void* A
+    const void* B
+    void* C
+
+
+cdef void gemm_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    cdef GemmJob* job = <GemmJob*>ctx
+    if job.is_double:
+        product_block(job, block, <const double*>job.A, <const double*>job.B, <double*>job.C)
+    else:
+        product_block(job, block, <const float*>job.A, <const float*>job.B, <float*>job.C)
+
+
+cdef inline void product_block(const GemmJob* job, Py_ssize_t block, const floating* A,
+                               const floating* B, floating* C) noexcept nogil:
+    cdef Py_ssize_t size = job.m if job.by_rows else job.n
+    cdef Py_ssize_t start = bpf_block_start(size, block, job.blocks, SPLIT_GRAIN)
+    cdef Py_ssize_t count = bpf_block_start(size, block + 1, job.blocks, SPLIT_GRAIN) - start
+    if count <= 0:
+        return
+    if job.by_rows:          # rows start..: of op(A) and of C
+        product(job.kernel, job.trans_a, job.trans_b, count, job.n, job.k,
+                <floating>job.alpha, A + (start if job.trans_a else start * job.lda), job.lda,
+                B, job.ldb, <floating>job.beta, C + start * job.ldc, job.ldc)
+    else:                    # columns start..: of op(B) and of C
+        product(job.kernel, job.trans_a, job.trans_b, job.m, count, job.k,
+                <floating>job.alpha, A, job.lda,
+                B + (start * job.ldb if job.trans_b else start), job.ldb,
+                <floating>job.beta, C + start, job.ldc)
+
+
+cdef inline void product(bint kernel, bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                         Py_ssize_t k, floating alpha, const floating* A, Py_ssize_t lda,
+                         const floating* B, Py_ssize_t ldb,
+                         floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
+    """One product, whole, in the register kernel or BLAS."""
+    if kernel:
         if floating is double:
             bpf_small_gemm_d(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         else:
@@ -209,9 +334,10 @@ cdef inline void dot_products(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize
 
 
 def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint trans_b=False,
-           bint loops=False, double alpha=1, double beta=0, out=None):
+           bint loops=False, double alpha=1, double beta=0, out=None, int n_threads=1):
     """alpha * op(A) @ op(B) (+ beta * out) through gemm() (or gemm_loops() with
-    loops=True), into `out` when given; for tests."""
+    loops=True) on n_threads threads (0: the default), into `out` when given; for tests
+    and benchmarks."""
     cdef Py_ssize_t m = A.shape[1] if trans_a else A.shape[0]
     cdef Py_ssize_t k = A.shape[0] if trans_a else A.shape[1]
     cdef Py_ssize_t kb = B.shape[1] if trans_b else B.shape[0]
@@ -227,16 +353,60 @@ def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint tran
     cdef const floating* pa = &A[0, 0] if k > 0 else NULL
     cdef const floating* pb = &B[0, 0] if k > 0 else NULL
     with nogil:
+        team_enter(n_threads)
         if loops:
             gemm_loops(trans_a, trans_b, m, n, k, <floating>alpha, pa, A.shape[1], pb,
                        B.shape[1], <floating>beta, &C[0, 0], n)
         else:
             gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, A.shape[1], pb, B.shape[1],
                  <floating>beta, &C[0, 0], n)
+        team_leave()
     return out
 
 
 # ================================================================ the forward pass
+
+cdef struct Elementwise:
+    # An element-wise loop cut into `blocks` blocks of its `size` elements (rows of
+    # `row` elements for bias_activation); the loop's own arrays and scalars.
+    bint is_double
+    Py_ssize_t size, row, blocks
+    void* x
+    const void* y
+    void* s1
+    void* s2
+    const void* args
+    int code
+    double lr, momentum, decay
+
+
+cdef inline Py_ssize_t element_blocks(Py_ssize_t elements, Py_ssize_t units) noexcept nogil:
+    """Blocks for an element-wise loop over `elements` in `units` (rows or elements):
+    one per thread, each of at least SPLIT_ELEMENTS. Its bits do not depend on the cut."""
+    if elements < 2 * SPLIT_ELEMENTS:
+        return 1
+    return min(<Py_ssize_t>bpf_team_width(), elements // SPLIT_ELEMENTS, units)
+
+
+cdef inline Py_ssize_t block_range(const Elementwise* job, Py_ssize_t block,
+                                   Py_ssize_t* count) noexcept nogil:
+    """The first unit of block `block`, and in count how many it has."""
+    cdef Py_ssize_t grain = 1 if job.row > 0 else 64
+    cdef Py_ssize_t start = bpf_block_start(job.size, block, job.blocks, grain)
+    count[0] = bpf_block_start(job.size, block + 1, job.blocks, grain) - start
+    return start
+
+
+cdef void bias_activation_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    cdef Elementwise* job = <Elementwise*>ctx
+    cdef Py_ssize_t rows, first = block_range(job, block, &rows)
+    if job.is_double:
+        bpf_bias_act_d(rows, job.row, <const double*>job.y, <double*>job.x + first * job.row,
+                       job.code)
+    else:
+        bpf_bias_act_f(rows, job.row, <const float*>job.y, <float*>job.x + first * job.row,
+                       job.code)
+
 
 cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int activation,
                           floating* Z) noexcept nogil:
@@ -246,7 +416,17 @@ cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int act
     """
     cdef int act = ACT_IDENTITY if activation in (ACT_SOFTMAX, ACT_EXP) else activation
     cdef Py_ssize_t i
-    if floating is double:
+    cdef Elementwise job
+    job.blocks = element_blocks(n * m, n)
+    if job.blocks > 1:
+        job.is_double = floating is double
+        job.size = n
+        job.row = m
+        job.x = Z
+        job.y = b
+        job.code = act
+        bpf_team_run(job.blocks, bias_activation_block, &job)
+    elif floating is double:
         bpf_bias_act_d(n, m, b, Z, act)
     else:
         bpf_bias_act_f(n, m, b, Z, act)
@@ -467,10 +647,29 @@ def backprop_error(floating[:, ::1] delta, floating[:, ::1] W):
 cdef void activation_backward_into(Py_ssize_t size, floating* E, const floating* A,
                                    int activation) noexcept nogil:
     """E := E * f'(Z), in place, with f' written in terms of A = f(Z) (not for softmax)."""
-    if floating is double:
+    cdef Elementwise job
+    job.blocks = element_blocks(size, size)
+    if job.blocks > 1:
+        job.is_double = floating is double
+        job.size = size
+        job.row = 0
+        job.x = E
+        job.y = A
+        job.code = activation
+        bpf_team_run(job.blocks, activation_backward_block, &job)
+    elif floating is double:
         bpf_act_backward_d(size, E, A, activation)
     else:
         bpf_act_backward_f(size, E, A, activation)
+
+
+cdef void activation_backward_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    cdef Elementwise* job = <Elementwise*>ctx
+    cdef Py_ssize_t count, first = block_range(job, block, &count)
+    if job.is_double:
+        bpf_act_backward_d(count, <double*>job.x + first, <const double*>job.y + first, job.code)
+    else:
+        bpf_act_backward_f(count, <float*>job.x + first, <const float*>job.y + first, job.code)
 
 
 def activation_backward(floating[:, ::1] E, floating[:, ::1] A, str activation):
@@ -541,10 +740,37 @@ cdef void sgd_update_into(Py_ssize_t size, floating* W, const floating* grad,
     W += v`` (Nesterov: ``W += momentum * v - lr * g``). What Network.step and every
     momentum step of fit run; the vectorized loops are _vmath.h's (same bits at every
     SIMD level)."""
-    if floating is double:
+    cdef Elementwise job
+    job.blocks = element_blocks(size, size)
+    if job.blocks > 1:
+        job.is_double = floating is double
+        job.size = size
+        job.row = 0
+        job.x = W
+        job.y = grad
+        job.s1 = velocity
+        job.lr = lr
+        job.momentum = momentum
+        job.decay = weight_decay
+        job.code = nesterov
+        bpf_team_run(job.blocks, sgd_update_block, &job)
+    elif floating is double:
         bpf_sgd_update_d(size, W, grad, velocity, lr, momentum, weight_decay, nesterov)
     else:
         bpf_sgd_update_f(size, W, grad, velocity, lr, momentum, weight_decay, nesterov)
+
+
+cdef void sgd_update_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    cdef Elementwise* job = <Elementwise*>ctx
+    cdef Py_ssize_t count, first = block_range(job, block, &count)
+    if job.is_double:
+        bpf_sgd_update_d(count, <double*>job.x + first, <const double*>job.y + first,
+                         <double*>job.s1 + first if job.s1 != NULL else NULL,
+                         job.lr, job.momentum, job.decay, job.code)
+    else:
+        bpf_sgd_update_f(count, <float*>job.x + first, <const float*>job.y + first,
+                         <float*>job.s1 + first if job.s1 != NULL else NULL,
+                         <float>job.lr, <float>job.momentum, <float>job.decay, job.code)
 
 
 def sgd_update(floating[::1] W, floating[::1] grad, double lr, floating[::1] velocity=None,
@@ -565,10 +791,35 @@ def sgd_update(floating[::1] W, floating[::1] grad, double lr, floating[::1] vel
 cdef void adam_update_into(Py_ssize_t size, floating* W, const floating* grad, floating* m,
                            floating* v, const bpf_adam_args* args) noexcept nogil:
     """One Adam/AdamW step in place (the scalars of step t in args: adam_args())."""
-    if floating is double:
+    cdef Elementwise job
+    job.blocks = element_blocks(size, size)
+    if job.blocks > 1:
+        job.is_double = floating is double
+        job.size = size
+        job.row = 0
+        job.x = W
+        job.y = grad
+        job.s1 = m
+        job.s2 = v
+        job.args = args
+        bpf_team_run(job.blocks, adam_update_block, &job)
+    elif floating is double:
         bpf_adam_d(size, W, grad, m, v, args)
     else:
         bpf_adam_f(size, W, grad, m, v, args)
+
+
+cdef void adam_update_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    cdef Elementwise* job = <Elementwise*>ctx
+    cdef Py_ssize_t count, first = block_range(job, block, &count)
+    if job.is_double:
+        bpf_adam_d(count, <double*>job.x + first, <const double*>job.y + first,
+                   <double*>job.s1 + first, <double*>job.s2 + first,
+                   <const bpf_adam_args*>job.args)
+    else:
+        bpf_adam_f(count, <float*>job.x + first, <const float*>job.y + first,
+                   <float*>job.s1 + first, <float*>job.s2 + first,
+                   <const bpf_adam_args*>job.args)
 
 
 cdef bpf_adam_args adam_args(long long t, double lr, double beta1, double beta2, double eps,
@@ -609,10 +860,35 @@ cdef void rprop_update_into(Py_ssize_t size, floating* W, const floating* grad,
                             floating* prev, floating* steps,
                             const bpf_rprop_args* args) noexcept nogil:
     """One iRprop- step in place: steps grow or shrink by the sign of grad * prev."""
-    if floating is double:
+    cdef Elementwise job
+    job.blocks = element_blocks(size, size)
+    if job.blocks > 1:
+        job.is_double = floating is double
+        job.size = size
+        job.row = 0
+        job.x = W
+        job.y = grad
+        job.s1 = prev
+        job.s2 = steps
+        job.args = args
+        bpf_team_run(job.blocks, rprop_update_block, &job)
+    elif floating is double:
         bpf_rprop_d(size, W, grad, prev, steps, args)
     else:
         bpf_rprop_f(size, W, grad, prev, steps, args)
+
+
+cdef void rprop_update_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    cdef Elementwise* job = <Elementwise*>ctx
+    cdef Py_ssize_t count, first = block_range(job, block, &count)
+    if job.is_double:
+        bpf_rprop_d(count, <double*>job.x + first, <const double*>job.y + first,
+                    <double*>job.s1 + first, <double*>job.s2 + first,
+                    <const bpf_rprop_args*>job.args)
+    else:
+        bpf_rprop_f(count, <float*>job.x + first, <const float*>job.y + first,
+                    <float*>job.s1 + first, <float*>job.s2 + first,
+                    <const bpf_rprop_args*>job.args)
 
 
 cdef bpf_rprop_args rprop_args(double eta_minus, double eta_plus, double step_min,
@@ -752,6 +1028,48 @@ def is_finite(floating[::1] x):
         with nogil:
             ok = all_finite(x.shape[0], &x[0])
     return ok
+
+
+# ================================================================ threads
+
+cdef void team_enter(int n_threads) noexcept nogil:
+    """The kernels this thread runs until team_leave() may use n_threads threads (0:
+    every CPU this process may use, at most the BLAS thread limit)."""
+    bpf_team_enter(n_threads)
+
+
+cdef void team_leave() noexcept nogil:
+    bpf_team_leave()
+
+
+def default_threads():
+    """What n_threads=None means now: the CPUs this process may use (its affinity
+    mask), at most the thread limit of the BLAS bpfast calls (threadpoolctl's)."""
+    return bpf_default_threads()
+
+
+def team_worker_blocks():
+    """Blocks of work the team's worker threads have run so far (tests check that a
+    call with n_threads > 1 uses them)."""
+    return bpf_team_worker_blocks()
+
+
+def blas_thread_limit():
+    """The thread limit of the BLAS bpfast calls (0: bpfast cannot read it)."""
+    return bpf_blas_limit()
+
+
+def split_thresholds(product=None, elements=None, max_blocks=None):
+    """(SPLIT_PRODUCT, SPLIT_ELEMENTS, SPLIT_MAX_BLOCKS): set them to measure
+    (benchmarks/bench_split.py) or to make tests split small shapes."""
+    global SPLIT_PRODUCT, SPLIT_ELEMENTS, SPLIT_MAX_BLOCKS
+    if product is not None:
+        SPLIT_PRODUCT = max(1, int(product))
+    if elements is not None:
+        SPLIT_ELEMENTS = max(1, int(elements))
+    if max_blocks is not None:
+        SPLIT_MAX_BLOCKS = max(1, int(max_blocks))
+    return SPLIT_PRODUCT, SPLIT_ELEMENTS, SPLIT_MAX_BLOCKS
 
 
 # ================================================================ switches for tests and benchmarks

@@ -56,6 +56,7 @@ class ReferenceEngine:
         self.acts = None
         self.rng = 0
         self.indices = None
+        self.threads = 0        # as Engine's; NumPy's calls choose their own threads
 
     # -- reading and writing the flat buffers
     def _layers(self, buf):
@@ -129,13 +130,13 @@ class ReferenceEngine:
         return u["step"]
 
     # -- the Engine interface
-    def forward(self, X, keep=True):
+    def forward(self, X, keep=True, threads=-1):
         acts = self._forward_all(X.tolist(), self._layers(self.params))
         if keep:
             self.acts, self.batch = acts, X.shape[0]
         return np.asarray(acts[-1], dtype=self.params.dtype)
 
-    def backward(self, Y, sample_weight=None):
+    def backward(self, Y, sample_weight=None, threads=-1):
         if self.batch == 0:
             raise RuntimeError("backward() needs a forward() first (and one backward per forward)")
         if Y.shape[0] != self.batch:
@@ -146,7 +147,7 @@ class ReferenceEngine:
         self.batch, self.acts = 0, None
         return loss
 
-    def loss_and_gradient(self, X, Y, sample_weight=None):
+    def loss_and_gradient(self, X, Y, sample_weight=None, threads=-1):
         self.forward(X)
         return self.backward(Y, sample_weight)
 
@@ -165,13 +166,13 @@ class ReferenceEngine:
         self._step_from_gradients(u)
         return loss
 
-    def step_from_gradients(self, update):
+    def step_from_gradients(self, update, threads=-1):
         return self._step_from_gradients(dict(update))
 
-    def try_train_step(self, X, Y, lr):
+    def try_train_step(self, X, Y, lr, threads=-1):
         raise NeedsValidation     # no fast path: the Network validates first
 
-    def train_step(self, X, Y, lr):
+    def train_step(self, X, Y, lr, threads=-1):
         self.batch, self.acts = 0, None
         backup = self.params.copy()
         update = dict(optimizer=0, lr=lr, momentum=0.0, weight_decay=0.0, clip_norm=0.0,
@@ -186,7 +187,7 @@ class ReferenceEngine:
         self.rng = int(seed) & _MASK
         self.indices = list(range(n_samples))
 
-    def epochs(self, X, Y, batch_size, shuffled, lrs, sample_weight, update):
+    def epochs(self, X, Y, batch_size, shuffled, lrs, sample_weight, update, threads=-1):
         """As _engine.Engine.epochs: (losses of the completed epochs, n_updates, diverged,
         interrupted, step); Ctrl-C raises KeyboardInterrupt here directly."""
         self.batch, self.acts = 0, None

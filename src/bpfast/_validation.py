@@ -272,6 +272,11 @@ def positive_int(x, name, upper=None):
     return int(x)
 
 
+def thread_count(x, name="n_threads"):
+    """None (every CPU this process may use) or an int >= 1 (at most 64: the team's size)."""
+    return None if x is None else positive_int(x, name, upper=64)
+
+
 def as_bool(x, name):
     """A bool (or NumPy bool): flags such as shuffle and nesterov; no truthy strings."""
     if not isinstance(x, (bool, np.bool_)):

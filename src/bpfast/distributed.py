@@ -498,7 +498,7 @@ def fit_with_arguments_of_fit(net, args: dict) -> History:
     """Network.fit(comm=...): fit() here with Network.fit's arguments, those it cannot take
     refused first (on every rank alike, since every rank passes the same)."""
     unsupported = dict(lr_schedule="constant", callback=None, early_stopping=False,
-                       progress=False, keep_state=False, keep_momentum=False)
+                       progress=False, keep_state=False, keep_momentum=False, n_threads=None)
     for name, default in unsupported.items():
         if args[name] is not default and args[name] != default:
             raise ValueError(f"fit(comm=...) does not take {name}; got {args[name]!r}")

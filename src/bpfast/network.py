@@ -20,7 +20,7 @@ from bpfast._layout import param_layout
 from bpfast._reference_engine import ReferenceEngine
 from bpfast._validation import (MAX_DIM, as_bool, as_csr, as_dtype, as_matrix, as_parameters,
                                 as_sample_weight, choice, is_sparse, one_hot_labels,
-                                positive_float, positive_int, seed_value)
+                                positive_float, positive_int, seed_value, thread_count)
 from bpfast.activations import activation_code, loss_code
 
 BACKENDS = ("cython", "reference")
@@ -108,6 +108,10 @@ class Network:
     seed : int or None
         Seeds the initial weights (normal, std = n_in ** -0.5; biases 0) and the
         default shuffling seed of ``fit``.
+    n_threads : int >= 1 or None
+        Threads a call may use (``fit``, ``train_step``, ``predict``... also take it for
+        one call). None: every CPU this process may use, at most the BLAS thread limit
+        (``bpfast.default_threads()``). Results are the same bits at any count.
 
     Notes
     -----
@@ -122,7 +126,7 @@ class Network:
     """
 
     def __init__(self, sizes, activation="sigmoid", output_activation="sigmoid", loss="mse",
-                 dtype="float64", backend="cython", seed=0):
+                 dtype="float64", backend="cython", seed=0, n_threads=None):
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) and not isinstance(sizes, np.ndarray):
             raise TypeError(f"sizes must be a sequence of layer widths like [2, 2, 1]; got {sizes!r}")
         if len(sizes) < 2:
@@ -161,8 +165,23 @@ class Network:
         for W in self.weights:
             W[...] = self._rng.normal(0.0, W.shape[0] ** -0.5, size=W.shape)
         self._engine = self._make_engine()
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------------ set-up
+    @property
+    def n_threads(self) -> Optional[int]:
+        """Threads a call may use; None: ``bpfast.default_threads()`` at each call."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value) -> None:
+        self._n_threads = thread_count(value)
+        self._engine.threads = self._n_threads or 0
+
+    def _threads(self, n_threads) -> int:
+        """An engine call's thread count: -1 for the Network's own, else n_threads checked."""
+        return -1 if n_threads is None else thread_count(n_threads)
+
     def _views(self, buf, name, which):
         out = [buf[s.w:s.b].reshape(s.n_in, s.n_out) if which == 0 else buf[s.b:s.end]
                for s in self._layout]
@@ -226,13 +245,14 @@ class Network:
     def __repr__(self):
         return (f"Network(sizes={self.sizes}, activation={self.activation!r}, "
                 f"output_activation={self.output_activation!r}, loss={self.loss!r}, "
-                f"dtype={self.dtype.name!r}, backend={self.backend!r})")
+                f"dtype={self.dtype.name!r}, backend={self.backend!r}, "
+                f"n_threads={self._n_threads or f'None (now {_kernels.default_threads()})'})")
 
     def config(self) -> dict:
         """The settings that build this architecture: ``Network(**net.config())``."""
         return dict(sizes=list(self.sizes), activation=self.activation,
                     output_activation=self.output_activation, loss=self.loss,
-                    dtype=self.dtype.name, backend=self.backend)
+                    dtype=self.dtype.name, backend=self.backend, n_threads=self._n_threads)
 
     def clone(self, backend: Optional[str] = None) -> "Network":
         """An independent copy: the same settings, parameters, optimizer state and seeds.
@@ -294,7 +314,7 @@ class Network:
         """Output for X, shape (batch, sizes[-1]); keeps what ``backward`` needs."""
         X = self._X(X)
         with self._exclusive():
-            return self._engine.forward(X)
+            return self._engine.forward(X, True)
 
     def backward(self, Y, sample_weight=None) -> float:
         """Loss of the last ``forward`` against Y; fills ``grad_weights``/``grad_biases``.
@@ -339,10 +359,11 @@ class Network:
                                          f"infinite; they were left as they were. Try a "
                                          f"smaller lr.")
 
-    def train_step(self, X, Y, lr: float) -> float:
+    def train_step(self, X, Y, lr: float, n_threads: Optional[int] = None) -> float:
         """forward + backward + SGD step, fused; returns the loss before the step.
 
         The fused update writes straight into the weights: ``grad_weights`` are not filled.
+        ``n_threads`` overrides the Network's for this call.
         Raises FloatingPointError, with the parameters left as they were, if the loss or
         the updated parameters would not be finite.
         """
@@ -353,7 +374,7 @@ class Network:
                 raise _busy()
             try:
                 # The hot path of a training loop: arguments already right, checked in C.
-                loss = self._engine.try_train_step(X, Y, lr)
+                loss = self._engine.try_train_step(X, Y, lr, self._threads(n_threads))
             except NeedsValidation:
                 X = self._X(X)
                 Y = self._Y(Y, X.shape[0])
@@ -362,7 +383,7 @@ class Network:
                     X = X.copy()
                 if np.may_share_memory(Y, self._params):
                     Y = Y.copy()
-                loss = self._engine.train_step(X, Y, lr)
+                loss = self._engine.train_step(X, Y, lr, self._threads(n_threads))
             if loss != loss:
                 raise FloatingPointError(f"train_step with lr={lr:g} diverged: the loss or the "
                                          f"parameters would not be finite; the parameters were "
@@ -372,25 +393,27 @@ class Network:
             self._lock.release()
 
     # ------------------------------------------------------------------ whole data sets
-    def predict(self, X) -> np.ndarray:
-        """Output for X, shape (n, sizes[-1]); nothing is kept for ``backward``."""
+    def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
+        """Output for X, shape (n, sizes[-1]); nothing is kept for ``backward``.
+        ``n_threads`` overrides the Network's for this call."""
         X = self._X(X)
+        threads = self._threads(n_threads)
         self._start_reading()
         try:
-            return self._outputs(X)
+            return self._outputs(X, threads)
         finally:
             self._stop_reading()
 
-    def evaluate(self, X, Y) -> float:
+    def evaluate(self, X, Y, n_threads: Optional[int] = None) -> float:
         """The loss on (X, Y) without training (the same definition as ``fit`` reports)."""
-        out = self.predict(X)
+        out = self.predict(X, n_threads)
         return self._loss_of(out, self._Y(Y, out.shape[0]))
 
-    def _outputs(self, X):
+    def _outputs(self, X, threads=-1):
         """Forward of validated X in chunks of PREDICT_CHUNK rows (the caller holds a lock)."""
         if X.shape[0] <= PREDICT_CHUNK:
-            return self._engine.forward(X, False)       # keep=False, positional: cheaper
-        return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], False)
+            return self._engine.forward(X, False, threads)
+        return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], False, threads)
                                for i in range(0, X.shape[0], PREDICT_CHUNK)])
 
     def _validation_pair(self, validation_data):
@@ -415,7 +438,7 @@ class Network:
             keep_state: bool = False, sample_weight=None, clip_norm: Optional[float] = None,
             early_stopping: bool = False, patience: int = 10, min_delta: float = 0.0,
             restore_best: bool = True, comm=None, sync_every: int = 1, checkpoint=None,
-            checkpoint_every: int = 1, resume=None) -> History:
+            checkpoint_every: int = 1, resume=None, n_threads: Optional[int] = None) -> History:
         """Mini-batch training over whole epochs, in native calls that release the GIL.
 
         Parameters
@@ -474,6 +497,9 @@ class Network:
         clip_norm : float > 0 or None
             Scale each batch's gradient to this global norm when it is larger, as
             ``torch.nn.utils.clip_grad_norm_``.
+        n_threads : int >= 1 or None
+            Threads for this fit (None: the Network's ``n_threads``). The trained
+            parameters are the same bits at any thread count.
         comm : an mpi4py communicator or None
             Data-parallel training over MPI: ``bpfast.distributed.fit`` (which takes
             ``sync_every``, ``checkpoint``, ``checkpoint_every`` and ``resume``, and no
@@ -545,6 +571,7 @@ class Network:
             raise TypeError(f"callback must be callable; got {type(callback).__name__}")
         seed = seed_value(seed)
         update = opt.update(from_gradients=not isinstance(optimizer, str))
+        threads = self._threads(n_threads)
 
         with self._exclusive():
             if self._fitting:
@@ -559,7 +586,7 @@ class Network:
                 history = self.history_ = History()
                 return _fitting.run(self, X, Y, epochs, batch_size, shuffle, seed, opt, update,
                                     schedule, sample_weight, validation, callback, progress,
-                                    early, callable(lr_schedule), history)
+                                    early, callable(lr_schedule), history, threads)
             finally:
                 self._fitting = False
 
