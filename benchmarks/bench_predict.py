@@ -187,6 +187,10 @@ def fmt(us):
     return "—" if us is None else f"{us:,.1f}" if us < 1000 else f"{us:,.0f}"
 
 
+def fmt_ratio(ratio):
+    return "—" if ratio is None else f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
+
+
 def ratio_of(med):
     if "onnxruntime" not in med:
         return None
@@ -209,7 +213,7 @@ def report(args, rows, checks, elapsed):
         verdict = "—" if ratio is None else "met" if ratio >= 1 else "**missed**"
         lines.append(f"| {net_name} | {dtype} | {threads} | {batch} | {fmt(med['bpfast'])} | "
                      f"{fmt(med.get('onnxruntime'))} | {fmt(med['NumPy'])} | "
-                     f"{'—' if ratio is None else f'{ratio:.2f}x'} | {verdict} |")
+                     f"{fmt_ratio(ratio)} | {verdict} |")
     lines += ["", "## Goals", ""]
     ratios = [(r[:4], ratio_of(r[4])) for r in rows if ratio_of(r[4]) is not None]
     if ratios:
@@ -218,7 +222,7 @@ def report(args, rows, checks, elapsed):
         where = " ".join(map(str, worst_key))
         text = ("met" if not slower else f"**missed** in {len(slower)} of {len(ratios)} rows")
         lines.append(f"- bpfast never slower than onnxruntime: {text} (lowest ort / bpfast "
-                     f"{worst:.2f}x at {where})")
+                     f"{fmt_ratio(worst)} at {where})")
     else:
         lines.append("- bpfast never slower than onnxruntime: not measured (no onnxruntime)")
     batch1 = [r[4]["bpfast"] for r in rows if r[:4] == ("784-128-10", "float32", "1", 1)]
