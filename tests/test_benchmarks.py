@@ -232,3 +232,114 @@ def test_bench_predict_quick_checks_then_times_every_row(tmp_path):
     assert len(pairs) == (12 if with_ort else 4), text
     assert "**NO**" not in text
     assert "python benchmarks/bench_predict.py --quick --networks 784-128-10" in text
+
+
+# bench_threads.py and bench_jax.py: quick runs; their tables are parsed, no timing asserted.
+def _run_script(name, *args, timeout=600):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+def _num(cell):
+    return float(cell.replace(",", "").rstrip("x"))
+
+
+def test_bench_threads_quick_tables_and_plot(tmp_path):
+    """Both parts: three two-network rows; one scaling row per quick case at n_threads 1 and
+    2, whose speedup is the ratio of its two times and whose epochs agreed bit for bit."""
+    png, out = tmp_path / "threads.png", tmp_path / "threads.md"
+    text = _run_script("bench_threads.py", "--quick", "--max-threads", "2", "--plot", str(png),
+                       "--output", str(out))
+    assert out.read_text(encoding="utf-8").strip() == text.strip()
+    two = _rows(text, rf"^\| (2-2-2|64-64-10|784-128-10) \| (1|32|64) \| ({NUMBER}) ms \| "
+                      rf"({NUMBER}) ms \| ({NUMBER})x \|$")
+    assert [r[0] for r in two] == ["2-2-2", "64-64-10", "784-128-10"], text
+    for _, _, seq, par, speedup in two:
+        assert _num(speedup) == pytest.approx(_num(seq) / _num(par), rel=0.05, abs=0.01)
+    assert ("| network | batch | dtype | 1 thread µs | 2 threads µs | speedup at 2 "
+            "| CPUs busy at 2 | same bits |") in text
+    rows = _rows(text, rf"^\| (64-64-10|784-128-10) \| (32|64) \| (float32) \| ({NUMBER}) \| "
+                       rf"({NUMBER}) \| ({NUMBER})x \| ([\d.]+) \| (yes|\*\*NO\*\*) \|$")
+    assert [r[0] for r in rows] == ["64-64-10", "784-128-10"], text
+    for *_, one, two_threads, speedup, busy, bits in rows:
+        assert bits == "yes"
+        assert 0 < float(busy) <= 2.1           # process CPU time / wall time, 2 threads
+        assert _num(speedup) == pytest.approx(_num(one) / _num(two_threads), rel=0.05, abs=0.01)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "No plot: matplotlib is not installed." in text and not png.exists()
+    else:
+        assert png.stat().st_size > 0 and f"Plot: `{png}`" in text
+
+
+def test_bench_threads_rejects_an_unknown_case():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_threads.py"),
+                           "--part", "scaling", "--cases", "3-3-3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown case '3-3-3'" in proc.stderr
+
+
+def _jax_installed():
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _verdict_follows(cell, value, bound):
+    """A 'met' / '**missed**' cell agrees with value >= bound (unless too close to call
+    from the rounded figures the table prints)."""
+    verdict = "met" if "met" in cell and "missed" not in cell else "missed"
+    if abs(value - bound) > 0.01 * bound:
+        assert verdict == ("met" if value >= bound else "missed"), (cell, value, bound)
+
+
+@pytest.mark.parametrize("hide_jax", [False, True], ids=["jax-if-installed", "jax-hidden"])
+def test_bench_jax_quick_both_settings(tmp_path, hide_jax):
+    """One-CPU and default-threads tables, the speedup table with verdicts that follow from
+    its numbers, and with JAX both variants timed and agreeing with bpfast; without JAX
+    (absent, or hidden by a package that fails to import) the bpfast columns still run."""
+    env = dict(os.environ)
+    if hide_jax:
+        (tmp_path / "jax").mkdir()
+        (tmp_path / "jax" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path)] + [p for p in [env.get("PYTHONPATH")] if p])
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_jax.py"), "--quick"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    text = proc.stdout
+    has_jax = _jax_installed() and not hide_jax
+    assert "## One CPU (pinned to CPU" in text and "## Default threads (" in text
+    jax_cell = NUMBER if has_jax else "—"
+    ratio_cell = rf"{NUMBER}x" if has_jax else "—"
+    rows = _rows(text, rf"^\| (64-64-10|784-128-10) \| (32|64) \| float32 \| {jax_cell} \| "
+                       rf"{jax_cell} \| {NUMBER} \| {ratio_cell} \|$")
+    assert [r[0] for r in rows] == ["64-64-10", "784-128-10"] * 2, text
+    speed = _rows(text, rf"^\| (64-64-10|784-128-10) \| (?:32|64) \| float32 \| ({NUMBER}) \| "
+                        rf"({NUMBER}) \| ({NUMBER})x \| ([\d.]+) \| ([^|]+) \| (yes|\*\*NO\*\*) \| "
+                        rf"([^|]+) \|$")
+    assert [r[0] for r in speed] == ["64-64-10", "784-128-10"], text
+    for key, one, default, speedup, busy, target, bits, vs_jax in speed:
+        assert bits == "yes"                    # n_threads left the bits alone
+        assert float(busy) > 0
+        ratio = _num(one) / _num(default)
+        assert _num(speedup) == pytest.approx(ratio, rel=0.05, abs=0.01)
+        if key == "784-128-10":
+            assert target.strip().startswith(">= 1.5x: ")
+            _verdict_follows(target, ratio, 1.5)
+        else:
+            assert target.strip() == "—"
+        if has_jax:
+            m = re.fullmatch(r"(met|\*\*missed\*\*) \(([\d.]+)x\)", vs_jax.strip())
+            assert m, vs_jax
+            _verdict_follows(m.group(1), float(m.group(2)), 1.0)
+        else:
+            assert vs_jax.strip() == "—"
+    checks = _rows(text, r"^\| (one-cpu|default) \| [^|]+ \| (JAX jit step|JAX epoch scan) \| "
+                         r"[\d.e+-]+ \| [\d.e+-]+ \| yes \|$")
+    assert len(checks) == (8 if has_jax else 0), text
+    assert ("JAX columns skipped: JAX not installed" in text) == (not has_jax)
