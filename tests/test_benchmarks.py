@@ -8,16 +8,21 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "benchmarks", "bench.py")
+
+
+def run_bench(script, *args, timeout=600, env=None):
+    """Run benchmarks/<script> with args from the repository root; check that it exited 0
+    (else fail showing its output) and return its CompletedProcess."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
 
 
 def test_bench_quick_writes_results_table(tmp_path):
     out = tmp_path / "RESULTS.md"
     png = tmp_path / "results.png"
-    proc = subprocess.run(
-        [sys.executable, BENCH, "--quick", "--cases", "2-2-1", "--output", str(out), "--plot", str(png)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    run_bench("bench.py", "--quick", "--cases", "2-2-1", "--output", out, "--plot", png, timeout=300)
     text = out.read_text(encoding="utf-8")
 
     header = [line for line in text.splitlines() if line.startswith("| implementation |")]
@@ -49,11 +54,8 @@ FANN_AVAILABLE = (os.path.exists("/usr/include/doublefann.h")
 def test_bench_measures_fann_beside_fit(tmp_path):
     """With libfann-dev, 2-2-1 gets a measured FANN column and the target compares with it."""
     out = tmp_path / "r.md"
-    proc = subprocess.run(
-        [sys.executable, BENCH, "--quick", "--cases", "2-2-1", "--output", str(out),
-         "--plot", str(tmp_path / "r.png")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    run_bench("bench.py", "--quick", "--cases", "2-2-1", "--output", out,
+              "--plot", tmp_path / "r.png", timeout=300)
     text = out.read_text(encoding="utf-8")
 
     row = re.search(r"^\| FANN \(C, per-sample fann_train\) \| ([\d,.]+) \|$", text, re.M)
@@ -73,10 +75,7 @@ def test_step_phases_runs_and_reports_both_dtypes(tmp_path):
     """bench_step_phases.py builds its Cython module (skipped without Cython) and reports."""
     pytest.importorskip("Cython")
     env = dict(os.environ, HOME=str(tmp_path))          # pyximport builds under ~/.pyxbld
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_step_phases.py"),
-                           "--reps", "50"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = run_bench("bench_step_phases.py", "--reps", "50", env=env)
     shares = re.findall(r"(float32|float64): phases 1-7 sum to ([\d.]+) µs, of which the "
                         r"products ([\d.]+) µs", proc.stdout)
     assert [s[0] for s in shares] == ["float32", "float64"], proc.stdout
@@ -89,10 +88,7 @@ def test_small_gemm_bench_compares_both_paths_on_every_shape(tmp_path):
     pytest.importorskip("Cython")
     from bpfast import _kernels
     env = dict(os.environ, HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_small_gemm.py"),
-                           "--flops", "1e5"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = run_bench("bench_small_gemm.py", "--flops", "1e5", env=env)
     if not _kernels.small_gemm(1):
         assert "lacks" in proc.stdout
         return
@@ -113,10 +109,7 @@ NUMBER = r"[\d,]+(?:\.\d+)?"
 @pytest.fixture(scope="module")
 def optimizers_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_optimizers") / "r.md"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_optimizers.py"), "--quick",
-         "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = run_bench("bench_optimizers.py", "--quick", "--output", out)
     text = out.read_text(encoding="utf-8")
     assert text.strip() == proc.stdout.strip()          # --output holds what was printed
     return text
@@ -171,11 +164,7 @@ def test_bench_sklearn_solvers_quick_writes_both_tables(tmp_path):
     scikit-learn's at the same max_iter) and the sparse table with its three contenders."""
     pytest.importorskip("sklearn")
     out = tmp_path / "sk.md"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_sklearn_solvers.py"),
-         "--quick", "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    run_bench("bench_sklearn_solvers.py", "--quick", "--output", out)
     text = out.read_text(encoding="utf-8")
     accuracy = {name: float(acc) for name, acc in re.findall(
         r"^\| (bpfast|scikit-learn) \| [\d.]+ \| \d+ \| ([\d.]+)% \|$", text, re.M)}
