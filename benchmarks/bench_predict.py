@@ -38,11 +38,12 @@ import time
 import numpy as np
 
 import bpfast
+from _native import command_line, one_blas_thread, publish
 
 try:
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_info
 except ImportError:                      # pragma: no cover
-    threadpool_info = threadpool_limits = None
+    threadpool_info = None
 
 try:
     import onnx
@@ -113,9 +114,7 @@ def onnxruntime_predict(net, threads):
 
 def thread_limit(threads):
     """BLAS held to one thread for the '1' setting (bpfast's and NumPy's products)."""
-    if threads == "1" and threadpool_limits is not None:
-        return threadpool_limits(1)
-    return contextlib.nullcontext()
+    return one_blas_thread() if threads == "1" else contextlib.nullcontext()
 
 
 def largest_differences(fns, X):
@@ -243,8 +242,7 @@ def report(args, rows, checks, elapsed):
             ok = "yes" if d <= TOLERANCE[dtype] else "**NO**"
             lines.append(f"| {net_name} | {dtype} | {threads} | {a} / {b} | {d:.2e} | {ok} |")
     lines += ["", "## Machine", "", *machine_lines(), "",
-              f"Command: `python benchmarks/bench_predict.py {' '.join(sys.argv[1:])}`; "
-              f"{elapsed:.0f} s."]
+              f"Command: `{command_line(__file__)}`; {elapsed:.0f} s."]
     return "\n".join(lines) + "\n", agree
 
 
@@ -297,10 +295,7 @@ def main(argv=None):
     start = time.perf_counter()
     rows, checks = measure(args)
     text, agree = report(args, rows, checks, time.perf_counter() - start)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+    publish(text, args.output)
     return 0 if agree else 1
 
 

@@ -184,11 +184,8 @@ def test_bench_predict_quick_checks_then_times_every_row(tmp_path):
     """bench_predict.py --quick on the small network: the outputs agree before timing, each
     row has positive times and a goal verdict that follows from its ort / bpfast ratio."""
     out = tmp_path / "predict.md"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_predict.py"), "--quick",
-         "--networks", "784-128-10", "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = run_bench("bench_predict.py", "--quick", "--networks", "784-128-10", "--output", out,
+                     timeout=300)
     text = out.read_text(encoding="utf-8")
     assert text.strip() == proc.stdout.strip()
     try:
