@@ -180,6 +180,46 @@ def test_bench_sklearn_solvers_quick_writes_both_tables(tmp_path):
     assert "python benchmarks/bench_sklearn_solvers.py --quick" in text
 
 
+def test_bench_predict_quick_checks_then_times_every_row(tmp_path):
+    """bench_predict.py --quick on the small network: the outputs agree before timing, each
+    row has positive times and a goal verdict that follows from its ort / bpfast ratio."""
+    out = tmp_path / "predict.md"
+    proc = run_bench("bench_predict.py", "--quick", "--networks", "784-128-10", "--output", out,
+                     timeout=300)
+    text = out.read_text(encoding="utf-8")
+    assert text.strip() == proc.stdout.strip()
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        with_ort = True
+    except ImportError:
+        with_ort = False
+    cell = rf"(—|{NUMBER})"
+    rows = _rows(text, rf"^\| 784-128-10 \| (float32|float64) \| (1|default) \| (\d+) \| "
+                       rf"({NUMBER}) \| {cell} \| ({NUMBER}) \| (—|{NUMBER}x) \| (met|\*\*missed\*\*|—) \|$")
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (dtype, threads, batch) for dtype in ("float32", "float64") for threads in ("1", "default")
+        for batch in ("1", "32", "256", "1024")], text
+    for _, _, _, bp, ort, numpy_us, ratio, verdict in rows:
+        assert float(bp.replace(",", "")) > 0 and float(numpy_us.replace(",", "")) > 0
+        if not with_ort:
+            assert (ort, ratio, verdict) == ("—", "—", "—")
+            continue
+        # The ratio is of the unrounded medians: the printed times give it to about 1%.
+        printed = float(ratio[:-1])
+        assert printed == pytest.approx(float(ort.replace(",", "")) / float(bp.replace(",", "")),
+                                        rel=0.02, abs=0.01)
+        if printed != 1.0:                  # 1.00x rounds both 0.996 and 1.004
+            assert (verdict == "met") == (printed > 1)
+    assert re.search(r"^- float32 784-128-10 batch 1 on one thread under 10 µs: "
+                     r"(met|\*\*missed\*\*) \([\d.]+ µs\)$", text, re.M), text
+    pairs = _rows(text, r"^\| 784-128-10 \| (float32|float64) \| (1|default) \| (\w+) / (\w+) \| "
+                        r"[\d.e+-]+ \| yes \|$")
+    assert len(pairs) == (12 if with_ort else 4), text
+    assert "**NO**" not in text
+    assert "python benchmarks/bench_predict.py --quick --networks 784-128-10" in text
+
+
 # bench_threads.py and bench_jax.py: quick runs; their tables are parsed, no timing asserted.
 def _run_script(name, *args, timeout=600):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args],

@@ -64,19 +64,31 @@ def result_dtype(*arrays):
     return np.dtype(np.float32) if dt == np.float32 else np.dtype(np.float64)
 
 
+# The kernel's finiteness check, specialised per dtype once: calling the fused function
+# makes Cython pick the specialisation from the argument on every call, which costs as
+# much as checking a row of 784 values.
+_IS_FINITE = {np.dtype(np.float32): _kernels.is_finite["float"],
+              np.dtype(np.float64): _kernels.is_finite["double"]}
+
+
 def all_finite(x):
     """True when the array x (any layout) holds no NaN or infinity."""
     if x.size == 0:
         return True
-    if x.flags.c_contiguous and x.flags.writeable and x.flags.aligned and x.dtype in (np.float32, np.float64):
-        return bool(_kernels.is_finite(x.reshape(-1)))
+    is_finite = _IS_FINITE.get(x.dtype)
+    # flags.carray: C-contiguous, aligned and writeable (the kernel's typed memoryview
+    # refuses read-only buffers); ravel() of such an array is a view.
+    if is_finite is not None and x.flags.carray:
+        return bool(is_finite(x.ravel()))
     return bool(np.isfinite(x).all())
 
 
 def _kernel_ready(x, dtype, writeable):
     """True when x can go to the kernels as it is: C-contiguous, aligned, native `dtype`."""
-    return (type(x) is np.ndarray and x.dtype == dtype and x.flags.c_contiguous
-            and x.flags.aligned and (x.flags.writeable or not writeable))
+    if type(x) is not np.ndarray or x.dtype != dtype:
+        return False
+    flags = x.flags         # one flags object, not one per attribute read
+    return flags.carray if writeable else flags.c_contiguous and flags.aligned
 
 
 def _convert(arr, dtype, writeable):
@@ -110,7 +122,8 @@ def as_matrix(x, name, dtype, width=None, rows=None, allow_1d=False, column_1d=F
         refuse read-only buffers); a read-only input is then copied.
     Shapes are checked before anything is converted or copied.
     """
-    if type(x) is np.ndarray and x.ndim == 2 and _kernel_ready(x, dtype, writeable):
+    ready = type(x) is np.ndarray and x.ndim == 2 and _kernel_ready(x, dtype, writeable)
+    if ready:
         arr = x   # the fast path: already what the kernels need
     else:
         arr = _numeric_array(x, name)
@@ -133,6 +146,10 @@ def as_matrix(x, name, dtype, width=None, rows=None, allow_1d=False, column_1d=F
     if n > MAX_DIM or m > MAX_DIM:
         raise ValueError(f"{name} has shape {arr.shape}; at most {MAX_DIM} rows and columns are "
                          f"supported (split it into batches)")
+    if ready:               # nothing to convert: only the finiteness check is left
+        if not all_finite(arr):
+            raise ValueError(_not_finite_message(name, arr.dtype, dtype))
+        return arr
     return _finite_in(arr, name, dtype, writeable)
 
 
@@ -246,6 +263,10 @@ def nonnegative_float(x, name, upper=None):
 
 def positive_int(x, name, upper=None):
     """An int >= 1 (and <= upper when given): epochs, batch sizes, layer widths."""
+    # A plain int in range returns at once: isinstance against the numbers.Integral ABC
+    # costs most of a microsecond, which predict(x, n_threads=1) of one row would pay.
+    if type(x) is int and x >= 1 and (upper is None or x <= upper):
+        return x
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name} must be an integer; got {type(x).__name__} {x!r}")
     if x < 1:

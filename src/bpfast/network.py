@@ -210,16 +210,26 @@ class Network:
     @contextmanager
     def _shared(self):
         """Predicting: many threads at once, none while another thread trains."""
-        with self._reader_gate:
-            if not self._lock.acquire(blocking=False):
-                raise _busy()
-            self._readers += 1
-            self._lock.release()
+        self._start_reading()
         try:
             yield
         finally:
-            with self._reader_gate:
-                self._readers -= 1
+            self._stop_reading()
+
+    # predict() calls these two directly: a generator-based context manager costs more than
+    # a one-row forward. The count is changed in __dict__ itself, past __setattr__'s guard
+    # (a Python call each time), still under _reader_gate.
+    def _start_reading(self):
+        """Count one more reader; RuntimeError while another thread trains."""
+        with self._reader_gate:
+            if not self._lock.acquire(False):
+                raise _busy()
+            self.__dict__["_readers"] += 1
+            self._lock.release()
+
+    def _stop_reading(self):
+        with self._reader_gate:
+            self.__dict__["_readers"] -= 1
 
     def __repr__(self):
         return (f"Network(sizes={self.sizes}, activation={self.activation!r}, "
@@ -276,7 +286,8 @@ class Network:
         return self.sizes[-1]
 
     def _X(self, X, name="X"):
-        if is_sparse(X):        # validated, then dense (fit alone densifies batch by batch)
+        # A sparse X is validated, then made dense (fit alone densifies batch by batch).
+        if type(X) is not np.ndarray and is_sparse(X):
             import scipy.sparse
             n_rows, values, columns, starts = as_csr(X, name, self.dtype, self.sizes[0])
             return scipy.sparse.csr_matrix((values, columns, starts),
@@ -379,8 +390,11 @@ class Network:
         ``n_threads`` overrides the Network's for this call."""
         X = self._X(X)
         threads = self._threads(n_threads)
-        with self._shared():
+        self._start_reading()
+        try:
             return self._outputs(X, threads)
+        finally:
+            self._stop_reading()
 
     def evaluate(self, X, Y, n_threads: Optional[int] = None) -> float:
         """The loss on (X, Y) without training (the same definition as ``fit`` reports)."""

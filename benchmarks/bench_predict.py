@@ -1,0 +1,303 @@
+"""Inference: bpfast's predict beside onnxruntime and a NumPy forward, at every batch size,
+on one thread and on every thread.
+
+    python benchmarks/bench_predict.py               # full run (~3-5 min)
+    python benchmarks/bench_predict.py --quick       # fewer, shorter rounds: < 60 s
+    python benchmarks/bench_predict.py --networks 784-128-10 --dtypes float32 --batches 1 32
+    python benchmarks/bench_predict.py --output /tmp/predict.md
+
+The same weights run three ways: ``bpfast.Network.predict``; onnxruntime on the graph
+``bpfast.export_onnx`` writes (one Gemm and its activation per layer, built with the
+``onnx`` package; the column is skipped when onnx or onnxruntime is not installed); and a
+NumPy forward (``X @ W + b``, ReLU in place, a max-shifted softmax), all in the network's
+dtype. Networks 784-128-10 and 784-1024-1024-10 (ReLU hidden, softmax output) in float32
+and float64, batches 1, 32, 256 and 1024, each at two thread settings:
+
+- ``1``: bpfast ``n_threads=1`` (where predict takes it; BLAS is limited to one thread
+  either way), onnxruntime ``intra_op_num_threads=1, inter_op_num_threads=1``, NumPy with
+  BLAS limited to one thread through threadpoolctl;
+- ``default``: each library as it comes (bpfast's default n_threads, onnxruntime's default
+  session options, NumPy's BLAS with its own thread count).
+
+Before timing, the three outputs for the same input must agree to the tolerance in
+``TOLERANCE`` (largest absolute difference of the softmax probabilities). Times are
+wall-clock medians, in µs per call, of interleaved blocks (one block of each contender
+per round, the order rotated every round) so that a slow spell of a shared machine hits
+all alike. The script exits with status 1 if the outputs disagree.
+"""
+import argparse
+import contextlib
+import inspect
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import bpfast
+from _native import command_line, one_blas_thread, publish
+
+try:
+    from threadpoolctl import threadpool_info
+except ImportError:                      # pragma: no cover
+    threadpool_info = None
+
+try:
+    import onnx
+    import onnxruntime
+except ImportError:                      # pragma: no cover
+    onnx = onnxruntime = None
+
+NETWORKS = {"784-128-10": [784, 128, 10], "784-1024-1024-10": [784, 1024, 1024, 10]}
+BATCHES = (1, 32, 256, 1024)
+DTYPES = ("float32", "float64")
+THREADS = ("1", "default")
+CONTENDERS = ("bpfast", "onnxruntime", "NumPy")
+# Largest absolute difference allowed between two contenders' softmax outputs (values in
+# [0, 1]): the three sum the products in different orders.
+TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
+# The goals measured here: bpfast at least as fast as onnxruntime in every row, and a
+# float32 784-128-10 prediction of one row under this many µs on one thread.
+BATCH1_GOAL_US = 10.0
+PREDICT_TAKES_THREADS = "n_threads" in inspect.signature(bpfast.Network.predict).parameters
+
+
+def make_network(sizes, dtype):
+    return bpfast.Network(sizes, activation="relu", output_activation="softmax",
+                          loss="cross_entropy", dtype=dtype, seed=0)
+
+
+def numpy_forward(net):
+    """The forward pass in NumPy, on copies of net's parameters (in net's dtype)."""
+    weights = [np.array(W) for W in net.weights]
+    biases = [np.array(b) for b in net.biases]
+
+    def run(X):
+        A = X
+        for W, b in zip(weights[:-1], biases[:-1]):
+            A = A @ W
+            A += b
+            np.maximum(A, 0, out=A)
+        Z = A @ weights[-1]
+        Z += biases[-1]
+        Z -= Z.max(axis=1, keepdims=True)
+        np.exp(Z, out=Z)
+        Z /= Z.sum(axis=1, keepdims=True)
+        return Z
+    return run
+
+
+def bpfast_predict(net, threads):
+    if threads == "1" and PREDICT_TAKES_THREADS:
+        return lambda X: net.predict(X, n_threads=1)
+    return net.predict
+
+
+def onnxruntime_predict(net, threads):
+    """A function running net's exported graph in onnxruntime, or None without it."""
+    if onnxruntime is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        model = bpfast.export_onnx(net, os.path.join(tmp, "net.onnx"))
+    options = onnxruntime.SessionOptions()
+    if threads == "1":
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda X: session.run(None, {name: X})[0]
+
+
+def thread_limit(threads):
+    """BLAS held to one thread for the '1' setting (bpfast's and NumPy's products)."""
+    return one_blas_thread() if threads == "1" else contextlib.nullcontext()
+
+
+def largest_differences(fns, X):
+    """{(a, b): max |a(X) - b(X)|} over the pairs of contenders, in float64."""
+    outs = {name: np.asarray(fn(X), dtype=np.float64) for name, fn in fns.items()}
+    names = list(outs)
+    return {(a, b): float(np.max(np.abs(outs[a] - outs[b])))
+            for i, a in enumerate(names) for b in names[i + 1:]}
+
+
+def calls_per_block(fn, X, block_seconds):
+    """How many calls of fn(X) fill about block_seconds (at least one)."""
+    fn(X)                                   # warm: first-call allocations, thread start-up
+    number, elapsed = 1, 0.0
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn(X)
+        elapsed = time.perf_counter() - start
+        if elapsed >= block_seconds / 4 or number >= 1 << 20:
+            break
+        number *= 4
+    return max(1, int(number * block_seconds / max(elapsed, 1e-9)))
+
+
+def interleaved_medians(fns, X, rounds, block_seconds):
+    """{name: median µs per call} over `rounds` rounds of one block per contender."""
+    numbers = {name: calls_per_block(fn, X, block_seconds) for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn, number = fns[name], numbers[name]
+            start = time.perf_counter()
+            for _ in range(number):
+                fn(X)
+            times[name].append((time.perf_counter() - start) / number * 1e6)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def measure(args):
+    """(rows, checks): one row per (network, dtype, threads, batch), one check per
+    (network, dtype, threads)."""
+    rng = np.random.default_rng(0)
+    rows, checks = [], []
+    for net_name in args.networks:
+        for dtype in args.dtypes:
+            net = make_network(NETWORKS[net_name], dtype)
+            for threads in args.threads:
+                fns = {"bpfast": bpfast_predict(net, threads),
+                       "onnxruntime": onnxruntime_predict(net, threads),
+                       "NumPy": numpy_forward(net)}
+                fns = {k: v for k, v in fns.items() if v is not None}
+                with thread_limit(threads):
+                    X = rng.random((max(args.batches), net.sizes[0])).astype(dtype)
+                    diffs = largest_differences(fns, X)
+                    checks.append((net_name, dtype, threads, diffs))
+                    for batch in args.batches:
+                        Xb = np.ascontiguousarray(X[:batch])
+                        med = interleaved_medians(fns, Xb, args.rounds, args.block)
+                        rows.append((net_name, dtype, threads, batch, med))
+                        print(f"  {net_name} {dtype} threads={threads} batch {batch}: "
+                              + ", ".join(f"{k} {v:.1f} µs" for k, v in med.items()),
+                              file=sys.stderr, flush=True)
+    return rows, checks
+
+
+def fmt(us):
+    return "—" if us is None else f"{us:,.1f}" if us < 1000 else f"{us:,.0f}"
+
+
+def fmt_ratio(ratio):
+    return "—" if ratio is None else f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
+
+
+def ratio_of(med):
+    if "onnxruntime" not in med:
+        return None
+    return med["onnxruntime"] / med["bpfast"]
+
+
+def report(args, rows, checks, elapsed):
+    agree = all(d <= TOLERANCE[dtype] for _, dtype, _, diffs in checks for d in diffs.values())
+    lines = ["# bpfast predict vs onnxruntime vs NumPy", "",
+             "µs per call (wall-clock medians of interleaved blocks, "
+             f"{args.rounds} rounds of about {args.block * 1e3:g} ms per contender); "
+             "ort / bpfast > 1 means bpfast is faster. Goal column: bpfast no slower than "
+             "onnxruntime.", ""]
+    if onnxruntime is None:
+        lines += ["onnxruntime (or onnx) is not installed: its column is skipped.", ""]
+    lines += ["| network | dtype | threads | batch | bpfast | onnxruntime | NumPy | "
+              "ort / bpfast | goal |", "|---|---|---|---|---|---|---|---|---|"]
+    for net_name, dtype, threads, batch, med in rows:
+        ratio = ratio_of(med)
+        verdict = "—" if ratio is None else "met" if ratio >= 1 else "**missed**"
+        lines.append(f"| {net_name} | {dtype} | {threads} | {batch} | {fmt(med['bpfast'])} | "
+                     f"{fmt(med.get('onnxruntime'))} | {fmt(med['NumPy'])} | "
+                     f"{fmt_ratio(ratio)} | {verdict} |")
+    lines += ["", "## Goals", ""]
+    ratios = [(r[:4], ratio_of(r[4])) for r in rows if ratio_of(r[4]) is not None]
+    if ratios:
+        slower = [key for key, ratio in ratios if ratio < 1]
+        worst_key, worst = min(ratios, key=lambda kr: kr[1])
+        where = " ".join(map(str, worst_key))
+        text = ("met" if not slower else f"**missed** in {len(slower)} of {len(ratios)} rows")
+        lines.append(f"- bpfast never slower than onnxruntime: {text} (lowest ort / bpfast "
+                     f"{fmt_ratio(worst)} at {where})")
+    else:
+        lines.append("- bpfast never slower than onnxruntime: not measured (no onnxruntime)")
+    batch1 = [r[4]["bpfast"] for r in rows if r[:4] == ("784-128-10", "float32", "1", 1)]
+    if batch1:
+        ok = batch1[0] < BATCH1_GOAL_US
+        lines.append(f"- float32 784-128-10 batch 1 on one thread under {BATCH1_GOAL_US:g} µs: "
+                     f"{'met' if ok else '**missed**'} ({batch1[0]:.2f} µs)")
+    else:
+        lines.append("- float32 784-128-10 batch 1 on one thread: not in this run")
+    lines += ["", "## Check", "",
+              f"Before timing, each pair's largest absolute difference of the outputs on "
+              f"{max(args.batches)} rows (tolerance: float32 {TOLERANCE['float32']:g}, "
+              f"float64 {TOLERANCE['float64']:g}):", "",
+              "| network | dtype | threads | pair | max abs difference | within |",
+              "|---|---|---|---|---|---|"]
+    for net_name, dtype, threads, diffs in checks:
+        for (a, b), d in diffs.items():
+            ok = "yes" if d <= TOLERANCE[dtype] else "**NO**"
+            lines.append(f"| {net_name} | {dtype} | {threads} | {a} / {b} | {d:.2e} | {ok} |")
+    lines += ["", "## Machine", "", *machine_lines(), "",
+              f"Command: `{command_line(__file__)}`; {elapsed:.0f} s."]
+    return "\n".join(lines) + "\n", agree
+
+
+def machine_lines():
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        n_avail = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n_avail = os.cpu_count()
+    out = [f"- CPU: {cpu} ({os.cpu_count()} logical CPUs, {n_avail} available to this "
+           f"process); load average at start {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+           f"- Versions: Python {platform.python_version()}, bpfast {bpfast.__version__}, "
+           f"numpy {np.__version__}, onnx {getattr(onnx, '__version__', 'not installed')}, "
+           f"onnxruntime {getattr(onnxruntime, '__version__', 'not installed')}",
+           "- bpfast predict " + ("takes n_threads (the '1' rows pass n_threads=1)"
+                                  if PREDICT_TAKES_THREADS else
+                                  "has no n_threads in this build: its only threads are BLAS's")]
+    if threadpool_info is not None:
+        for p in threadpool_info():
+            if p.get("user_api") == "blas":
+                out.append(f"- BLAS {p.get('internal_api')} {p.get('version')} "
+                           f"({os.path.basename(p.get('filepath', ''))}): "
+                           f"{p.get('num_threads')} threads by default")
+    env = {k: os.environ[k] for k in sorted(os.environ) if k.startswith(("OPENBLAS", "OMP_", "MKL_"))}
+    out.append("- Thread environment: " + (", ".join(f"{k}={v}" for k, v in env.items()) or "none set"))
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 short rounds (< 60 s)")
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
+    parser.add_argument("--threads", nargs="+", choices=THREADS, default=list(THREADS))
+    parser.add_argument("--rounds", type=int, help="rounds per row (default 15, quick 3)")
+    parser.add_argument("--block", type=float, help="seconds per block (default 0.05, quick 0.005)")
+    parser.add_argument("--output", help="also write the markdown report here")
+    args = parser.parse_args(argv)
+    if any(b < 1 for b in args.batches):
+        parser.error("--batches must be >= 1")
+    args.rounds = args.rounds or (3 if args.quick else 15)
+    args.block = args.block or (0.005 if args.quick else 0.05)
+    start = time.perf_counter()
+    rows, checks = measure(args)
+    text, agree = report(args, rows, checks, time.perf_counter() - start)
+    publish(text, args.output)
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
