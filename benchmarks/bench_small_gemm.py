@@ -38,7 +38,7 @@ def main(argv=None):
     if not on:
         print("the small-product kernel needs AVX2 + FMA, which this CPU lacks")
         return
-    limit = _kernels.small_gemm_bytes()
+    print(f"SIMD level {_kernels.simd_level()} (1: the kernel's AVX2 variant, 2: its AVX-512 one)")
     print("C = op(A) @ B, µs per call (median of 7 runs, the paths taking turns), one thread")
     print(f"{'dtype':>7} {'m':>5} {'k':>5} {'n':>5} {'op(A)':>5} {'KB':>6}  {'BLAS':>9} "
           f"{'kernel':>9} {'speedup':>8}  gemm() uses")
@@ -51,16 +51,15 @@ def main(argv=None):
                 B = rng.normal(size=(k, n)).astype(dtype)
                 C = np.empty((m, n), dtype)
                 reps = max(1, int(args.flops / (2 * m * n * k)))
-                times = {0: [], 1: []}
-                _kernels.small_gemm_bytes(1 << 40)      # the kernel past the limit too
+                times = {0: [], 2: []}
                 for turn in range(6):
-                    for mode in ((0, 1) if turn % 2 else (1, 0)):
+                    for mode in ((0, 2) if turn % 2 else (2, 0)):    # 2: past the limits too
                         _kernels.small_gemm(mode)
                         times[mode].append(step_phases.time_gemm(A, B, C, trans_a, reps))
-                _kernels.small_gemm_bytes(limit)
-                blas, kernel = np.median(times[0]) * 1e6, np.median(times[1]) * 1e6
+                _kernels.small_gemm(-1)
+                blas, kernel = np.median(times[0]) * 1e6, np.median(times[2]) * 1e6
                 kb = (m * k + k * n) * size
-                used = "kernel" if kb <= limit else "BLAS"
+                used = "kernel" if _kernels.small_gemm_used(m, n, k, dtype, trans_a) else "BLAS"
                 print(f"{np.dtype(dtype).name:>7} {m:5d} {k:5d} {n:5d} {'A.T' if trans_a else 'A':>5} "
                       f"{kb / 1024:6.0f}  {blas:9.3f} {kernel:9.3f} {blas / kernel:7.2f}x  {used}")
     _kernels.small_gemm(-1)

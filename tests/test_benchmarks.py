@@ -100,9 +100,8 @@ def test_small_gemm_bench_compares_both_paths_on_every_shape(tmp_path):
     rows = re.findall(r"^ *(float32|float64) +(\d+) +(\d+) +(\d+) +(A|A\.T) +(\d+) +([\d.]+) +"
                       r"([\d.]+) +([\d.]+)x +(kernel|BLAS)$", proc.stdout, re.M)
     assert len(rows) == 2 * 17, proc.stdout
-    for dtype, m, k, n, _, _, blas, kernel, _, used in rows:
-        size = 8 if dtype == "float64" else 4
-        small = (int(m) * int(k) + int(k) * int(n)) * size <= _kernels.small_gemm_bytes()
+    for dtype, m, k, n, op_a, _, blas, kernel, _, used in rows:
+        small = _kernels.small_gemm_used(int(m), int(n), int(k), dtype, op_a == "A.T")
         assert used == ("kernel" if small else "BLAS")
         assert float(blas) > 0 and float(kernel) > 0
 

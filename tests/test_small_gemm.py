@@ -142,11 +142,11 @@ def test_kernel_and_blas_train_the_same_network(dtype):
 
 
 def test_automatic_choice_follows_the_simd_level():
-    """Automatic: on exactly at SIMD level 1 (AVX2 without AVX-512); never below AVX2."""
+    """Automatic: on from SIMD level 1 (AVX2 + FMA) on; never below AVX2."""
     try:
         for level in (2, 1, 0):
             got = _kernels.simd_level(level)
-            assert _kernels.small_gemm(-1) == (got == 1)
+            assert _kernels.small_gemm(-1) == (got >= 1)
             assert _kernels.small_gemm(0) is False
             assert _kernels.small_gemm(1) == (got >= 1)
     finally:
@@ -168,3 +168,36 @@ def test_backprop_error_copies_W_transposed_for_the_kernel(kernel_on, dtype, n, 
     copied = n_in * n_out * np.dtype(dtype).itemsize <= 16384   # else BLAS with W.T
     assert np.array_equal(E, _kernels.matmul(delta, np.ascontiguousarray(W.T))) or not copied
     assert_product_close(E, delta, np.ascontiguousarray(W.T), dtype)
+
+
+@pytest.mark.skipif(_kernels.simd_level() < 2, reason="this CPU has no AVX-512")
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 70), n=st.integers(1, 80),
+       trans_a=st.booleans(), beta=st.sampled_from([0.0, 1.0, -0.5]),
+       dtype=st.sampled_from(DTYPES), threads=st.integers(1, 3))
+def test_the_avx512_variant_gives_the_bits_of_the_avx2_one(m, k, n, trans_a, beta, dtype,
+                                                            threads):
+    """Every element is the same FMA chain in both variants, wherever the tiles, masks
+    and thread blocks fall."""
+    rng = np.random.default_rng(m * 10007 + k * 101 + n)
+    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.normal(size=(k, n)).astype(dtype)
+    C0 = rng.normal(size=(m, n)).astype(dtype)
+    before = _kernels.split_thresholds()
+    results = []
+    try:
+        _kernels.small_gemm(2)
+        _kernels.split_thresholds(product=64)          # split even these across threads
+        for level in (1, 2):
+            assert _kernels.simd_level(level) == level
+            out = C0.copy()
+            _kernels.matmul(A, B, trans_a=trans_a, alpha=0.75, beta=beta, out=out,
+                            n_threads=threads if level == 2 else 1)
+            results.append(out)
+    finally:
+        _kernels.simd_level(2)
+        _kernels.small_gemm(-1)
+        _kernels.split_thresholds(*before)
+    assert np.array_equal(results[0], results[1])
+    if beta == 0:
+        assert_product_close(results[0] / dtype(0.75), A.T if trans_a else A, B, dtype)

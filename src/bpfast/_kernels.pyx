@@ -119,9 +119,20 @@ from bpfast.activations import ACTIVATIONS, LOSSES
 cdef Py_ssize_t TINY_PRODUCT = 64
 
 # Products whose operands op(A) and B take at most this many bytes together run in
-# _smallgemm.h's register kernel when it is on (AVX2 CPUs without AVX-512): up to here
-# it beats OpenBLAS, past it BLAS wins (benchmarks/bench_small_gemm.py).
+# _smallgemm.h's register kernel when it is on: up to here it beats OpenBLAS, past it
+# BLAS wins (benchmarks/bench_small_gemm.py). On AVX2 CPUs (OpenBLAS's Haswell kernels,
+# no small-matrix path) SMALL_GEMM_BYTES. On AVX-512 CPUs the kernel's 512-bit variant
+# beats OpenBLAS's SkylakeX kernels on larger products, as long as the rows of B are
+# short (at most SMALL_GEMM_ROW_AVX512 bytes: the kernel reads B in place, and longer
+# rows put a column panel in few L1 sets), up to SMALL_GEMM_BYTES_AVX512 (with A.T,
+# read across its rows, SMALL_GEMM_BYTES_AVX512_AT).
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
+cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512 = 1280 * 1024
+cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 256 * 1024
+cdef Py_ssize_t SMALL_GEMM_ROW_AVX512 = 1024
+# The kernel for every product it can run (not op(B) = B.T), past the limits too
+# (small_gemm(2): benchmarks time it there).
+cdef bint SMALL_GEMM_ALWAYS = False
 
 # Layers whose products are all at most TINY_PRODUCT multiply-adds run whole in _tiny.h
 # (False: through the general path, for the tests that compare the two).
@@ -190,8 +201,7 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         dot_products(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     cdef GemmJob job
-    job.kernel = (not trans_b and (m * k + k * n) * <Py_ssize_t>sizeof(floating)
-                  <= SMALL_GEMM_BYTES and bpf_small_gemm_on())
+    job.kernel = kernel_fits(trans_a, trans_b, m, n, k, sizeof(floating))
     job.by_rows = m > n
     cdef Py_ssize_t size = m if job.by_rows else n
     job.blocks = 1
@@ -227,6 +237,21 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         bpf_team_run(job.blocks, gemm_block, &job)
     if hold:
         bpf_blas_release()
+
+
+cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, Py_ssize_t item) noexcept nogil:
+    """Whether gemm() runs alpha * op(A) @ op(B) in the register kernel (see
+    SMALL_GEMM_BYTES); item: the bytes of an element."""
+    if trans_b or not bpf_small_gemm_on():
+        return False
+    if SMALL_GEMM_ALWAYS:
+        return True
+    cdef Py_ssize_t size = (m * k + k * n) * item
+    if bpf_cpu_level() >= 2:
+        return n * item <= SMALL_GEMM_ROW_AVX512 and size <= (
+            SMALL_GEMM_BYTES_AVX512_AT if trans_a else SMALL_GEMM_BYTES_AVX512)
+    return size <= SMALL_GEMM_BYTES
 
 
 cdef struct GemmJob:
@@ -611,9 +636,7 @@ cdef void backprop_error_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     cdef bint narrow = n >= 16 and n_out <= 16 and n_in * n_out <= NARROW_W
     # The copy costs n_in * n_out moves against n * n_in * n_out multiply-adds.
     cdef bint for_kernel = (n_in * n_out * <Py_ssize_t>sizeof(floating) <= WT_BYTES and
-                            bpf_small_gemm_on() and
-                            (n * n_out + n_out * n_in) * <Py_ssize_t>sizeof(floating)
-                            <= SMALL_GEMM_BYTES)
+                            kernel_fits(False, False, n, n_in, n_out, sizeof(floating)))
     if (narrow or for_kernel) and n * n_in * n_out > TINY_PRODUCT:
         # 8 rows of W at a time, so that each store run into Wt is 8 contiguous elements.
         while i + 8 <= n_in:
@@ -1131,10 +1154,18 @@ def small_gemm_bytes(limit=None):
 def small_gemm(mode=None):
     """Whether gemm() runs small products in _smallgemm.h's kernel instead of BLAS.
 
-    small_gemm(mode) sets it: None leaves it, -1 automatic (on at SIMD level 1, i.e.
-    an AVX2 CPU without AVX-512), 0 never, 1 at SIMD level 1 or 2 (tests; the kernel
-    needs AVX2 + FMA). Returns whether it is on now.
+    small_gemm(mode) sets it: None leaves it, -1 automatic (on from SIMD level 1, AVX2 +
+    FMA, which the kernel needs), 0 never, 1 whenever the level allows (tests), 2 for
+    every product it can run, past the size limits too (benchmarks). Returns whether it
+    is on now.
     """
+    global SMALL_GEMM_ALWAYS
     if mode is not None:
+        SMALL_GEMM_ALWAYS = mode == 2
         return bool(bpf_set_small_gemm(int(mode)))
     return bool(bpf_small_gemm_on())
+
+
+def small_gemm_used(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, dtype, bint trans_a=False):
+    """Whether gemm() would run this product of `dtype` in the register kernel now."""
+    return kernel_fits(trans_a, False, m, n, k, np.dtype(dtype).itemsize)

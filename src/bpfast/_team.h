@@ -232,22 +232,36 @@ static int bpf_default_threads(void) {
     return width < BPF_TEAM_MAX ? width : BPF_TEAM_MAX;
 }
 
+/* Calls running now on any thread (between bpf_team_enter and bpf_team_leave). */
+static atomic_int bpf_team_callers;
+
 /* A call on this thread may use n_threads threads (0: the default), until leave. */
 static inline void bpf_team_enter(int n_threads) {
     bpf_call_threads = n_threads;
     bpf_call_width = n_threads == 1 ? 1 : 0;
+    atomic_fetch_add_explicit(&bpf_team_callers, 1, memory_order_relaxed);
 }
 
 static inline void bpf_team_leave(void) {
     bpf_call_threads = bpf_call_width = 1;
+    atomic_fetch_sub_explicit(&bpf_team_callers, 1, memory_order_relaxed);
 }
 
-/* The threads this call may use (resolved on first use). */
+/* The threads this call may use, resolved when its first kernel splits: what it asked
+ * for, but no more than the allowed CPUs that other calls running now leave free (each
+ * keeps one), so that networks trained in separate Python threads do not oversubscribe
+ * the CPUs. Only speed depends on it, never a bit. */
 static inline int bpf_team_width(void) {
     if (bpf_call_width == 0) {
         int asked = bpf_call_threads;
-        bpf_call_width = asked > 0 ? (asked < BPF_TEAM_MAX ? asked : BPF_TEAM_MAX)
-                                   : bpf_default_threads();
+        int width = asked > 0 ? (asked < BPF_TEAM_MAX ? asked : BPF_TEAM_MAX)
+                              : bpf_default_threads();
+        int others = atomic_load_explicit(&bpf_team_callers, memory_order_relaxed) - 1;
+        if (others > 0) {
+            int free_cpus = bpf_allowed_cpus() - others;
+            width = width < free_cpus ? width : free_cpus;
+        }
+        bpf_call_width = width > 1 ? width : 1;
     }
     return bpf_call_width;
 }
@@ -285,8 +299,15 @@ static void bpf_team_run(ptrdiff_t n_blocks, bpf_block_fn fn, void* ctx) {
     pthread_mutex_lock(&bpf_team.lock);
     bpf_team.open = 0;                  /* a worker that wakes now finds nothing to do */
     pthread_mutex_unlock(&bpf_team.lock);
-    while (atomic_load_explicit(&bpf_team.active, memory_order_acquire) > 0)
-        __builtin_ia32_pause();
+    /* A worker is finishing a block. On a busy machine it may have lost its CPU:
+     * after a short spin, give this one up while waiting. */
+    for (int spins = 0; atomic_load_explicit(&bpf_team.active, memory_order_acquire) > 0;
+         spins++) {
+        if (spins < 4096)
+            __builtin_ia32_pause();
+        else
+            sched_yield();
+    }
     atomic_store(&bpf_team.busy, 0);
 }
 
