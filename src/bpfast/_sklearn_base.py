@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -100,6 +100,21 @@ def checked_sample_weight(sample_weight, X):
         raise ValueError(f"sample_weight must be >= 0 (bpfast weighs each row's error by it); "
                          f"got {float(sample_weight[row])!r} at row {row}")
     return sample_weight
+
+
+def scikit_learn_order(n: int, rng):
+    """scikit-learn's sample order, epoch after epoch: each epoch shuffles the last one's
+    with rng (``sklearn.utils.shuffle``), the generator that drew the initial weights --
+    so that, batch for batch, bpfast's estimators take scikit-learn's very updates. For
+    Network.fit's callable ``shuffle``, which asks for each epoch once, in order."""
+    indices = np.arange(n)
+
+    def order(epoch: int) -> np.ndarray:
+        nonlocal indices
+        indices = shuffle(indices, random_state=rng)
+        return indices
+
+    return order
 
 
 def _network_arrays(attr: str, name: str, doc: str) -> property:
@@ -314,7 +329,7 @@ class _BaseMLP(BaseEstimator):
         # its end); scikit-learn's is data_factor * data + 0.5 * l2 * sq, the same up to
         # sq_coef * sq -- and sq_coef is 0 unless a regressor has several outputs.
         sq_coef = 0.5 * (l2 - data_factor * weight_decay)
-        seed = int(rng.randint(np.iinfo(np.int32).max)) if self.shuffle else 0
+        order = scikit_learn_order(n, rng) if self.shuffle else False
         self.n_iter_ = 0
         stopped = False
         # The stopping rule reads each epoch's loss, but the count it compares with
@@ -362,7 +377,7 @@ class _BaseMLP(BaseEstimator):
         diverged, interrupted = None, False
         try:
             net.fit(X, Y, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                    shuffle=bool(self.shuffle), seed=seed, callback=callback,
+                    shuffle=order, seed=0, callback=callback,
                     keep_state=keep_state, sample_weight=sample_weight, **rule)
         except FloatingPointError as exc:
             diverged = exc
