@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state, shuffle
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -104,14 +104,16 @@ def checked_sample_weight(sample_weight, X):
 
 def scikit_learn_order(n: int, rng):
     """scikit-learn's sample order, epoch after epoch: each epoch shuffles the last one's
-    with rng (``sklearn.utils.shuffle``), the generator that drew the initial weights --
-    so that, batch for batch, bpfast's estimators take scikit-learn's very updates. For
-    Network.fit's callable ``shuffle``, which asks for each epoch once, in order."""
+    with rng, the generator that drew the initial weights -- so that, batch for batch,
+    bpfast's estimators take scikit-learn's very updates. For Network.fit's callable
+    ``shuffle``, which asks for each epoch once, in order."""
     indices = np.arange(n)
 
     def order(epoch: int) -> np.ndarray:
         nonlocal indices
-        indices = shuffle(indices, random_state=rng)
+        # The draws of sklearn.utils.shuffle(indices, random_state=rng) (rng.shuffle of
+        # an arange), without its checks: a tenth of its time on small data.
+        indices = indices[rng.permutation(n)]
         return indices
 
     return order
