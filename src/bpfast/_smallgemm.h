@@ -125,13 +125,33 @@ static void* bpf_sg_panel(size_t bytes) {
                 bpf_vstore_##X(c, x, masked, mask);                                  \
             }                                                                        \
     }                                                                                \
+    /* One row of C, 8 full vectors wide: 8 independent chains. */                   \
+    TARGET BPF_INLINE void X##_row8(int trans_a, ptrdiff_t k, T alpha, const T* a,     \
+            ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta, T* c) {                \
+        VT acc[8];                                                                   \
+        MT none = bpf_vmask_##X(LANES);                                              \
+        ptrdiff_t step_p = trans_a ? lda : 1;                                        \
+        for (int v = 0; v < 8; v++) acc[v] = bpf_vzero_##X();                        \
+        for (ptrdiff_t p = 0; p < k; p++) {                                          \
+            VT x = bpf_vbcast_##X(a + p * step_p);                                   \
+            for (int v = 0; v < 8; v++)                                              \
+                acc[v] = bpf_vfma_##X(x, bpf_vload_##X(B + p * ldb + v * LANES, 0, none), acc[v]); \
+        }                                                                            \
+        VT va = bpf_vset_##X(alpha), vb = bpf_vset_##X(beta);                        \
+        for (int v = 0; v < 8; v++) {                                                \
+            VT x = bpf_vmul_##X(va, acc[v]);                                         \
+            if (beta != 0)                                                           \
+                x = bpf_vadd_##X(x, bpf_vmul_##X(vb, bpf_vload_##X(c + v * LANES, 0, none))); \
+            bpf_vstore_##X(c + v * LANES, x, 0, none);                               \
+        }                                                                            \
+    }                                                                                \
     TARGET static void X##_gemm(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,    \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
             T* C, ptrdiff_t ldc) {                                                   \
         ptrdiff_t step_r = trans_a ? 1 : lda;                                        \
         /* Long rows of B: copy each column panel into contiguous memory first (rows  \
          * far apart share L1 sets), then run every row tile of C over it. */         \
-        T* panel = n * (ptrdiff_t)sizeof(T) > BPF_SG_ROW_BYTES                       \
+        T* panel = n * (ptrdiff_t)sizeof(T) > BPF_SG_ROW_BYTES && m > 1              \
                    ? (T*)bpf_sg_panel(k * 2 * LANES * sizeof(T)) : NULL;             \
         if (panel != NULL) {                                                         \
             for (ptrdiff_t j = 0; j < n; ) {                                         \
@@ -160,10 +180,17 @@ static void* bpf_sg_panel(size_t bytes) {
          * every column tile while it is in L2 (the order of tiles cannot change a bit). */ \
         ptrdiff_t chunk = BPF_SG_A_CHUNK / (k * (ptrdiff_t)sizeof(T)) / 6 * 6;         \
         if (chunk < 6) chunk = 6;                                                    \
+        /* One row (a prediction of one sample): a tile would have 2 FMA chains, one  \
+         * after the other; a row of 8 vectors has 8. */                              \
+        ptrdiff_t wide = m == 1 ? n / (8 * LANES) * (8 * LANES) : 0;                  \
+        for (ptrdiff_t i = 0; i < m && wide > 0; i++)                                \
+            for (ptrdiff_t j = 0; j < wide; j += 8 * LANES)                          \
+                X##_row8(trans_a, k, alpha, A + i * step_r, lda, B + j, ldb, beta,   \
+                         C + i * ldc + j);                                           \
         for (ptrdiff_t i0 = 0; i0 < m; i0 += chunk) {                                \
             ptrdiff_t i1 = m - i0 < chunk ? m : i0 + chunk;                          \
             MT mask = bpf_vmask_##X(LANES);                                          \
-            for (ptrdiff_t j = 0; j < n; ) {                                         \
+            for (ptrdiff_t j = wide; j < n; ) {                                      \
                 /* Columns j.. in 2 vectors, or what is left in 1 or 2, the last masked. */ \
                 ptrdiff_t left = n - j, width = left < 2 * LANES ? left : 2 * LANES; \
                 int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;          \
