@@ -1,5 +1,5 @@
-"""The set-up the benchmark scripts share: BLAS held to one thread, and the native timing
-module step_phases.pyx, compiled with pyximport.
+"""The set-up the benchmark scripts share: BLAS held to one thread, the native timing
+module step_phases.pyx, compiled with pyximport, and how a report reaches its reader.
 
 The scripts run as `python benchmarks/NAME.py`, so Python puts benchmarks/ on sys.path and
 they import this module by its name.
@@ -7,6 +7,7 @@ they import this module by its name.
 import contextlib
 import functools
 import os
+import shlex
 import sys
 
 try:
@@ -58,3 +59,19 @@ def load_step_phases():
     pyximport.install(language_level=3, setup_args={"include_dirs": include})
     import step_phases
     return step_phases
+
+
+def command_line(script, argv=None):
+    """The command that ran `script` (a path) with argv (default: this process's own), as
+    the reports quote it: ``python benchmarks/NAME.py ARGS``, relative to the repository."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return "python " + shlex.join([os.path.relpath(os.path.abspath(script), os.path.dirname(HERE))]
+                                  + args)
+
+
+def publish(text, output=None):
+    """Print a report, and write it to the file `output` too when one is named."""
+    print(text)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)

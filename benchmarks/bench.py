@@ -53,7 +53,6 @@ import argparse
 import dataclasses
 import gc
 import math
-import shlex
 import statistics
 import sys
 import time
@@ -62,14 +61,13 @@ import warnings
 import numpy as np
 
 import report
-from _native import one_blas_thread, torch_one_thread
+from _native import command_line, one_blas_thread, torch_one_thread
 from cases import BIG_WORK, CASES, CHECK_LR, initial_parameters, make_data, select_cases
 from peers import (FANN_NAME, TIMERS, BpfastFit, BpfastStep, FannMLP, Gemm, NumpyMLP, RateBound,
                    Reference, SklearnMLP, TorchMLP, fann_reason, scipy_blas, sklearn_reason, torch,
                    use_timer)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 
 # ----------------------------------------------------------------------------- correctness
@@ -217,17 +215,9 @@ def measure_case(case, args, log):
             for impl in impls[k:] + impls[:k]:
                 if impl.reps_cap and rep >= (1 if args.quick else impl.reps_cap):
                     continue
-                impl.reset()
-                gc.collect()
-                gc.disable()
-                try:
-                    w0 = time.perf_counter()
-                    t, done = impl.run(sizes[impl.name])
-                    w = time.perf_counter() - w0
-                    if impl.inner_wall is not None:
-                        w = impl.inner_wall
-                finally:
-                    gc.enable()
+                t, done, w = timed_block(impl, sizes[impl.name])
+                if impl.inner_wall is not None:
+                    w = impl.inner_wall
                 samples[impl.name].append(t / done)
                 walls[impl.name].append(w / done)
             log(f"  rep {rep + 1}/{args.repeats}")
@@ -240,27 +230,66 @@ def measure_case(case, args, log):
     return dict(medians=medians, samples=samples, walls=walls, block_updates=sizes, skipped=skipped)
 
 
+def timed_block(impl, n):
+    """One timed block of impl, of at least n updates: after a reset and a garbage
+    collection, run with the collector off. Returns (seconds by the chosen timer,
+    updates done, wall-clock seconds)."""
+    impl.reset()
+    gc.collect()
+    gc.disable()
+    try:
+        w0 = time.perf_counter()
+        t, done = impl.run(n)
+        wall = time.perf_counter() - w0
+    finally:
+        gc.enable()
+    return t, done, wall
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="few, short repetitions (tests/CI; < 60 s)")
+    p = timing_parser(__doc__, "few, short repetitions (tests/CI; < 60 s)")
     p.add_argument("--cases", nargs="*", metavar="CASE",
                    help="cases to run, e.g. 2-2-1 64-64-10 784-128-10:float32 (default: all); "
                         "known: " + ", ".join(dict.fromkeys(c.key for c in CASES)))
     p.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"), help="markdown report")
     p.add_argument("--plot", default=os.path.join(HERE, "results.png"), help="PNG plot (needs matplotlib)")
-    p.add_argument("--repeats", type=int, help="timed blocks per implementation (default 11; quick 3)")
-    p.add_argument("--block", type=float, help="seconds per timed block (default 0.2; quick 0.01)")
-    p.add_argument("--timer", choices=sorted(TIMERS), default="cpu",
-                   help="cpu: process CPU time (default; robust on a shared machine); wall: perf_counter")
-    args = p.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 11)
-    use_timer(args.timer)
-    args.block = args.block or (0.01 if args.quick else 0.2)
+    args = parse_timing_args(p, argv)
     cases = select_cases(args.cases)
     with one_blas_thread():
         all_ok = run(args, cases, argv)
+    return exit_status(all_ok)
+
+
+def timing_parser(doc, quick_help):
+    """The argument parser of a timing script (this one, bench_optimizers.py): described
+    by the first paragraph of its docstring `doc`, with --quick (helped by quick_help) and
+    the timing options --repeats, --block and --timer. Parse with parse_timing_args."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--repeats", type=int,
+                        help="timed blocks per implementation (default 11; quick 3)")
+    parser.add_argument("--block", type=float,
+                        help="seconds per timed block (default 0.2; quick 0.01)")
+    parser.add_argument("--timer", choices=sorted(TIMERS), default="cpu",
+                        help="cpu: process CPU time (default; robust on a shared machine); "
+                             "wall: perf_counter")
+    return parser
+
+
+def parse_timing_args(parser, argv):
+    """argv parsed by a timing_parser: the timing defaults follow --quick, and the chosen
+    timer is selected."""
+    args = parser.parse_args(argv)
+    args.repeats = args.repeats or (3 if args.quick else 11)
+    args.block = args.block or (0.01 if args.quick else 0.2)
+    use_timer(args.timer)
+    return args
+
+
+def exit_status(all_ok):
+    """The script's exit status: 0, or 1 (said on stderr) when a correctness check failed."""
     if not all_ok:
         print("A CORRECTNESS CHECK FAILED; see the report.", file=sys.stderr)
         return 1
@@ -293,10 +322,8 @@ def run(args, cases, argv):
     digits = report.digits_section(5) if full_run else None
     elapsed = time.time() - started
 
-    script = os.path.relpath(os.path.abspath(__file__), ROOT)
-    cmd = "python " + shlex.join([script] + (sys.argv[1:] if argv is None else list(argv)))
     return report.write(args, cases, checks, results, info=info, digits=digits,
-                        elapsed=elapsed, cmd=cmd)
+                        elapsed=elapsed, cmd=command_line(__file__, argv))
 
 
 if __name__ == "__main__":

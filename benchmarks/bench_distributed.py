@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from _native import publish
+
 # name, sizes, rows per rank's batch, steps per measurement (full run)
 SHAPES = [("64-64-10", [64, 64, 10], 32, 2000),
           ("784-128-10", [784, 128, 10], 64, 300),
@@ -440,10 +442,7 @@ def main(argv=None):
     command = "python benchmarks/bench_distributed.py" + (" --quick" if args.quick else "")
     text, _ = report(one, two, command)
     text += "\n" + model_tables(one, two)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+    publish(text, args.output)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"one_rank": one, "two_ranks": two, "command": command}, f, indent=1)

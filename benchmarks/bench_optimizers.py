@@ -41,10 +41,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse
 import gc
 import math
-import shlex
 import statistics
 import subprocess
 import sys
@@ -53,15 +51,14 @@ import time
 import numpy as np
 
 import bpfast
-from _native import one_blas_thread, torch_one_thread
-from bench import calibrate, rel_err
+from _native import command_line, one_blas_thread, publish, torch_one_thread
+from bench import calibrate, exit_status, parse_timing_args, rel_err, timed_block, timing_parser
 from cases import CE, Case, initial_parameters, make_data
 import peers
-from peers import TIMERS, Impl, TorchMLP, clock, fann_connections, torch, use_timer
+from peers import Impl, TorchMLP, clock, fann_connections, torch
 from report import fmt_ratio, fmt_us, machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 ROWS = 2048                 # rows of the data set of tables 1-3
 ADAM_TARGET = 1.25          # Adam's update at most this many times plain SGD's
@@ -195,13 +192,7 @@ def time_interleaved(impls, args, label):
         for rep in range(args.repeats):
             k = rep % len(impls)
             for impl in impls[k:] + impls[:k]:
-                impl.reset()
-                gc.collect()
-                gc.disable()
-                try:
-                    t, done = impl.run(sizes[impl.name])
-                finally:
-                    gc.enable()
+                t, done, _ = timed_block(impl, sizes[impl.name])
                 samples[impl.name].append(t / done)
         log(f"[{label}] {args.repeats} repetitions done")
     finally:
@@ -393,39 +384,23 @@ def report(mini, rprop, args, elapsed):
     """The markdown text of the run, and whether every check agreed."""
     torch_lines, torch_ok = torch_section(mini)
     fann_lines, fann_ok = fann_section(rprop)
-    script = os.path.relpath(os.path.abspath(__file__), ROOT)
     lines = (machine_section(args) + minibatch_sections(mini) + torch_lines + fann_lines
-             + [f"Command: `python {shlex.join([script] + (sys.argv[1:]))}`; took {elapsed:.0f} s.", ""])
+             + [f"Command: `{command_line(__file__)}`; took {elapsed:.0f} s.", ""])
     return "\n".join(lines), torch_ok and fann_ok
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="few, short repetitions (tests/CI)")
-    p.add_argument("--repeats", type=int, help="timed blocks per implementation (default 11; quick 3)")
-    p.add_argument("--block", type=float, help="seconds per timed block (default 0.2; quick 0.01)")
-    p.add_argument("--timer", choices=sorted(TIMERS), default="cpu",
-                   help="cpu: process CPU time (default); wall: perf_counter")
+    p = timing_parser(__doc__, "few, short repetitions (tests/CI)")
     p.add_argument("--output", help="also write the markdown to this file")
-    args = p.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 11)
-    args.block = args.block or (0.01 if args.quick else 0.2)
-    use_timer(args.timer)
+    args = parse_timing_args(p, argv)
     torch_one_thread(torch)
     started = time.time()
     with one_blas_thread():
         mini = [(case, measure_minibatch(case, args)) for case in minibatch_cases()]
         rprop = [(case, data, *measure_rprop(case, data, args)) for case, data in rprop_cases()]
     text, all_ok = report(mini, rprop, args, time.time() - started)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    if not all_ok:
-        print("A CORRECTNESS CHECK FAILED; see the report.", file=sys.stderr)
-        return 1
-    return 0
+    publish(text, args.output)
+    return exit_status(all_ok)
 
 
 if __name__ == "__main__":

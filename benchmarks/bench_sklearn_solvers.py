@@ -33,6 +33,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 
 import bpfast
+from _native import publish
 from bpfast.sklearn import MLPClassifier
 
 
@@ -137,10 +138,7 @@ def run(args):
         f" --threads {args.threads}" if args.threads != 1 else "")
     lines.append(f"Command: `python benchmarks/bench_sklearn_solvers.py{options}`")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text)
+    publish(text, args.output)
 
 
 if __name__ == "__main__":

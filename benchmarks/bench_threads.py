@@ -1,10 +1,23 @@
-"""Two Networks trained in two Python threads run in parallel: the engine releases the GIL.
+#!/usr/bin/env python3
+"""bpfast and threads: two Networks in two Python threads, and one Network over n_threads.
 
-Times two fits one after the other and the same two fits in two threads (BLAS
-limited to one thread each), and prints the speedup; medians of several runs.
+1. Two networks, two Python threads: two fits one after the other, then the same two fits
+   in two threads (each Network at n_threads=1, BLAS held to one thread), medians of
+   several runs: the engine releases the GIL, so the threads overlap.
+2. One network over n_threads = 1..N (N = the CPUs this process may use), for each of
+   bench.py's cases: µs per update of fit (wall clock, the thread counts interleaved,
+   medians) and the speedup over one thread. Before timing, one epoch at every count
+   must give the bits of n_threads=1 (the script exits with status 1 otherwise).
 
-    python benchmarks/bench_threads.py
+    python benchmarks/bench_threads.py                       # both parts (a few minutes)
+    python benchmarks/bench_threads.py --quick               # < 60 s (tests/CI)
+    python benchmarks/bench_threads.py --part scaling --cases 784-128-10 --plot benchmarks/threads.png
 """
+import argparse
+import os
+import shlex
+import statistics
+import sys
 import threading
 import time
 
@@ -13,18 +26,30 @@ import numpy as np
 import bpfast
 
 from _native import one_blas_thread
+from _timing import BpfastFit, fmt_us, interleaved_medians, load_average, log, same_bits
+from cases import CASES, initial_parameters, make_data, select_cases
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+QUICK_CASES = ["64-64-10:float32", "784-128-10:float32"]
 
 
+# ----------------------------------------------------------------------------- part 1
 def make(sizes, seed):
     return bpfast.Network(sizes, activation="relu", output_activation="softmax",
-                          loss="cross_entropy", seed=seed)
+                          loss="cross_entropy", seed=seed, n_threads=1)
 
 
-def main(repeats=5):
+def two_networks(repeats, quick):
+    """Two fits in sequence against the same two in two Python threads; markdown lines."""
     rng = np.random.default_rng(0)
-    print("network      batch  sequential  two threads  speedup")
+    lines = ["| network | batch | sequential | two threads | speedup |",
+             "|---|---:|---:|---:|---:|"]
     for sizes, batch, epochs in (([2, 2, 2], 1, 200), ([64, 64, 10], 32, 20),
                                  ([784, 128, 10], 64, 2)):
+        if quick:
+            epochs = max(1, epochs // 10)
         X = rng.normal(size=(4096, sizes[0]))
         Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], 4096)]
         kw = dict(epochs=epochs, batch_size=batch, lr=0.01, shuffle=True, seed=1)
@@ -44,9 +69,131 @@ def main(repeats=5):
                 for t in threads:
                     t.join()
                 par.append(time.perf_counter() - start)
-        s, p = np.median(seq), np.median(par)
-        print(f"{'-'.join(map(str, sizes)):12} {batch:5}  {s * 1e3:8.1f} ms  {p * 1e3:8.1f} ms  {s / p:6.2f}x")
+        s, p = statistics.median(seq), statistics.median(par)
+        lines.append(f"| {'-'.join(map(str, sizes))} | {batch} | {s * 1e3:.1f} ms | "
+                     f"{p * 1e3:.1f} ms | {s / p:.2f}x |")
+        log(f"  two networks: {'-'.join(map(str, sizes))} done")
+    return lines
+
+
+# ----------------------------------------------------------------------------- part 2
+def scaling(cases, counts, repeats, block):
+    """[(case, {n_threads: seconds per update}, {n_threads: CPUs busy}, same bits at every
+    count)] for one Network."""
+    out = []
+    for case in cases:
+        log(f"[{case.name}] n_threads {counts[0]}..{counts[-1]}")
+        data, init = make_data(case), initial_parameters(case)
+        impls = [BpfastFit(case, data, init, k) for k in counts]
+        for impl in impls:                      # one epoch at each count: the same bits?
+            impl.run(case.n_batches)
+        bits = all(same_bits(impl.weights(), impls[0].weights()) for impl in impls[1:])
+        busy = {}
+        medians = interleaved_medians(impls, repeats, block, label=case.name, busy=busy)
+        out.append((case, {k: medians[impl.name] for k, impl in zip(counts, impls)},
+                    {k: busy[impl.name] for k, impl in zip(counts, impls)}, bits))
+    return out
+
+
+def scaling_table(rows, counts):
+    """Markdown lines: µs per update at each count, then the speedup over one thread."""
+    head = ["network", "batch", "dtype"] + [f"{k} thread{'s' * (k > 1)} µs" for k in counts]
+    head += [f"speedup at {k}" for k in counts[1:]]
+    head += [f"CPUs busy at {counts[-1]}", "same bits"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|---|---:|---|" + "---:|" * (2 * len(counts)) + "---|"]
+    for case, t, busy, bits in rows:
+        cells = [case.key, str(case.batch), case.dtype] + [fmt_us(t[k]) for k in counts]
+        cells += [f"{t[counts[0]] / t[k]:.2f}x" for k in counts[1:]]
+        cells.append(f"{busy[counts[-1]]:.2f}")
+        cells.append("yes" if bits else "**NO**")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot(rows, counts, path):
+    """Speedup over one thread against n_threads, a line per case; False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(counts, counts, "k--", lw=1, label="linear")
+    for case, t, *_ in rows:
+        ax.plot(counts, [t[counts[0]] / t[k] for k in counts], "o-", label=case.name)
+    ax.set_xlabel("n_threads")
+    ax.set_ylabel("speedup of fit over n_threads=1")
+    ax.set_xticks(counts)
+    ax.set_title("bpfast: one network over n_threads")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="short runs; scaling on " + " ".join(QUICK_CASES) + " only (< 60 s)")
+    p.add_argument("--part", choices=("all", "two", "scaling"), default="all")
+    p.add_argument("--cases", nargs="*", metavar="CASE",
+                   help="scaling cases, e.g. 64-64-10 784-128-10:float64 (default: all of "
+                        "bench.py's: " + ", ".join(dict.fromkeys(c.key for c in CASES)) + ")")
+    p.add_argument("--max-threads", type=int,
+                   help="largest n_threads of the scaling (default: the CPUs this process may use)")
+    p.add_argument("--repeats", type=int, help="timed blocks per count (default 11; quick 3)")
+    p.add_argument("--block", type=float, help="seconds per timed block (default 0.2; quick 0.02)")
+    p.add_argument("--plot", help="save the scaling plot here (PNG; needs matplotlib)")
+    p.add_argument("--output", help="also write the markdown here")
+    args = p.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 11)
+    block = args.block or (0.02 if args.quick else 0.2)
+    n_max = args.max_threads or len(os.sched_getaffinity(0))
+    if n_max < 1:
+        p.error("--max-threads must be at least 1")
+    counts = list(range(1, n_max + 1))
+
+    lines = ["# bpfast and threads", "",
+             f"- {os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable by this process; "
+             f"bpfast's default n_threads here: {bpfast.default_threads()}; load average "
+             f"(1 min) at the start: {load_average()}", ""]
+    if args.part in ("all", "two"):
+        lines += ["## Two networks in two Python threads (n_threads=1 each, BLAS at 1 thread; "
+                  f"medians of {2 if args.quick else 5})", ""]
+        lines += two_networks(2 if args.quick else 5, args.quick) + [""]
+    ok = True
+    if args.part in ("all", "scaling"):
+        cases = select_cases(args.cases or (QUICK_CASES if args.quick else None))
+        rows = scaling(cases, counts, repeats, block)
+        ok = all(bits for *_, bits in rows)
+        lines += [f"## One network over n_threads (fit, µs per update, wall clock, medians of "
+                  f"{repeats})", ""]
+        lines += scaling_table(rows, counts) + [""]
+        if args.plot:
+            if plot(rows, counts, args.plot):
+                lines += [f"Plot: `{args.plot}`", ""]
+            else:
+                lines += ["No plot: matplotlib is not installed.", ""]
+    lines += [f"Load average (1 min) at the end: {load_average()}.", ""]
+    script = os.path.relpath(os.path.abspath(__file__), ROOT)
+    cmd = "python " + shlex.join([script] + (sys.argv[1:] if argv is None else list(argv)))
+    lines += [f"Command: `{cmd}`", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    if not ok:
+        print("n_threads CHANGED THE BITS of an epoch; see the table.", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

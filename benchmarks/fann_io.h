@@ -67,4 +67,13 @@ static void read_weights(struct fann *ann, const char *program)
     fann_set_weight_array(ann, con, n_con);
 }
 
+/* What a timing program reads from stdin: the weights of ann, then n_rows rows of inputs
+   *X and of targets *Y (row-major). */
+static void read_input(struct fann *ann, long n_rows, const char *program, double **X, double **Y)
+{
+    read_weights(ann, program);
+    *X = read_doubles((size_t)n_rows * fann_get_num_input(ann), program);
+    *Y = read_doubles((size_t)n_rows * fann_get_num_output(ann), program);
+}
+
 #endif

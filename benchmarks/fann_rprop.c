@@ -39,11 +39,9 @@ int main(int argc, char **argv)
     fann_set_rprop_delta_max(ann, 50.0f);
     fann_set_rprop_delta_zero(ann, 0.1f);
 
-    read_weights(ann, "fann_rprop");
-
+    double *X, *Y;
+    read_input(ann, n_rows, "fann_rprop", &X, &Y);
     unsigned n_in = fann_get_num_input(ann), n_out = fann_get_num_output(ann);
-    double *X = read_doubles((size_t)n_rows * n_in, "fann_rprop"),
-           *Y = read_doubles((size_t)n_rows * n_out, "fann_rprop");
     struct fann_train_data *data = fann_create_train(n_rows, n_in, n_out);
     if (data == NULL) {
         fprintf(stderr, "fann_rprop: fann_create_train failed\n");

@@ -32,10 +32,9 @@ int main(int argc, char **argv)
     fann_set_learning_rate(ann, lr);
     fann_set_learning_momentum(ann, 0);
 
-    read_weights(ann, "fann_step");
+    double *X, *Y;
+    read_input(ann, n_rows, "fann_step", &X, &Y);
     unsigned n_in = fann_get_num_input(ann), n_out = fann_get_num_output(ann);
-    double *X = read_doubles((size_t)n_rows * n_in, "fann_step"),
-           *Y = read_doubles((size_t)n_rows * n_out, "fann_step");
 
     double c0 = seconds(CLOCK_PROCESS_CPUTIME_ID), w0 = seconds(CLOCK_MONOTONIC);
     for (i = 0, r = 0; i < n_steps; i++) {

@@ -13,6 +13,7 @@ import numpy as np
 
 import bpfast
 from bpfast import distributed
+from helpers import random_problem
 
 ROWS, BATCH, EPOCHS = 40, 8, 3          # rows per rank, rows per rank's batch
 SIZES = [6, 8, 3]
@@ -38,11 +39,7 @@ def data(loss, ranks, rows=ROWS, seed=7):
     rng = np.random.default_rng(seed)
     shards = []
     for _ in range(ranks):
-        X = rng.normal(size=(rows, SIZES[0]))
-        if loss == "cross_entropy":
-            Y = np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], rows)]
-        else:
-            Y = rng.random((rows, SIZES[-1]))
+        X, Y = random_problem(rng, SIZES, loss, rows)
         shards.append((X, Y, rng.integers(0, 4, rows).astype(np.float64)))
     return shards
 

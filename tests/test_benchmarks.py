@@ -8,16 +8,21 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "benchmarks", "bench.py")
+
+
+def run_bench(script, *args, timeout=600, env=None):
+    """Run benchmarks/<script> with args from the repository root; check that it exited 0
+    (else fail showing its output) and return its CompletedProcess."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
 
 
 def test_bench_quick_writes_results_table(tmp_path):
     out = tmp_path / "RESULTS.md"
     png = tmp_path / "results.png"
-    proc = subprocess.run(
-        [sys.executable, BENCH, "--quick", "--cases", "2-2-1", "--output", str(out), "--plot", str(png)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    run_bench("bench.py", "--quick", "--cases", "2-2-1", "--output", out, "--plot", png, timeout=300)
     text = out.read_text(encoding="utf-8")
 
     header = [line for line in text.splitlines() if line.startswith("| implementation |")]
@@ -49,11 +54,8 @@ FANN_AVAILABLE = (os.path.exists("/usr/include/doublefann.h")
 def test_bench_measures_fann_beside_fit(tmp_path):
     """With libfann-dev, 2-2-1 gets a measured FANN column and the target compares with it."""
     out = tmp_path / "r.md"
-    proc = subprocess.run(
-        [sys.executable, BENCH, "--quick", "--cases", "2-2-1", "--output", str(out),
-         "--plot", str(tmp_path / "r.png")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    run_bench("bench.py", "--quick", "--cases", "2-2-1", "--output", out,
+              "--plot", tmp_path / "r.png", timeout=300)
     text = out.read_text(encoding="utf-8")
 
     row = re.search(r"^\| FANN \(C, per-sample fann_train\) \| ([\d,.]+) \|$", text, re.M)
@@ -73,10 +75,7 @@ def test_step_phases_runs_and_reports_both_dtypes(tmp_path):
     """bench_step_phases.py builds its Cython module (skipped without Cython) and reports."""
     pytest.importorskip("Cython")
     env = dict(os.environ, HOME=str(tmp_path))          # pyximport builds under ~/.pyxbld
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_step_phases.py"),
-                           "--reps", "50"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = run_bench("bench_step_phases.py", "--reps", "50", env=env)
     shares = re.findall(r"(float32|float64): phases 1-7 sum to ([\d.]+) µs, of which the "
                         r"products ([\d.]+) µs", proc.stdout)
     assert [s[0] for s in shares] == ["float32", "float64"], proc.stdout
@@ -89,10 +88,7 @@ def test_small_gemm_bench_compares_both_paths_on_every_shape(tmp_path):
     pytest.importorskip("Cython")
     from bpfast import _kernels
     env = dict(os.environ, HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_small_gemm.py"),
-                           "--flops", "1e5"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = run_bench("bench_small_gemm.py", "--flops", "1e5", env=env)
     if not _kernels.small_gemm(1):
         assert "lacks" in proc.stdout
         return
@@ -113,10 +109,7 @@ NUMBER = r"[\d,]+(?:\.\d+)?"
 @pytest.fixture(scope="module")
 def optimizers_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_optimizers") / "r.md"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_optimizers.py"), "--quick",
-         "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = run_bench("bench_optimizers.py", "--quick", "--output", out)
     text = out.read_text(encoding="utf-8")
     assert text.strip() == proc.stdout.strip()          # --output holds what was printed
     return text
@@ -171,11 +164,7 @@ def test_bench_sklearn_solvers_quick_writes_both_tables(tmp_path):
     scikit-learn's at the same max_iter) and the sparse table with its three contenders."""
     pytest.importorskip("sklearn")
     out = tmp_path / "sk.md"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_sklearn_solvers.py"),
-         "--quick", "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    run_bench("bench_sklearn_solvers.py", "--quick", "--output", out)
     text = out.read_text(encoding="utf-8")
     accuracy = {name: float(acc) for name, acc in re.findall(
         r"^\| (bpfast|scikit-learn) \| [\d.]+ \| \d+ \| ([\d.]+)% \|$", text, re.M)}
@@ -189,3 +178,114 @@ def test_bench_sklearn_solvers_quick_writes_both_tables(tmp_path):
     assert rows[0][2] == rows[1][2]         # CSR and dense X train the same model
     assert re.search(r"scikit-learn / bpfast fit time: \*\*[\d.]+x\*\*", text)
     assert "python benchmarks/bench_sklearn_solvers.py --quick" in text
+
+
+# bench_threads.py and bench_jax.py: quick runs; their tables are parsed, no timing asserted.
+def _run_script(name, *args, timeout=600):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+def _num(cell):
+    return float(cell.replace(",", "").rstrip("x"))
+
+
+def test_bench_threads_quick_tables_and_plot(tmp_path):
+    """Both parts: three two-network rows; one scaling row per quick case at n_threads 1 and
+    2, whose speedup is the ratio of its two times and whose epochs agreed bit for bit."""
+    png, out = tmp_path / "threads.png", tmp_path / "threads.md"
+    text = _run_script("bench_threads.py", "--quick", "--max-threads", "2", "--plot", str(png),
+                       "--output", str(out))
+    assert out.read_text(encoding="utf-8").strip() == text.strip()
+    two = _rows(text, rf"^\| (2-2-2|64-64-10|784-128-10) \| (1|32|64) \| ({NUMBER}) ms \| "
+                      rf"({NUMBER}) ms \| ({NUMBER})x \|$")
+    assert [r[0] for r in two] == ["2-2-2", "64-64-10", "784-128-10"], text
+    for _, _, seq, par, speedup in two:
+        assert _num(speedup) == pytest.approx(_num(seq) / _num(par), rel=0.05, abs=0.01)
+    assert ("| network | batch | dtype | 1 thread µs | 2 threads µs | speedup at 2 "
+            "| CPUs busy at 2 | same bits |") in text
+    rows = _rows(text, rf"^\| (64-64-10|784-128-10) \| (32|64) \| (float32) \| ({NUMBER}) \| "
+                       rf"({NUMBER}) \| ({NUMBER})x \| ([\d.]+) \| (yes|\*\*NO\*\*) \|$")
+    assert [r[0] for r in rows] == ["64-64-10", "784-128-10"], text
+    for *_, one, two_threads, speedup, busy, bits in rows:
+        assert bits == "yes"
+        assert 0 < float(busy) <= 2.1           # process CPU time / wall time, 2 threads
+        assert _num(speedup) == pytest.approx(_num(one) / _num(two_threads), rel=0.05, abs=0.01)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "No plot: matplotlib is not installed." in text and not png.exists()
+    else:
+        assert png.stat().st_size > 0 and f"Plot: `{png}`" in text
+
+
+def test_bench_threads_rejects_an_unknown_case():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_threads.py"),
+                           "--part", "scaling", "--cases", "3-3-3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown case '3-3-3'" in proc.stderr
+
+
+def _jax_installed():
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _verdict_follows(cell, value, bound):
+    """A 'met' / '**missed**' cell agrees with value >= bound (unless too close to call
+    from the rounded figures the table prints)."""
+    verdict = "met" if "met" in cell and "missed" not in cell else "missed"
+    if abs(value - bound) > 0.01 * bound:
+        assert verdict == ("met" if value >= bound else "missed"), (cell, value, bound)
+
+
+@pytest.mark.parametrize("hide_jax", [False, True], ids=["jax-if-installed", "jax-hidden"])
+def test_bench_jax_quick_both_settings(tmp_path, hide_jax):
+    """One-CPU and default-threads tables, the speedup table with verdicts that follow from
+    its numbers, and with JAX both variants timed and agreeing with bpfast; without JAX
+    (absent, or hidden by a package that fails to import) the bpfast columns still run."""
+    env = dict(os.environ)
+    if hide_jax:
+        (tmp_path / "jax").mkdir()
+        (tmp_path / "jax" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path)] + [p for p in [env.get("PYTHONPATH")] if p])
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_jax.py"), "--quick"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    text = proc.stdout
+    has_jax = _jax_installed() and not hide_jax
+    assert "## One CPU (pinned to CPU" in text and "## Default threads (" in text
+    jax_cell = NUMBER if has_jax else "—"
+    ratio_cell = rf"{NUMBER}x" if has_jax else "—"
+    rows = _rows(text, rf"^\| (64-64-10|784-128-10) \| (32|64) \| float32 \| {jax_cell} \| "
+                       rf"{jax_cell} \| {NUMBER} \| {ratio_cell} \|$")
+    assert [r[0] for r in rows] == ["64-64-10", "784-128-10"] * 2, text
+    speed = _rows(text, rf"^\| (64-64-10|784-128-10) \| (?:32|64) \| float32 \| ({NUMBER}) \| "
+                        rf"({NUMBER}) \| ({NUMBER})x \| ([\d.]+) \| ([^|]+) \| (yes|\*\*NO\*\*) \| "
+                        rf"([^|]+) \|$")
+    assert [r[0] for r in speed] == ["64-64-10", "784-128-10"], text
+    for key, one, default, speedup, busy, target, bits, vs_jax in speed:
+        assert bits == "yes"                    # n_threads left the bits alone
+        assert float(busy) > 0
+        ratio = _num(one) / _num(default)
+        assert _num(speedup) == pytest.approx(ratio, rel=0.05, abs=0.01)
+        if key == "784-128-10":
+            assert target.strip().startswith(">= 1.5x: ")
+            _verdict_follows(target, ratio, 1.5)
+        else:
+            assert target.strip() == "—"
+        if has_jax:
+            m = re.fullmatch(r"(met|\*\*missed\*\*) \(([\d.]+)x\)", vs_jax.strip())
+            assert m, vs_jax
+            _verdict_follows(m.group(1), float(m.group(2)), 1.0)
+        else:
+            assert vs_jax.strip() == "—"
+    checks = _rows(text, r"^\| (one-cpu|default) \| [^|]+ \| (JAX jit step|JAX epoch scan) \| "
+                         r"[\d.e+-]+ \| [\d.e+-]+ \| yes \|$")
+    assert len(checks) == (8 if has_jax else 0), text
+    assert ("JAX columns skipped: JAX not installed" in text) == (not has_jax)

@@ -67,6 +67,7 @@ def csvs(tmp_path_factory):
     (d / "no_header.csv").write_text("1,2,3\n4,5,6\n")
     (d / "ragged.csv").write_text("a,b,label\n1,2,x\n3,4\n")
     (d / "empty.csv").write_text("")
+    (d / "dup_header.csv").write_text("a,b,a,label\n1,2,3,x\n4,5,6,y\n")
     return d
 
 
@@ -528,6 +529,7 @@ def test_predict_refuses_to_overwrite_the_model_or_its_data(models, csvs, tmp_pa
     (["train", "{d}/cls.csv", "--activation", "softmax"], "argument --activation"),
     (["train", "{d}/cls.csv", "--delimiter", "ab"], "argument --delimiter"),
     (["train", "{d}/cls.csv", "--features", "a,b,a"], "--features names 'a' more than once"),
+    (["train", "{d}/dup_header.csv"], "dup_header.csv: the header names 'a' more than once"),
     (["train", "{d}/cls.csv", "--features", "a,label", "--target", "label"], "cannot also be a feature"),
     (["train", "{d}/cls.csv", "--task", "regress", "--target", "label"], "is not a finite number (a regression target"),
     (["train", "{d}/cls.csv", "--output", "{d}/no/such/dir/m.npz", "--epochs", "1"], "no directory"),

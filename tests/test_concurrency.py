@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import bpfast
+from helpers import child_output, run_together
 
 CONFIGS = [
     dict(sizes=[6, 32, 16, 3], activation="relu", output_activation="softmax", loss="cross_entropy"),
@@ -119,7 +120,6 @@ def in_other_thread(fn):
     return box["r"]
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_a_second_thread_is_refused_while_fit_holds_the_network(backend):
     """Deterministic: the callback runs inside fit, holding the lock, and from there every
     method is called from a second thread -- each must raise RuntimeError at once."""
@@ -235,11 +235,7 @@ def test_hammering_one_network_never_gives_a_torn_result():
 
     threads = [threading.Thread(target=trainer)] + [threading.Thread(target=reader, args=(r,))
                                                      for r in range(n_readers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads)
+    assert run_together(threads, 120)
 
     alone = bpfast.Network(**CONFIGS[0], seed=5)
     alone.set_parameters(start)
@@ -265,8 +261,6 @@ def test_training_in_a_thread_with_the_smallest_stack():
     shapes never reach BLAS, whose stack needs are its own: OpenBLAS's AVX-512 kernels
     crash even NumPy's matmul of a 32x64 by 64x64 matrix in such a thread. A subprocess,
     so that an overflow would be a failed test and not a crashed run."""
-    import subprocess
-    import sys
     import textwrap
     script = textwrap.dedent("""
         import threading, numpy as np, bpfast
@@ -289,10 +283,7 @@ def test_training_in_a_thread_with_the_smallest_stack():
         t.join()
         print("trained", len(done), all(done))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["trained", "4", "True"]
+    assert child_output(script, 300).split() == ["trained", "4", "True"]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -317,7 +308,6 @@ def test_two_threads_train_two_networks_as_one_after_the_other(dtype):
         assert np.array_equal(net.get_parameters(), want)
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_many_threads_predict_and_evaluate_on_one_network_at_once(backend):
     """Prediction shares the network: 4 threads x 50 calls, none refused, every answer the
     single-threaded one. A thread that trains meanwhile is refused, not torn."""

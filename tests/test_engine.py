@@ -47,7 +47,6 @@ def test_fit_update_rules_match_plain_numpy(options, cfg):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_keep_momentum_continues_training_as_one_longer_fit(backend, nesterov):
     X, Y = data()
@@ -63,7 +62,6 @@ def test_keep_momentum_continues_training_as_one_longer_fit(backend, nesterov):
     assert not np.allclose(fresh.get_parameters(), whole.get_parameters())
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_a_diverged_fit_leaves_no_velocity_to_keep(backend):
     cfg = dict(sizes=[5, 6, 3], activation="relu", output_activation="identity", loss="mse")
     X, Y = data(sizes=cfg["sizes"])
@@ -87,7 +85,6 @@ def test_weight_decay_adds_its_term_to_the_reported_loss():
     assert history.loss[0] == pytest.approx(net.evaluate(X, Y) + 0.25 * l2, rel=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_same_seed_same_weights_different_seed_different_weights(backend):
     X, Y = data()
     runs = []

@@ -1,10 +1,11 @@
 """Ctrl-C during fit: a KeyboardInterrupt within a batch, nothing lost (tools/ctrl_c_latency.py
 measures the latency over many tries and sizes; docs/reliability.md has the figures)."""
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from helpers import child_output
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "tools"))
 import ctrl_c_latency  # noqa: E402
@@ -46,8 +47,5 @@ print(len(calls), len(h.loss), bool(np.array_equal(net.get_parameters(), twin.ge
 
 
 def test_a_signal_handler_that_does_not_raise_leaves_fit_running_to_the_same_bits():
-    out = subprocess.run([sys.executable, "-c", CHILD_HANDLER], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    calls, epochs, same = out.stdout.split()
+    calls, epochs, same = child_output(CHILD_HANDLER, 300).split()
     assert (int(calls), int(epochs), same) == (1, 3000, "True")

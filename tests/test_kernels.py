@@ -13,6 +13,11 @@ SHAPES = [(1, 1, 1), (1, 2, 1), (4, 1, 3), (3, 5, 1), (7, 3, 11), (1, 64, 10), (
 ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "softmax"]
 
 
+def on_every_dtype_and_shape(test):
+    """Parametrize `test` over DTYPES and SHAPES (arguments dtype and shape)."""
+    return pytest.mark.parametrize("dtype", DTYPES)(pytest.mark.parametrize("shape", SHAPES)(test))
+
+
 def tol(dtype, k=1):
     # float64 differs from the reference only in summation order; float32 in precision.
     # Sums of k products of O(1) numbers may cancel, so the absolute error grows with k.
@@ -50,8 +55,7 @@ def test_gemm_every_transpose_and_path_matches_numpy(dtype, trans_a, trans_b, lo
     np.testing.assert_allclose(C, A.astype(np.float64) @ B.astype(np.float64), **tol(dtype, k))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+@on_every_dtype_and_shape
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_dense_forward_matches_reference(dtype, shape, activation):
     X, W, b, _ = data(shape, dtype)
@@ -61,8 +65,7 @@ def test_dense_forward_matches_reference(dtype, shape, activation):
     np.testing.assert_allclose(got, want, **tol(dtype, shape[1]))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+@on_every_dtype_and_shape
 def test_backprop_error_matches_reference(dtype, shape):
     _, W, _, delta = data(shape, dtype)
     got = bpfast.backprop_error(delta, W)
@@ -102,8 +105,7 @@ def test_output_delta_matches_reference(dtype, loss, activation, shape):
     np.testing.assert_allclose(delta, want_delta, **tol(dtype))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+@on_every_dtype_and_shape
 def test_weight_gradients_match_reference(dtype, shape):
     X, _, _, delta = data(shape, dtype)
     dW, db = functional.weight_gradients(X, delta)
@@ -112,8 +114,7 @@ def test_weight_gradients_match_reference(dtype, shape):
     np.testing.assert_allclose(db, want_db, **tol(dtype, shape[0]))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+@on_every_dtype_and_shape
 def test_sgd_update_in_place_matches_reference(dtype, shape):
     _, W, _, _ = data(shape, dtype)
     grad = np.random.default_rng(5).normal(size=W.shape).astype(dtype)
@@ -125,8 +126,7 @@ def test_sgd_update_in_place_matches_reference(dtype, shape):
     np.testing.assert_allclose(W, want, **tol(dtype))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+@on_every_dtype_and_shape
 def test_fused_sgd_equals_gradient_then_update(dtype, shape):
     X, W, b, delta = data(shape, dtype)
     W_ref, b_ref = ref_of(W), ref_of(b)

@@ -32,7 +32,6 @@ def test_lesson003_error_split_in_proportion_to_the_weights():
                                rtol=1e-15)
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_lesson004_epochs_batches_and_updates(backend):
     # 100 samples in batches of 50 for 100 epochs: (100 / 50) * 100 = 200 updates.
     rng = np.random.default_rng(0)

@@ -48,7 +48,6 @@ def test_the_losses_are_scikit_learns(loss, out):
 
 
 @pytest.mark.parametrize("loss, out", CASES)
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_gradients_match_finite_differences(loss, out, backend):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(6, 3))

@@ -42,14 +42,15 @@ def count(full, reduced):
 
 def measure(name, body, n, warmup):
     """Run body(i) for i < warmup, then n times; assert flat RSS and allocated blocks."""
-    for i in range(warmup):
-        body(i)
-    gc.collect()
-    rss0, blocks0 = rss(), sys.getallocatedblocks()
-    for i in range(n):
-        body(i)
-    gc.collect()
-    rss1, blocks1 = rss(), sys.getallocatedblocks()
+    def run(times):
+        """body(i) for i < times; then, after a collection, the RSS and the Python blocks."""
+        for i in range(times):
+            body(i)
+        gc.collect()
+        return rss(), sys.getallocatedblocks()
+
+    rss0, blocks0 = run(warmup)
+    rss1, blocks1 = run(n)
     grow, dblocks = rss1 - rss0, blocks1 - blocks0
     print(f"\n[memory] {name}: {n} calls, RSS {rss0 / MB:.1f} MB -> {rss1 / MB:.1f} MB "
           f"({grow / MB:+.2f} MB), Python blocks {blocks0} -> {blocks1} ({dblocks:+d})")

@@ -23,6 +23,7 @@ import pytest
 import bpfast
 from bpfast import distributed, optim
 
+from helpers import run_together
 import mpi_worker as worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -94,11 +95,7 @@ def on_ranks(size, target):
             errors[rank] = exc
 
     threads = [threading.Thread(target=run, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "a rank hangs"
+    assert run_together(threads, 60), "a rank hangs"
     return results, errors
 
 

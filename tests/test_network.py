@@ -20,14 +20,22 @@ def make_data(cfg, n=10, seed=0):
     return X, Y
 
 
-def pair(cfg, dtype="float64", seed=3):
-    return [bpfast.Network(**cfg, dtype=dtype, backend=b, seed=seed) for b in ("cython", "reference")]
+def net_and_data(cfg, n=10, seed=0, **kw):
+    """A network of cfg (from seed; other settings in kw) and n rows of data for it:
+    (net, X, Y)."""
+    return (bpfast.Network(**cfg, seed=seed, **kw), *make_data(cfg, n=n))
+
+
+def pair(cfg, n=10):
+    """The network of cfg on both backends from the same seed, and n rows of data for it:
+    (cython network, reference network, X, Y)."""
+    fast, slow = [bpfast.Network(**cfg, backend=b, seed=3) for b in ("cython", "reference")]
+    return (fast, slow, *make_data(cfg, n=n))
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_backends_agree_on_forward_loss_and_gradients(cfg):
-    fast, slow = pair(cfg)
-    X, Y = make_data(cfg)
+    fast, slow, X, Y = pair(cfg)
     np.testing.assert_allclose(fast.forward(X), slow.forward(X), rtol=1e-13)
     assert fast.backward(Y) == pytest.approx(slow.backward(Y), rel=1e-13)
     np.testing.assert_allclose(fast._grads, slow._grads, rtol=1e-11, atol=1e-15)
@@ -37,8 +45,7 @@ def test_backends_agree_on_forward_loss_and_gradients(cfg):
 @pytest.mark.parametrize("options", [dict(), dict(momentum=0.9), dict(momentum=0.5, nesterov=True),
                                      dict(weight_decay=0.01), dict(shuffle=True, seed=7)])
 def test_backends_agree_after_fit(cfg, options):
-    fast, slow = pair(cfg)
-    X, Y = make_data(cfg, n=9)
+    fast, slow, X, Y = pair(cfg, n=9)
     kw = dict(epochs=3, batch_size=4, lr=0.1, shuffle=False)
     kw.update(options)
     h_fast, h_slow = fast.fit(X, Y, **kw), slow.fit(X, Y, **kw)
@@ -49,8 +56,7 @@ def test_backends_agree_after_fit(cfg, options):
 
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_backends_agree_on_train_step_and_step(cfg):
-    fast, slow = pair(cfg)
-    X, Y = make_data(cfg)
+    fast, slow, X, Y = pair(cfg)
     assert fast.train_step(X, Y, 0.2) == pytest.approx(slow.train_step(X, Y, 0.2), rel=1e-13)
     np.testing.assert_allclose(fast._params, slow._params, rtol=1e-12)
     for net in (fast, slow):
@@ -112,11 +118,8 @@ def test_default_init_is_scaled_normal_and_reproducible():
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_save_load_round_trip_is_exact(tmp_path, dtype, backend):
-    cfg = CONFIGS[2]
-    net = bpfast.Network(**cfg, dtype=dtype, backend=backend, seed=4)
-    X, Y = make_data(cfg)
+    net, X, Y = net_and_data(CONFIGS[2], seed=4, dtype=dtype, backend=backend)
     net.fit(X, Y, epochs=2, batch_size=3, lr=0.1)
     path = tmp_path / "model.npz"
     bpfast.save(net, path)
@@ -138,7 +141,6 @@ def test_fit_learns_xor_and_reports_history():
     assert np.array_equal(net.predict(X) > 0.5, Y > 0.5)
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_callback_returning_k_is_next_called_after_k_epochs_with_the_same_result(backend):
     cfg = CONFIGS[1]
     X, Y = make_data(cfg, n=20)
@@ -159,9 +161,7 @@ def test_callback_returning_k_is_next_called_after_k_epochs_with_the_same_result
 
 
 def test_callback_return_values():
-    cfg = CONFIGS[1]
-    X, Y = make_data(cfg, n=20)
-    net = bpfast.Network(**cfg, seed=0)
+    net, X, Y = net_and_data(CONFIGS[1], n=20)
     assert len(net.fit(X, Y, epochs=5, callback=lambda e, h: np.False_).loss) == 1
     assert len(net.fit(X, Y, epochs=5, callback=lambda e, h: None).loss) == 5
     # Validation data is scored every epoch whatever the callback asks.
@@ -176,9 +176,7 @@ def test_callback_return_values():
 
 
 def test_fit_validation_data_callback_stop_and_schedules():
-    cfg = CONFIGS[1]
-    X, Y = make_data(cfg, n=20)
-    net = bpfast.Network(**cfg, seed=0)
+    net, X, Y = net_and_data(CONFIGS[1], n=20)
     history = net.fit(X, Y, epochs=10, batch_size=5, lr=0.01, validation_data=(X[:5], Y[:5]),
                       callback=lambda epoch, h: epoch < 3, lr_schedule="step", step_size=2,
                       gamma=0.5)
@@ -192,7 +190,6 @@ def test_fit_validation_data_callback_stop_and_schedules():
 
 
 @pytest.mark.parametrize("copier", ["pickle", "deepcopy", "clone"])
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_a_copied_network_trains_on_bit_for_bit_as_the_original(copier, backend):
     import copy
     import pickle

@@ -117,6 +117,22 @@ def _fit(estimator, X, y):
         return estimator.fit(X, y)
 
 
+def _exported(estimator, X, y, path):
+    """The estimator fitted on (X, y), exported to path and run there by onnxruntime on X:
+    (the fitted estimator, the session, its outputs)."""
+    fitted = _fit(estimator, X, y)
+    bpfast.export_onnx(fitted, path)
+    session, outputs = _run(path, X)
+    return fitted, session, outputs
+
+
+def _assert_refused(exc, match, net_or_estimator, tmp_path, **kw):
+    """export_onnx raises exc, its message matching `match`, and writes nothing in tmp_path."""
+    with pytest.raises(exc, match=match):
+        bpfast.export_onnx(net_or_estimator, tmp_path / "x.onnx", **kw)
+    assert not os.listdir(tmp_path)
+
+
 LABELS = {
     "three ints": lambda rng: rng.integers(0, 3, 90) * 10 + 5,
     "two strings": lambda rng: np.where(rng.random(90) > 0.5, "cat", "dog"),
@@ -134,11 +150,9 @@ def test_classifier_labels_and_probabilities(tmp_path, labels, dtype):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(90, 5)).astype(dtype)
     y = LABELS[labels](rng)
-    clf = _fit(MLPClassifier(hidden_layer_sizes=(8, 6), activation="tanh", max_iter=30,
-                             learning_rate_init=0.05, random_state=0), X, y)
-    path = tmp_path / "clf.onnx"
-    bpfast.export_onnx(clf, path)
-    session, (label, proba) = _run(path, X)
+    clf, session, (label, proba) = _exported(
+        MLPClassifier(hidden_layer_sizes=(8, 6), activation="tanh", max_iter=30,
+                      learning_rate_init=0.05, random_state=0), X, y, tmp_path / "clf.onnx")
     assert [o.name for o in session.get_outputs()] == ["output_label", "output_probability"]
     assert label.shape == (90,) and proba.shape == clf.predict_proba(X).shape
     assert proba.dtype == np.dtype(dtype)
@@ -155,10 +169,9 @@ def test_binary_classifier_from_sklearn_data(tmp_path):
     from sklearn.preprocessing import StandardScaler
     X, y = load_breast_cancer(return_X_y=True)
     X = StandardScaler().fit_transform(X)      # scaling stays outside the graph
-    clf = _fit(MLPClassifier(hidden_layer_sizes=(16,), max_iter=50, learning_rate_init=0.01,
-                             random_state=0), X, y)
-    bpfast.export_onnx(clf, tmp_path / "bc.onnx")
-    label, proba = _run(tmp_path / "bc.onnx", X)[1]
+    clf, _, (label, proba) = _exported(
+        MLPClassifier(hidden_layer_sizes=(16,), max_iter=50, learning_rate_init=0.01,
+                      random_state=0), X, y, tmp_path / "bc.onnx")
     assert np.array_equal(label, clf.predict(X))
     np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=1e-12, atol=1e-12)
     assert (label == y).mean() > 0.9
@@ -171,12 +184,10 @@ def test_regressor(tmp_path, n_outputs, dtype):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(80, 4)).astype(dtype)
     y = X @ rng.normal(size=(4, n_outputs)) + 0.5
-    reg = _fit(MLPRegressor(hidden_layer_sizes=(10,), activation="relu", max_iter=40,
-                            learning_rate_init=0.01, random_state=0),
-               X, y.ravel() if n_outputs == 1 else y)
-    path = tmp_path / "reg.onnx"
-    bpfast.export_onnx(reg, path)
-    session, (pred,) = _run(path, X)
+    reg, session, (pred,) = _exported(
+        MLPRegressor(hidden_layer_sizes=(10,), activation="relu", max_iter=40,
+                     learning_rate_init=0.01, random_state=0),
+        X, y.ravel() if n_outputs == 1 else y, tmp_path / "reg.onnx")
     assert [o.name for o in session.get_outputs()] == ["variable"]
     assert pred.shape == (80, n_outputs) and pred.dtype == np.dtype(dtype)
     tol = TOLERANCE[dtype]
@@ -186,9 +197,7 @@ def test_regressor(tmp_path, n_outputs, dtype):
 # ---------------------------------------------------------------- errors
 def test_wrong_object_is_type_error(tmp_path):
     for thing in (None, "net.npz", [2, 2, 1], object()):
-        with pytest.raises(TypeError, match="net_or_estimator must be a bpfast.Network"):
-            bpfast.export_onnx(thing, tmp_path / "x.onnx")
-    assert not os.listdir(tmp_path)
+        _assert_refused(TypeError, "net_or_estimator must be a bpfast.Network", thing, tmp_path)
 
 
 def test_sklearns_own_mlp_is_type_error(tmp_path):
@@ -196,26 +205,20 @@ def test_sklearns_own_mlp_is_type_error(tmp_path):
     from sklearn.neural_network import MLPClassifier as SkMLPClassifier
     X, y = np.random.default_rng(0).normal(size=(20, 2)), np.arange(20) % 2
     sk = _fit(SkMLPClassifier(hidden_layer_sizes=(3,), max_iter=5), X, y)
-    with pytest.raises(TypeError, match="got sklearn.neural_network"):
-        bpfast.export_onnx(sk, tmp_path / "x.onnx")
+    _assert_refused(TypeError, "got sklearn.neural_network", sk, tmp_path)
 
 
 @pytest.mark.parametrize("which", [0, 1])
 def test_unfitted_estimator_is_value_error(tmp_path, which):
-    estimator = _estimators()[which]()
-    with pytest.raises(ValueError, match="not fitted"):
-        bpfast.export_onnx(estimator, tmp_path / "x.onnx")
-    assert not os.listdir(tmp_path)
+    _assert_refused(ValueError, "not fitted", _estimators()[which](), tmp_path)
 
 
 def test_bad_opset_and_path(tmp_path):
     net = _random_network([2, 2], "tanh", "tanh", "mse", "float64", seed=0)
     for bad in ("21", 21.0, True):
-        with pytest.raises(TypeError, match="opset"):
-            bpfast.export_onnx(net, tmp_path / "x.onnx", opset=bad)
+        _assert_refused(TypeError, "opset", net, tmp_path, opset=bad)
     for bad in (_onnx.MIN_OPSET - 1, onnx.defs.onnx_opset_version() + 1, -5):
-        with pytest.raises(ValueError, match="opset must be between"):
-            bpfast.export_onnx(net, tmp_path / "x.onnx", opset=bad)
+        _assert_refused(ValueError, "opset must be between", net, tmp_path, opset=bad)
     with pytest.raises(TypeError, match="path must be"):
         bpfast.export_onnx(net, 3)
     assert not os.listdir(tmp_path)

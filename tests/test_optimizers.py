@@ -18,6 +18,12 @@ SETTINGS = {"sgd": dict(momentum=0.9, nesterov=True, weight_decay=1e-3, lr=0.05)
             "rprop": dict(etas=(0.4, 1.3), step_sizes=(1e-5, 0.5), lr=0.02)}
 
 
+def first_problem():
+    """PROBLEMS[0] and its data: (sizes, hidden, out, loss, X, Y)."""
+    sizes, hidden, out, loss = PROBLEMS[0]
+    return (sizes, hidden, out, loss, *problem(sizes, out))
+
+
 def problem(sizes, out, n=24, seed=0, dtype="float64"):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, sizes[0])).astype(dtype)
@@ -103,8 +109,7 @@ def test_every_optimizer_matches_torch_step_for_step(optimizer, problem_index, d
 
 @pytest.mark.parametrize("optimizer", list(SETTINGS))
 def test_clip_norm_matches_torch_clip_grad_norm(optimizer):
-    sizes, hidden, out, loss = PROBLEMS[0]
-    X, Y = problem(sizes, out)
+    sizes, hidden, out, loss, X, Y = first_problem()
     X *= 20                                             # gradients far above the clip
     net = bpfast.Network(sizes, hidden, out, loss, seed=3)
     start = net.clone()
@@ -164,8 +169,7 @@ def test_fit_and_a_loop_of_optim_steps_give_the_same_bits(optimizer, backend):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_fit_by_name_continues_as_one_longer_fit_with_keep_state(optimizer):
-    sizes, hidden, out, loss = PROBLEMS[0]
-    X, Y = problem(sizes, out)
+    sizes, hidden, out, loss, X, Y = first_problem()
     kw = dict(batch_size=5, shuffle=False, optimizer=optimizer, **SETTINGS[optimizer])
     whole = bpfast.Network(sizes, hidden, out, loss, seed=1)
     parts = whole.clone()
@@ -224,8 +228,7 @@ def test_shuffled_sample_weights_follow_their_rows():
 
 @pytest.mark.parametrize("monitor", ["loss", "val_loss"])
 def test_early_stopping_stops_and_restores_the_best_epoch(monitor):
-    sizes, hidden, out, loss = PROBLEMS[0]
-    X, Y = problem(sizes, out)
+    sizes, hidden, out, loss, X, Y = first_problem()
     Xv, Yv = problem(sizes, out, seed=7)
     net = bpfast.Network(sizes, hidden, out, loss, seed=0)
     snapshots = []

@@ -1,7 +1,5 @@
 """bpfast.sklearn: scikit-learn's own estimator checks, and agreement with scikit-learn's MLP."""
 import pickle
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -21,6 +19,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import bpfast  # noqa: E402
 from bpfast.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from helpers import child_output  # noqa: E402
 
 # Short fits that hit max_iter on purpose warn; test_warns_when_max_iter_reached checks it.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -29,9 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 # ---------------------------------------------------------------- scikit-learn's checks
 @parametrize_with_checks([MLPClassifier(), MLPRegressor()])
 def test_sklearn_compatible_estimator(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
+    check(estimator)
 
 
 # ---------------------------------------------------------------- the same numbers as scikit-learn
@@ -53,9 +50,7 @@ def test_classifier_matches_sklearn_sgd(nesterov, activation):
     kw = dict(hidden_layer_sizes=(10, 6), activation=activation, solver="sgd", shuffle=False,
               random_state=0, learning_rate_init=0.05, batch_size=40, max_iter=8, alpha=1e-3,
               nesterovs_momentum=nesterov, momentum=0.8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours, theirs = MLPClassifier(**kw).fit(X, y), SkMLPClassifier(**kw).fit(X, y)
+    ours, theirs = MLPClassifier(**kw).fit(X, y), SkMLPClassifier(**kw).fit(X, y)
     assert _max_diff(ours.coefs_, theirs.coefs_) < 1e-12
     assert _max_diff(ours.intercepts_, theirs.intercepts_) < 1e-12
     # The L2 part of our loss uses end-of-epoch weights: equal to ~1e-5 here.
@@ -73,9 +68,7 @@ def test_regressor_matches_sklearn_sgd(learning_rate, n_outputs):
     kw = dict(hidden_layer_sizes=(8,), activation="tanh", solver="sgd", shuffle=False,
               random_state=1, learning_rate_init=0.02, batch_size=30, max_iter=25, alpha=0.0,
               learning_rate=learning_rate, tol=1e-2, n_iter_no_change=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours, theirs = MLPRegressor(**kw).fit(X, y), SkMLPRegressor(**kw).fit(X, y)
+    ours, theirs = MLPRegressor(**kw).fit(X, y), SkMLPRegressor(**kw).fit(X, y)
     assert ours.n_iter_ == theirs.n_iter_
     assert _max_diff(ours.coefs_, theirs.coefs_) < 1e-12
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
@@ -89,9 +82,7 @@ def test_regressor_loss_curve_includes_the_l2_term_with_several_outputs():
     y = (y - y.mean(axis=0)) / y.std(axis=0)
     kw = dict(hidden_layer_sizes=(8,), activation="tanh", solver="sgd", shuffle=False,
               random_state=1, learning_rate_init=0.02, batch_size=30, max_iter=10, alpha=0.1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours, theirs = MLPRegressor(**kw).fit(X, y), SkMLPRegressor(**kw).fit(X, y)
+    ours, theirs = MLPRegressor(**kw).fit(X, y), SkMLPRegressor(**kw).fit(X, y)
     assert _max_diff(ours.coefs_, theirs.coefs_) < 1e-12
     # The L2 term is ~27% of the loss here; taken at the end of each epoch instead of
     # before each batch it moves the curve by ~1%.
@@ -203,10 +194,8 @@ def test_alpha_is_weight_decay_over_batch_size():
         bound = np.sqrt(6.0 / (fan_in + fan_out))
         W0.append(rng.uniform(-bound, bound, (fan_in, fan_out)))
         rng.uniform(-bound, bound, fan_out)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        a = MLPClassifier(alpha=0.0, **kw).fit(X, y)
-        b = MLPClassifier(alpha=3.0, **kw).fit(X, y)
+    a = MLPClassifier(alpha=0.0, **kw).fit(X, y)
+    b = MLPClassifier(alpha=3.0, **kw).fit(X, y)
     for Wa, Wb, W in zip(a.coefs_, b.coefs_, W0):
         np.testing.assert_allclose(Wb, Wa - 0.1 * 3.0 / 60 * W, atol=1e-12)
 
@@ -235,9 +224,7 @@ def test_partial_fit_keeps_the_momentum_like_scikit_learn(nesterovs_momentum):
     kw = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=0.05, momentum=0.9,
               shuffle=False, nesterovs_momentum=nesterovs_momentum, random_state=0,
               n_iter_no_change=100)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        whole = MLPClassifier(max_iter=3, **kw).fit(X, y)
+    whole = MLPClassifier(max_iter=3, **kw).fit(X, y)
     parts = MLPClassifier(**kw)
     for _ in range(3):
         parts.partial_fit(X, y, classes=[0, 1, 2])
@@ -248,17 +235,15 @@ def test_partial_fit_keeps_the_momentum_like_scikit_learn(nesterovs_momentum):
 
 def test_warm_start_continues():
     X, y = _blobs()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, warm_start=True,
-                            random_state=0).fit(X, y)
-        W = clf.coefs_[0].copy()
-        clf.fit(X, y)
-        assert len(clf.loss_curve_) == 10 and not np.allclose(W, clf.coefs_[0])
-        with pytest.raises(ValueError, match="same classes"):
-            clf.fit(X[y < 2], y[y < 2])
-        clf.set_params(warm_start=False).fit(X, y)
-        assert len(clf.loss_curve_) == 5
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, warm_start=True,
+                        random_state=0).fit(X, y)
+    W = clf.coefs_[0].copy()
+    clf.fit(X, y)
+    assert len(clf.loss_curve_) == 10 and not np.allclose(W, clf.coefs_[0])
+    with pytest.raises(ValueError, match="same classes"):
+        clf.fit(X[y < 2], y[y < 2])
+    clf.set_params(warm_start=False).fit(X, y)
+    assert len(clf.loss_curve_) == 5
 
 
 def test_regressor_early_stopping_matches_sklearn():
@@ -267,9 +252,7 @@ def test_regressor_early_stopping_matches_sklearn():
     kw = dict(hidden_layer_sizes=(8,), solver="sgd", shuffle=False, random_state=0,
               learning_rate_init=0.01, batch_size=20, max_iter=60, early_stopping=True,
               n_iter_no_change=3, tol=1e-3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours, theirs = MLPRegressor(**kw).fit(X, y), SkMLPRegressor(**kw).fit(X, y)
+    ours, theirs = MLPRegressor(**kw).fit(X, y), SkMLPRegressor(**kw).fit(X, y)
     assert ours.n_iter_ == theirs.n_iter_
     np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, atol=1e-10)
     assert _max_diff(ours.coefs_, theirs.coefs_) < 1e-12     # the best weights, restored
@@ -323,10 +306,8 @@ def test_dtype_follows_input_or_param():
 def test_reference_backend_agrees(solver):
     X, y = _blobs(n=40)
     kw = dict(hidden_layer_sizes=(4,), max_iter=3, batch_size=8, random_state=0, solver=solver)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        a = MLPClassifier(**kw).fit(X, y)
-        b = MLPClassifier(backend="reference", **kw).fit(X, y)
+    a = MLPClassifier(**kw).fit(X, y)
+    b = MLPClassifier(backend="reference", **kw).fit(X, y)
     assert b.network_.backend == "reference"
     assert _max_diff(a.coefs_, b.coefs_) < 1e-12
 
@@ -367,7 +348,6 @@ def test_import_bpfast_without_sklearn():
             "    import bpfast.sklearn\n"
             "except ImportError as e:\n"
             "    print('ImportError:', e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "ImportError: bpfast.sklearn needs scikit-learn" in out.stdout
-    assert "pip install" in out.stdout
+    out = child_output(code, 120)
+    assert "ImportError: bpfast.sklearn needs scikit-learn" in out
+    assert "pip install" in out

@@ -9,7 +9,6 @@ the L2 part of bpfast's loss_curve_ is taken with the weights at the end of each
 """
 import inspect
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ import pytest
 pytest.importorskip("sklearn")
 
 from sklearn.datasets import make_blobs, make_regression  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier  # noqa: E402
 from sklearn.neural_network import MLPRegressor as SkMLPRegressor  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -46,10 +44,8 @@ def _max_diff(a, b):
 
 
 def _fit_both(ours, theirs, X, y, sample_weight=None, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return (ours(**kw).fit(X, y, sample_weight=sample_weight),
-                theirs(**kw).fit(X, y, sample_weight=sample_weight))
+    return (ours(**kw).fit(X, y, sample_weight=sample_weight),
+            theirs(**kw).fit(X, y, sample_weight=sample_weight))
 
 
 def _assert_same_fit(ours, theirs, loss_rtol=LOSS_RTOL):
@@ -238,11 +234,9 @@ def test_warm_start_restarts_adam_like_sklearn():
               learning_rate_init=0.01, max_iter=5, alpha=0.0, warm_start=True,
               n_iter_no_change=100)
     ours, theirs = MLPRegressor(**kw), SkMLPRegressor(**kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for _ in range(3):
-            ours.fit(X, y)
-            theirs.fit(X, y)
+    for _ in range(3):
+        ours.fit(X, y)
+        theirs.fit(X, y)
     assert len(ours.loss_curve_) == 15
     _assert_same_fit(ours, theirs)
 

@@ -1,7 +1,6 @@
 """solver='lbfgs', scikit-learn's output layers and losses, and sparse input, each checked
 against scikit-learn's own MLP (its objective function, its fitted models) or against
 bpfast's dense results."""
-import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +16,9 @@ from sklearn.neural_network import MLPRegressor as SkMLPRegressor  # noqa: E402
 
 from bpfast._sklearn_lbfgs import sklearn_objective  # noqa: E402
 from bpfast.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+# Short fits that stop at max_iter warn; the tests that expect a ConvergenceWarning catch it.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 def _problems():
@@ -56,10 +58,8 @@ def test_objective_is_scikit_learns(name, Ours, Theirs, X, y, extra, weighted):
     sw = np.random.RandomState(1).uniform(0.2, 2.0, len(X)) if weighted else None
     kw = dict(hidden_layer_sizes=(5, 4), activation="tanh", solver="lbfgs", alpha=0.3,
               max_iter=2, random_state=0, **extra)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours = Ours(**kw).fit(X, y, sample_weight=sw)
-        theirs = Theirs(**kw).fit(X, y, sample_weight=sw)
+    ours = Ours(**kw).fit(X, y, sample_weight=sw)
+    theirs = Theirs(**kw).fit(X, y, sample_weight=sw)
     assert ours.out_activation_ == theirs.out_activation_
     assert ours.n_outputs_ == theirs.n_outputs_
     Y = ours._label_binarizer.transform(y) if Ours is MLPClassifier else y.reshape(len(X), -1)
@@ -87,9 +87,7 @@ def test_objective_is_scikit_learns(name, Ours, Theirs, X, y, extra, weighted):
 def test_lbfgs_fit_follows_scikit_learns(name, Ours, Theirs, X, y, extra):
     """Same start, same objective, same L-BFGS-B: the same model after 15 iterations."""
     kw = dict(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=15, random_state=0, **extra)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours, theirs = Ours(**kw).fit(X, y), Theirs(**kw).fit(X, y)
+    ours, theirs = Ours(**kw).fit(X, y), Theirs(**kw).fit(X, y)
     assert ours.n_iter_ == theirs.n_iter_
     assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
     for got, want in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
@@ -123,9 +121,7 @@ def test_sparse_input_gives_the_dense_inputs_model(solver, fmt):
     X_sparse = scipy.sparse.csr_matrix(X) if fmt == "csr" else scipy.sparse.csc_matrix(X)
     kw = dict(hidden_layer_sizes=(7,), solver=solver, max_iter=12, batch_size=25,
               random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        dense, sparse = MLPClassifier(**kw).fit(X, y), MLPClassifier(**kw).fit(X_sparse, y)
+    dense, sparse = MLPClassifier(**kw).fit(X, y), MLPClassifier(**kw).fit(X_sparse, y)
     for got, want in zip(sparse.coefs_ + sparse.intercepts_, dense.coefs_ + dense.intercepts_):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(sparse.predict_proba(X_sparse), dense.predict_proba(X))
@@ -134,9 +130,7 @@ def test_sparse_input_gives_the_dense_inputs_model(solver, fmt):
 def test_multilabel_and_binary_outputs_are_scikit_learns():
     X, Y = make_multilabel_classification(n_samples=60, n_classes=3, random_state=0)
     clf = MLPClassifier(hidden_layer_sizes=(6,), max_iter=5, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(X, Y)
+    clf.fit(X, Y)
     proba = clf.predict_proba(X)
     assert clf.out_activation_ == "logistic" and proba.shape == (60, 3)
     np.testing.assert_array_equal(clf.predict(X), (proba > 0.5).astype(int))
@@ -153,9 +147,7 @@ def test_stochastic_solvers_follow_scikit_learns_on_every_output(name, Ours, The
     batch's -- the documented difference; the updates themselves include it alike.)"""
     kw = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=8, batch_size=10, alpha=0.0,
               shuffle=False, random_state=0, learning_rate_init=0.01, **extra)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours, theirs = Ours(**kw).fit(X, y), Theirs(**kw).fit(X, y)
+    ours, theirs = Ours(**kw).fit(X, y), Theirs(**kw).fit(X, y)
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
     for got, want in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
         np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
@@ -165,9 +157,7 @@ def test_stochastic_solvers_follow_scikit_learns_on_every_output(name, Ours, The
 def test_l2_updates_follow_scikit_learns_on_every_output(name, Ours, Theirs, X, y, extra):
     kw = dict(hidden_layer_sizes=(6,), solver="sgd", max_iter=8, batch_size=10, alpha=0.5,
               shuffle=False, random_state=0, learning_rate_init=0.01, **extra)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours, theirs = Ours(**kw).fit(X, y), Theirs(**kw).fit(X, y)
+    ours, theirs = Ours(**kw).fit(X, y), Theirs(**kw).fit(X, y)
     for got, want in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
         np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
 
@@ -180,9 +170,7 @@ def test_logistic_outputs_export_to_onnx_as_predict_and_predict_proba(tmp_path, 
     X, Y = make_multilabel_classification(n_samples=50, n_classes=3, random_state=0)
     y = Y if kind == "multilabel" else np.where(Y[:, 0] == 1, "yes", "no")
     clf = MLPClassifier(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=30, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(X, y)
+    clf.fit(X, y)
     assert clf.out_activation_ == "logistic"
     bpfast.export_onnx(clf, tmp_path / "m.onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"),

@@ -20,6 +20,10 @@ from sklearn.utils.estimator_checks import check_param_validation  # noqa: E402
 
 from bpfast.network import Network  # noqa: E402
 from bpfast.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from helpers import run_together  # noqa: E402
+
+# Short fits that stop at max_iter warn; the tests that expect a ConvergenceWarning catch it.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 NON_FINITE = "Solver produced non-finite parameter weights"
 
@@ -32,8 +36,7 @@ def _diabetes(standardize):
 
 def _fit_outcome(estimator, X, y):
     """'raised' for scikit-learn's non-finite ValueError, else 'fitted'."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    with np.errstate(all="ignore"):
         try:
             estimator.fit(X, y)
         except ValueError as exc:
@@ -88,8 +91,7 @@ def test_divergence_with_early_stopping_keeps_the_best_weights_like_scikit_learn
     X, y = _diabetes(standardize=True)
     kw = dict(solver="sgd", learning_rate_init=0.005, shuffle=False, random_state=0,
               max_iter=30, early_stopping=True)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    with np.errstate(all="ignore"):
         theirs = SkMLPRegressor(**kw).fit(X, y)
     assert not np.isfinite(theirs.validation_scores_).all()    # it did diverge there
     with pytest.warns(ConvergenceWarning, match="diverged .* best validation score"):
@@ -167,12 +169,10 @@ def test_a_copy_of_a_warm_started_fit_continues_bit_for_bit():
     X, y = _regression()
     est = MLPRegressor(hidden_layer_sizes=(6,), learning_rate_init=0.05, max_iter=4,
                        warm_start=True, random_state=3, tol=0.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(X, y)
-        twin = copy.deepcopy(est)
-        est.fit(X, y)
-        twin.fit(X, y)
+    est.fit(X, y)
+    twin = copy.deepcopy(est)
+    est.fit(X, y)
+    twin.fit(X, y)
     assert all(np.array_equal(a, b) for a, b in zip(twin.coefs_, est.coefs_))
     assert twin.loss_curve_ == est.loss_curve_
 
@@ -199,10 +199,7 @@ def test_predict_predict_proba_and_score_from_four_threads():
                 mismatches.append(got)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_together(threads, 120), "a thread hangs"
     assert not errors, f"{len(errors)} of 200 calls raised, e.g. {errors[0]!r}"
     assert not mismatches
 
@@ -216,9 +213,7 @@ def _blobs():
 def _reference(epochs, **kw):
     """The same classifier trained for exactly `epochs` epochs, uninterrupted."""
     X, y = _blobs()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return MLPClassifier(**dict(kw, max_iter=epochs)).fit(X, y)
+    return MLPClassifier(**dict(kw, max_iter=epochs)).fit(X, y)
 
 
 KW = dict(hidden_layer_sizes=(8,), learning_rate_init=0.1, batch_size=16, random_state=0,
@@ -316,9 +311,7 @@ def test_a_divergence_in_a_chunk_of_epochs_counts_the_epochs_before_it(monkeypat
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
 def test_parameter_table_passes_scikit_learns_param_validation_check(Estimator):
     """Every parameter is in the table; a bad type or value raises naming it, in fit and partial_fit."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check_param_validation(Estimator.__name__, Estimator())
+    check_param_validation(Estimator.__name__, Estimator())
 
 
 def test_n_iter_no_change_may_be_infinite_as_in_scikit_learn():

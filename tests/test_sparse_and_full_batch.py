@@ -59,7 +59,6 @@ def test_bad_sparse_input_is_refused_naming_it():
         net.predict(bad)
 
 
-@pytest.mark.parametrize("backend", ["cython", "reference"])
 def test_loss_and_gradient_is_forward_and_backward_over_every_row(backend):
     rng = np.random.default_rng(4)
     X, Y = rng.normal(size=(15, 4)), rng.normal(size=(15, 2))

@@ -8,8 +8,6 @@ as a large one is; one test keeps the defaults on a network large enough to be c
 import hashlib
 import multiprocessing
 import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 
 import bpfast
 from bpfast import _kernels
+from helpers import child_output, run_together
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
 OUTPUTS = (("softmax", "cross_entropy"), ("sigmoid", "mse"), ("identity", "sse"),
@@ -218,10 +217,7 @@ print(bpfast.default_threads())
 
 
 def test_the_default_follows_the_affinity_mask():
-    out = subprocess.run([sys.executable, "-c", AFFINITY_CHILD], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "1"
+    assert child_output(AFFINITY_CHILD, 120).strip() == "1"
 
 
 def test_networks_in_separate_python_threads_train_to_the_bits_of_a_serial_run(small_splits):
@@ -235,10 +231,7 @@ def test_networks_in_separate_python_threads_train_to_the_bits_of_a_serial_run(s
                                           {}, 2, epochs=4), data(sizes, "float64")[0])
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_together(threads, 300)
     assert results == serial
 
 

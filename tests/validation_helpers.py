@@ -10,12 +10,17 @@ DTYPES = ["float64", "float32"]
 
 
 class Raises:
-    """``with raises(ValueError, "X"):`` -- the exact type, and every name in the message."""
+    """``with raises(ValueError, "X"):`` -- the exact type, and every name in the message.
 
-    def __init__(self, exc, *names):
-        self.exc, self.names = exc, names
+    With ``unchanged=net``, also that the refused call left the network's parameters as
+    they were when the block began.
+    """
+
+    def __init__(self, exc, *names, unchanged=None):
+        self.exc, self.names, self.net = exc, names, unchanged
 
     def __enter__(self):
+        self.before = None if self.net is None else self.net.get_parameters()
         return self
 
     def __exit__(self, etype, value, tb):
@@ -24,6 +29,9 @@ class Raises:
             return False     # re-raise the unexpected exception, with its traceback
         for name in self.names:
             assert name in str(value), f"{name!r} is not named in: {value}"
+        if self.net is not None:
+            assert np.array_equal(self.net.get_parameters(), self.before), \
+                "the refused call changed the parameters"
         self.value = value
         return True
 

@@ -32,14 +32,13 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 
 from bpfast._csvdata import (CLI_FORMAT, CLIError, CSVTable, check_metadata, cli_metadata,
-                             standardize)
+                             refuse_repeated, standardize)
 from bpfast.activations import HIDDEN_ACTIVATIONS
 
 _SCORE_ROWS = 8192      # rows per predict call when scoring the training data
@@ -174,6 +173,9 @@ def _checkout_bench() -> Optional[Path]:
 
 
 def cmd_bench(args, extra: List[str]) -> int:
+    """Run the benchmark script benchmarks/bench.py of the bpfast source checkout this
+    bpfast was imported from (never one in the current directory); the options below and
+    any others are passed through to it."""
     if args.script:
         path = Path(args.script)
         if not path.is_file():
@@ -186,15 +188,12 @@ def cmd_bench(args, extra: List[str]) -> int:
                            f"({Path(__file__).resolve().parent}) was not imported from one. Clone "
                            f"the bpfast repository and run 'python benchmarks/bench.py' there, or "
                            f"give --script PATH")
-    argv = [sys.executable, str(path)]
-    if args.quick:
-        argv.append("--quick")
+    argv = [sys.executable, str(path)] + (["--quick"] if args.quick else [])
     if args.cases is not None:
         argv += ["--cases", *args.cases]
-    if args.output is not None:
-        argv += ["--output", args.output]
-    if args.plot is not None:
-        argv += ["--plot", args.plot]
+    for option, value in (("--output", args.output), ("--plot", args.plot)):
+        if value is not None:
+            argv += [option, value]
     argv += extra
     return subprocess.call(argv)
 
@@ -213,6 +212,9 @@ def _check_plotting() -> None:
 
 
 def cmd_train(args) -> int:
+    """Train on a CSV file. Features must be numeric; they are standardised (the mean and
+    scale are saved). The model, with the feature names, scaling and class names, is
+    written atomically to one file, --output."""
     import bpfast
 
     out_dir = os.path.dirname(os.path.abspath(args.output))
@@ -229,9 +231,7 @@ def cmd_train(args) -> int:
         features = [table.column(f.strip()) for f in args.features.split(",") if f.strip()]
         if target in features:
             raise CLIError(f"the target column {target!r} cannot also be a feature")
-        twice = sorted(f for f, count in Counter(features).items() if count > 1)
-        if twice:
-            raise CLIError(f"--features names {', '.join(map(repr, twice))} more than once")
+        refuse_repeated(features, "--features")
     else:
         features = [c for c in table.columns if c != target]
     if not features:
@@ -331,6 +331,10 @@ def cmd_train(args) -> int:
 
 # ====================================================================== predict
 def cmd_predict(args) -> int:
+    """Predict for every row of a CSV file (the feature columns are found by name, other
+    columns are ignored; without a header, the file's columns are the features in order).
+    Prints one prediction per line (with --proba, a header row and the class
+    probabilities), or writes a CSV."""
     _refuse_overwriting(args.output, "--output", model=args.model, input_data=args.data)
     net, meta = _load_model(args.model)
     meta = check_metadata(meta, net, args.model)
@@ -380,6 +384,11 @@ def cmd_predict(args) -> int:
 
 # ====================================================================== export
 def cmd_export(args) -> int:
+    """Write the network of a model file as an ONNX graph with bpfast.export_onnx. For a
+    model written by 'bpfast train', the scaling stays outside the graph: it takes the
+    standardised features (x - feature_mean) / feature_scale and gives the class
+    probabilities (classify) or the standardised target (regress); the means, scales and
+    class names are in the model file's metadata (bpfast.load(MODEL, with_metadata=True))."""
     import bpfast
 
     _refuse_overwriting(args.output, "OUT", model=args.model)
@@ -407,7 +416,15 @@ def cmd_export(args) -> int:
 
 
 # ====================================================================== argument parsing
-def _add_csv_options(p) -> None:
+def _add_command(sub, name: str, help: str, command):
+    """The subparser of `name`; its description is the docstring of `command`, the
+    function that runs it."""
+    return sub.add_parser(name, help=help, description=command.__doc__)
+
+
+def _add_csv_input(p) -> None:
+    """The CSV file argument (data) and the options of how it is read."""
+    p.add_argument("data", help="CSV file (a header row unless --no-header)")
     p.add_argument("--no-header", action="store_true",
                    help="the file has no header row; its columns are named 1, 2, ... (a first "
                         "row that looks like data is otherwise refused)")
@@ -437,23 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer epochs: a few seconds in all")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # no bar now
 
-    p = sub.add_parser("bench", help="run benchmarks/bench.py of the source checkout",
-                       description="Run the benchmark script benchmarks/bench.py of the bpfast "
-                                   "source checkout this bpfast was imported from (never one in "
-                                   "the current directory); the options below and any others "
-                                   "are passed through to it.")
+    p = _add_command(sub, "bench", "run benchmarks/bench.py of the source checkout", cmd_bench)
     p.add_argument("--quick", action="store_true", help="a short run (tests/CI)")
     p.add_argument("--cases", nargs="*", metavar="CASE", help="cases to run, e.g. 64-64-10")
     p.add_argument("--output", metavar="FILE", help="markdown report to write")
     p.add_argument("--plot", metavar="FILE", help="PNG plot to write")
     p.add_argument("--script", metavar="PATH", help="the benchmark script to run instead")
 
-    p = sub.add_parser("train", help="train a network on a CSV file and save it",
-                       description="Train on a CSV file. Features must be numeric; they are "
-                                   "standardised (the mean and scale are saved). The model, "
-                                   "with the feature names, scaling and class names, is written "
-                                   "atomically to one file, --output.")
-    p.add_argument("data", help="CSV file (a header row unless --no-header)")
+    p = _add_command(sub, "train", "train a network on a CSV file and save it", cmd_train)
     p.add_argument("--target", metavar="COL", help="target column name (default: the last column)")
     p.add_argument("--features", metavar="COLS",
                    help="comma-separated feature columns (default: all but the target)")
@@ -477,29 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="draw the loss per epoch into this PNG "
                                                  "(needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (tqdm)")
-    _add_csv_options(p)
+    _add_csv_input(p)
 
-    p = sub.add_parser("predict", help="predict with a model written by 'bpfast train'",
-                       description="Predict for every row of a CSV file (the feature columns are "
-                                   "found by name, other columns are ignored; without a header, "
-                                   "the file's columns are the features in order). Prints one "
-                                   "prediction per line (with --proba, a header row and the "
-                                   "class probabilities), or writes a CSV.")
+    p = _add_command(sub, "predict", "predict with a model written by 'bpfast train'", cmd_predict)
     p.add_argument("model", help="model file written by 'bpfast train'")
-    p.add_argument("data", help="CSV file (a header row unless --no-header)")
     p.add_argument("--output", "-o", metavar="FILE", help="write a CSV here instead of printing")
     p.add_argument("--proba", action="store_true", help="classification: add class probabilities")
-    _add_csv_options(p)
+    _add_csv_input(p)
 
-    p = sub.add_parser("export", help="write a model as an ONNX graph (needs onnx)",
-                       description="Write the network of a model file as an ONNX graph with "
-                                   "bpfast.export_onnx. For a model written by 'bpfast train', "
-                                   "the scaling stays outside the graph: it takes the "
-                                   "standardised features (x - feature_mean) / feature_scale "
-                                   "and gives the class probabilities (classify) or the "
-                                   "standardised target (regress); the means, scales and class "
-                                   "names are in the model file's metadata "
-                                   "(bpfast.load(MODEL, with_metadata=True)).")
+    p = _add_command(sub, "export", "write a model as an ONNX graph (needs onnx)", cmd_export)
     p.add_argument("model", help="model file (bpfast.save or 'bpfast train')")
     p.add_argument("output", metavar="OUT", help="the .onnx file to write")
     p.add_argument("--opset", type=_positive_int, default=None,

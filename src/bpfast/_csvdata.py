@@ -46,6 +46,14 @@ def number_label(value: float) -> str:
     return repr(value)
 
 
+def refuse_repeated(names: Sequence[str], where: str) -> None:
+    """CLIError if a name occurs more than once in `names`: "<where> names 'a', 'b' more
+    than once" (sorted)."""
+    twice = sorted(name for name, count in Counter(names).items() if count > 1)
+    if twice:
+        raise CLIError(f"{where} names {', '.join(map(repr, twice))} more than once")
+
+
 def _blank(row: List[str]) -> bool:
     return not any(cell.strip() for cell in row)
 
@@ -103,9 +111,7 @@ class CSVTable:
                 raise CLIError(f"{path}: its first row {first!r} looks like data, not column "
                                f"names (numbers, and text that recurs in the rows below); if "
                                f"the file has no header row, give --no-header")
-            dupes = sorted(n for n, count in Counter(names).items() if count > 1)
-            if dupes:
-                raise CLIError(f"{path}: duplicate column names in the header: {dupes}")
+            refuse_repeated(names, f"{path}: the header")
         else:
             names = [str(i + 1) for i in range(len(first))]
         if len(names) == 1 and delimiter is None:

@@ -122,18 +122,21 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # _smallgemm.h's register kernel when it is on: up to here it beats OpenBLAS, past it
 # BLAS wins (benchmarks/bench_small_gemm.py). On AVX2 CPUs (OpenBLAS's Haswell kernels,
 # no small-matrix path) SMALL_GEMM_BYTES. On AVX-512 CPUs the kernel's 512-bit variant
-# beats OpenBLAS's SkylakeX kernels on larger products, as long as the rows of B are
-# short (at most SMALL_GEMM_ROW_AVX512 bytes: the kernel reads B in place, and longer
-# rows put a column panel in few L1 sets), up to SMALL_GEMM_BYTES_AVX512 (with A.T,
-# read across its rows, SMALL_GEMM_BYTES_AVX512_AT), from 5 rows of op(A) on; and a single
-# row of A (one sample) at any size (1x1024 @ 1024x1024 float32: 54 us against BLAS's 266).
+# beats or ties OpenBLAS's SkylakeX kernels on larger products, from 5 rows of op(A) on:
+# with A, when B has short rows (at most SMALL_GEMM_ROW_AVX512 bytes: longer rows put a
+# column panel in few L1 sets) and at most SMALL_GEMM_B_AVX512 bytes, however many rows
+# A has (it runs them in chunks that stay in L2); with A.T (read across its rows), up to
+# SMALL_GEMM_BYTES_AVX512_AT bytes of operands. And a single row of A (one sample) at
+# any size (1x1024 @ 1024x1024 float32: 54 us against BLAS's 266). Where the two tie,
+# the kernel is chosen: its products split between threads without a fixed cut.
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
-cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512 = 1280 * 1024
+cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
 cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 256 * 1024
 cdef Py_ssize_t SMALL_GEMM_ROW_AVX512 = 1024
-# The kernel for every product it can run (not op(B) = B.T), past the limits too
-# (small_gemm(2): benchmarks time it there).
-cdef bint SMALL_GEMM_ALWAYS = False
+# small_gemm()'s mode: -1 automatic (the limits above, by SIMD level), 1 the AVX2 limit
+# at every level (tests: the same path, so the same bits, at every level), 2 every
+# product the kernel can run (not op(B) = B.T), past the limits too (benchmarks).
+cdef int SMALL_GEMM_MODE = -1
 
 # Layers whose products are all at most TINY_PRODUCT multiply-adds run whole in _tiny.h
 # (False: through the general path, for the tests that compare the two).
@@ -246,16 +249,17 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
     SMALL_GEMM_BYTES); item: the bytes of an element."""
     if trans_b or not bpf_small_gemm_on():
         return False
-    if SMALL_GEMM_ALWAYS:
+    if SMALL_GEMM_MODE == 2:
         return True
     cdef Py_ssize_t size = (m * k + k * n) * item
-    if bpf_cpu_level() >= 2:
+    if bpf_cpu_level() >= 2 and SMALL_GEMM_MODE < 0:
         if m == 1 and not trans_a:      # one sample: 8 FMA chains a row beat BLAS's GEMM
             return True
         if m <= 4:                      # 2-4 rows: a tile's 4-8 chains are too few
             return False
-        return n * item <= SMALL_GEMM_ROW_AVX512 and size <= (
-            SMALL_GEMM_BYTES_AVX512_AT if trans_a else SMALL_GEMM_BYTES_AVX512)
+        if trans_a:
+            return n * item <= SMALL_GEMM_ROW_AVX512 and size <= SMALL_GEMM_BYTES_AVX512_AT
+        return n * item <= SMALL_GEMM_ROW_AVX512 and k * n * item <= SMALL_GEMM_B_AVX512
     return size <= SMALL_GEMM_BYTES
 
 
@@ -1160,13 +1164,13 @@ def small_gemm(mode=None):
     """Whether gemm() runs small products in _smallgemm.h's kernel instead of BLAS.
 
     small_gemm(mode) sets it: None leaves it, -1 automatic (on from SIMD level 1, AVX2 +
-    FMA, which the kernel needs), 0 never, 1 whenever the level allows (tests), 2 for
-    every product it can run, past the size limits too (benchmarks). Returns whether it
-    is on now.
+    FMA, which the kernel needs; which products, by level), 0 never, 1 up to the AVX2
+    limit at every level (tests: the same path at every level), 2 for every product it
+    can run, past the size limits too (benchmarks). Returns whether it is on now.
     """
-    global SMALL_GEMM_ALWAYS
+    global SMALL_GEMM_MODE
     if mode is not None:
-        SMALL_GEMM_ALWAYS = mode == 2
+        SMALL_GEMM_MODE = max(-1, min(2, int(mode)))
         return bool(bpf_set_small_gemm(int(mode)))
     return bool(bpf_small_gemm_on())
 

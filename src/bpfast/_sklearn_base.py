@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral, Real
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -242,6 +242,28 @@ class _BaseMLP(BaseEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ training
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None):
+        """Train on (X, y), from scratch unless ``warm_start``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Real numbers; converted once to the network's dtype.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            MLPClassifier: class labels (numbers or strings), or a 0/1 multilabel
+            indicator matrix. MLPRegressor: real-valued targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights >= 0 (not all 0), as in scikit-learn: each batch's loss and
+            gradient are the weighted mean over its rows; integer weights on a full
+            batch equal repeating the rows. With ``early_stopping`` the weights are
+            split with the rows and weigh the validation score (accuracy, or R^2).
+
+        Returns
+        -------
+        self : the fitted estimator
+        """
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
+
     def _fit(self, X, y, incremental: bool, classes=None, sample_weight=None):
         self._validate_params()         # the table above, then what it cannot say
         check_no_bools(self.get_params(deep=False), self._parameter_constraints)
@@ -481,7 +503,32 @@ class _BaseMLP(BaseEstimator):
             if self.loss_curve_[-1] < self.best_loss_:
                 self.best_loss_ = self.loss_curve_[-1]
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True       # CSR and CSC X
+        return tags
+
     # ------------------------------------------------------------------ prediction
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """The prediction of each sample.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            MLPClassifier: the most probable class, from ``classes_`` (multilabel: the
+            indicator matrix, probability > 0.5). MLPRegressor: the network's output, in
+            its dtype; 1-D for one output.
+        """
+        return self._targets_of(self._forward(X))
+
+    def _targets_of(self, Y):
+        """What the network's outputs Y predict (set by the subclasses)."""
+        raise NotImplementedError
+
     def _forward(self, X: ArrayLike) -> np.ndarray:
         # Reads the fitted state only: predict, predict_proba and score may run in threads.
         check_is_fitted(self, "network_")

@@ -74,24 +74,18 @@ BPF_INLINE float bpf_exp_neg_f(float x) {
 /* |x| and c ? a : b on the bits, without branches. Tiny layers (2-2-1) run these in
  * the scalar tails of the loops, where GCC compiles a ternary on the sign of the input
  * into a branch that mispredicts half the time; vector loops blend either way. */
-BPF_INLINE double bpf_abs_d(double x) { bpf_d64 u; u.d = x; u.i &= INT64_MAX; return u.d; }
-BPF_INLINE float bpf_abs_f(float x) { bpf_f32 u; u.f = x; u.i &= INT32_MAX; return u.f; }
-BPF_INLINE double bpf_pick_d(int c, double a, double b) {
-    bpf_d64 x, y;
-    x.d = a;
-    y.d = b;
-    int64_t m = -(int64_t)(c != 0);
-    x.i = (x.i & m) | (y.i & ~m);
-    return x.d;
-}
-BPF_INLINE float bpf_pick_f(int c, float a, float b) {
-    bpf_f32 x, y;
-    x.f = a;
-    y.f = b;
-    int32_t m = -(int32_t)(c != 0);
-    x.i = (x.i & m) | (y.i & ~m);
-    return x.f;
-}
+#define BPF_BIT_OPS(X, T, BITS, I, I_MAX)  /* BITS: the union whose member X is the T */ \
+    BPF_INLINE T bpf_abs_##X(T v) { BITS u; u.X = v; u.i &= I_MAX; return u.X; }      \
+    BPF_INLINE T bpf_pick_##X(int c, T a, T b) {                                       \
+        BITS x, y;                                                                     \
+        x.X = a;                                                                       \
+        y.X = b;                                                                       \
+        I m = -(I)(c != 0);                                                            \
+        x.i = (x.i & m) | (y.i & ~m);                                                  \
+        return x.X;                                                                    \
+    }
+BPF_BIT_OPS(d, double, bpf_d64, int64_t, INT64_MAX)
+BPF_BIT_OPS(f, float, bpf_f32, int32_t, INT32_MAX)
 
 /* sigmoid(v), double, with one division instead of two: from exp(-|v|) = R 2^k with
  * R = (q + p) / (q - p), 1 / (1 + exp(-|v|)) = (q - p) / ((q - p) + (q + p) 2^k) and
@@ -111,33 +105,35 @@ BPF_INLINE float bpf_sigmoid_f(float v) {
     return bpf_pick_f(v >= 0, s, e * s);
 }
 
-/* tanh(x), double: Cephes' rational approximation below 0.625, else via exp(-2|x|). */
+/* tanh(x) of either type for |x| >= 0.625, via e = exp(-2|x|): (1 - e) / (1 + e) written
+ * as 1 - 2e / (1 + e), one rounding near 1, so saturated units round like libm's tanh
+ * and 1 - tanh^2 stays accurate. */
+#define BPF_TANH_BIG(X, T)                                                             \
+    BPF_INLINE T bpf_tanh_big_##X(T x) {                                               \
+        T e = bpf_exp_neg_##X((T)-2 * bpf_abs_##X(x));                                 \
+        T big = (T)1 - (T)2 * e / ((T)1 + e);                                          \
+        return bpf_pick_##X(x < 0, -big, big);                                         \
+    }
+BPF_TANH_BIG(d, double)
+BPF_TANH_BIG(f, float)
+
+/* tanh(x), double: Cephes' rational approximation below 0.625, else tanh_big. */
 BPF_INLINE double bpf_tanh_d(double x) {
-    double a = bpf_abs_d(x);
-    double e = bpf_exp_neg_d(-2.0 * a);
-    /* (1 - e) / (1 + e) written as 1 - 2e / (1 + e): one rounding near 1, so
-     * saturated units round like libm's tanh and 1 - tanh^2 stays accurate. */
-    double big = 1.0 - 2.0 * e / (1.0 + e);
-    big = bpf_pick_d(x < 0, -big, big);
     double z = x * x;
     double p = (-9.64399179425052238628E-1 * z - 9.92877231001918586564E1) * z
                - 1.61468768441708447952E3;
     double q = ((z + 1.12811678491632931402E2) * z + 2.23548839060100448583E3) * z
                + 4.84406305325125486048E3;
     double small = x + x * z * (p / q);
-    return bpf_pick_d(a < 0.625, small, big);
+    return bpf_pick_d(bpf_abs_d(x) < 0.625, small, bpf_tanh_big_d(x));
 }
 
 /* tanh(x), float (Cephes' tanhf). */
 BPF_INLINE float bpf_tanh_f(float x) {
-    float a = bpf_abs_f(x);
-    float e = bpf_exp_neg_f(-2.0f * a);
-    float big = 1.0f - 2.0f * e / (1.0f + e);
-    big = bpf_pick_f(x < 0, -big, big);
     float z = x * x;
     float small = ((((-5.70498872745E-3f * z + 2.06390887954E-2f) * z - 5.37397155531E-2f) * z
                     + 1.33314422036E-1f) * z - 3.33332819422E-1f) * z * x + x;
-    return bpf_pick_f(a < 0.625f, small, big);
+    return bpf_pick_f(bpf_abs_f(x) < 0.625f, small, bpf_tanh_big_f(x));
 }
 
 /* The element formulas that both these vector loops and _tiny.h's scalar loops apply,

@@ -248,28 +248,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validation_score(self, out, y, sample_weight=None) -> float:
         return float(accuracy_score(y, self._targets_of(out), sample_weight=sample_weight))
 
-    def fit(self, X: ArrayLike, y: ArrayLike,
-            sample_weight: Optional[ArrayLike] = None) -> "MLPClassifier":
-        """Train on (X, y), from scratch unless ``warm_start``.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Real numbers; converted once to the network's dtype.
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
-            Class labels (numbers or strings), or a 0/1 multilabel indicator matrix.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weights >= 0 (not all 0), as in scikit-learn: each batch's loss and
-            gradient are the weighted mean over its rows; integer weights on a full
-            batch equal repeating the rows. With ``early_stopping`` the weights are
-            split with the rows and weigh the validation accuracy.
-
-        Returns
-        -------
-        self : MLPClassifier
-        """
-        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
-
     @available_if(_stochastic_solver)
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
                     classes: Optional[ArrayLike] = None) -> "MLPClassifier":
@@ -315,24 +293,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 
-    def predict(self, X: ArrayLike) -> np.ndarray:
-        """The most probable class of each sample.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_labels)
-            Labels from ``classes_`` (multilabel: the indicator matrix, probability > 0.5).
-        """
-        return self._targets_of(self._forward(X))
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
-        tags.input_tags.sparse = True
         return tags
 
 
@@ -436,6 +399,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return X, Y
 
     def _targets_of(self, Y):
+        """The network's outputs as predictions: one column as a 1-D array."""
         return Y.ravel() if Y.shape[1] == 1 else Y
 
     def _validation_score(self, pred, y, sample_weight=None) -> float:
@@ -443,24 +407,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             return np.nan
         return float(r2_score(y, pred.ravel() if pred.shape[1] == 1 else pred,
                               sample_weight=sample_weight))
-
-    def fit(self, X: ArrayLike, y: ArrayLike,
-            sample_weight: Optional[ArrayLike] = None) -> "MLPRegressor":
-        """Train on (X, y), from scratch unless ``warm_start``.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Real-valued targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weights >= 0 (not all 0); see :meth:`MLPClassifier.fit`.
-
-        Returns
-        -------
-        self : MLPRegressor
-        """
-        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     @available_if(_stochastic_solver)
     def partial_fit(self, X: ArrayLike, y: ArrayLike,
@@ -480,24 +426,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
-    def predict(self, X: ArrayLike) -> np.ndarray:
-        """Network output for X.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) for one output, else (n_samples, n_outputs)
-            In the network's dtype.
-        """
-        out = self._forward(X)
-        return out.ravel() if out.shape[1] == 1 else out
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
-        tags.input_tags.sparse = True
         return tags
