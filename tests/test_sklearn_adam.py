@@ -163,9 +163,7 @@ def test_shuffled_partial_fit_and_warm_start_are_scikit_learns():
                 if calls == "partial_fit":
                     model.partial_fit(X, y, classes=[0, 1, 2])
                 else:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", ConvergenceWarning)
-                        model.fit(X, y)
+                    model.fit(X, y)
         assert _max_diff(ours.coefs_, theirs.coefs_) < COEF_ATOL, calls
 
 
