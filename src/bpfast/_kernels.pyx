@@ -410,8 +410,36 @@ cdef struct Elementwise:
     void* s1
     void* s2
     const void* args
-    int code
+    int code               # the activation, or the update (UPDATE_*)
     double lr, momentum, decay
+    bint nesterov
+
+
+cdef enum:
+    UPDATE_SGD = 0
+    UPDATE_ADAM = 1
+    UPDATE_RPROP = 2
+
+
+cdef void run_split(Elementwise* job, bpf_block_fn fn, bint is_double, Py_ssize_t size,
+                    Py_ssize_t row, void* x, const void* y, void* s1, void* s2,
+                    int code) noexcept nogil:
+    """Set job's arrays and run fn over its blocks: one a thread from 2 * SPLIT_ELEMENTS
+    elements on (size rows of `row` elements, or size elements when row is 0), else
+    fn(job, 0) on this thread alone."""
+    job.is_double = is_double
+    job.size = size
+    job.row = row
+    job.x = x
+    job.y = y
+    job.s1 = s1
+    job.s2 = s2
+    job.code = code
+    job.blocks = element_blocks(size * row if row > 0 else size, size)
+    if job.blocks > 1:
+        bpf_team_run(job.blocks, fn, job)
+    else:
+        fn(job, 0)
 
 
 cdef inline Py_ssize_t element_blocks(Py_ssize_t elements, Py_ssize_t units) noexcept nogil:
@@ -451,19 +479,7 @@ cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int act
     cdef int act = ACT_IDENTITY if activation in (ACT_SOFTMAX, ACT_EXP) else activation
     cdef Py_ssize_t i
     cdef Elementwise job
-    job.blocks = element_blocks(n * m, n)
-    if job.blocks > 1:
-        job.is_double = floating is double
-        job.size = n
-        job.row = m
-        job.x = Z
-        job.y = b
-        job.code = act
-        bpf_team_run(job.blocks, bias_activation_block, &job)
-    elif floating is double:
-        bpf_bias_act_d(n, m, b, Z, act)
-    else:
-        bpf_bias_act_f(n, m, b, Z, act)
+    run_split(&job, bias_activation_block, floating is double, n, m, Z, b, NULL, NULL, act)
     if activation == ACT_EXP:
         # libm's exp, one element at a time: the output of a Poisson regression only.
         for i in range(n * m):
@@ -680,19 +696,8 @@ cdef void activation_backward_into(Py_ssize_t size, floating* E, const floating*
                                    int activation) noexcept nogil:
     """E := E * f'(Z), in place, with f' written in terms of A = f(Z) (not for softmax)."""
     cdef Elementwise job
-    job.blocks = element_blocks(size, size)
-    if job.blocks > 1:
-        job.is_double = floating is double
-        job.size = size
-        job.row = 0
-        job.x = E
-        job.y = A
-        job.code = activation
-        bpf_team_run(job.blocks, activation_backward_block, &job)
-    elif floating is double:
-        bpf_act_backward_d(size, E, A, activation)
-    else:
-        bpf_act_backward_f(size, E, A, activation)
+    run_split(&job, activation_backward_block, floating is double, size, 0, E, A, NULL, NULL,
+              activation)
 
 
 cdef void activation_backward_block(void* ctx, Py_ssize_t block) noexcept nogil:
@@ -773,36 +778,45 @@ cdef void sgd_update_into(Py_ssize_t size, floating* W, const floating* grad,
     momentum step of fit run; the vectorized loops are _vmath.h's (same bits at every
     SIMD level)."""
     cdef Elementwise job
-    job.blocks = element_blocks(size, size)
-    if job.blocks > 1:
-        job.is_double = floating is double
-        job.size = size
-        job.row = 0
-        job.x = W
-        job.y = grad
-        job.s1 = velocity
-        job.lr = lr
-        job.momentum = momentum
-        job.decay = weight_decay
-        job.code = nesterov
-        bpf_team_run(job.blocks, sgd_update_block, &job)
-    elif floating is double:
-        bpf_sgd_update_d(size, W, grad, velocity, lr, momentum, weight_decay, nesterov)
-    else:
-        bpf_sgd_update_f(size, W, grad, velocity, lr, momentum, weight_decay, nesterov)
+    job.lr = lr
+    job.momentum = momentum
+    job.decay = weight_decay
+    job.nesterov = nesterov
+    run_split(&job, update_block, floating is double, size, 0, W, grad, velocity, NULL,
+              UPDATE_SGD)
 
 
-cdef void sgd_update_block(void* ctx, Py_ssize_t block) noexcept nogil:
+cdef void update_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    # A block of an optimizer's update: SGD, Adam or Rprop over elements first.. .
     cdef Elementwise* job = <Elementwise*>ctx
     cdef Py_ssize_t count, first = block_range(job, block, &count)
     if job.is_double:
-        bpf_sgd_update_d(count, <double*>job.x + first, <const double*>job.y + first,
-                         <double*>job.s1 + first if job.s1 != NULL else NULL,
-                         job.lr, job.momentum, job.decay, job.code)
+        update_range(job, count, <double*>job.x + first, <const double*>job.y + first,
+                     <double*>job.s1 + first if job.s1 != NULL else NULL,
+                     <double*>job.s2 + first if job.s2 != NULL else NULL)
     else:
-        bpf_sgd_update_f(count, <float*>job.x + first, <const float*>job.y + first,
-                         <float*>job.s1 + first if job.s1 != NULL else NULL,
-                         <float>job.lr, <float>job.momentum, <float>job.decay, job.code)
+        update_range(job, count, <float*>job.x + first, <const float*>job.y + first,
+                     <float*>job.s1 + first if job.s1 != NULL else NULL,
+                     <float*>job.s2 + first if job.s2 != NULL else NULL)
+
+
+cdef inline void update_range(const Elementwise* job, Py_ssize_t count, floating* W,
+                              const floating* G, floating* s1, floating* s2) noexcept nogil:
+    if job.code == UPDATE_SGD:
+        if floating is double:
+            bpf_sgd_update_d(count, W, G, s1, job.lr, job.momentum, job.decay, job.nesterov)
+        else:
+            bpf_sgd_update_f(count, W, G, s1, <float>job.lr, <float>job.momentum,
+                             <float>job.decay, job.nesterov)
+    elif job.code == UPDATE_ADAM:
+        if floating is double:
+            bpf_adam_d(count, W, G, s1, s2, <const bpf_adam_args*>job.args)
+        else:
+            bpf_adam_f(count, W, G, s1, s2, <const bpf_adam_args*>job.args)
+    elif floating is double:
+        bpf_rprop_d(count, W, G, s1, s2, <const bpf_rprop_args*>job.args)
+    else:
+        bpf_rprop_f(count, W, G, s1, s2, <const bpf_rprop_args*>job.args)
 
 
 def sgd_update(floating[::1] W, floating[::1] grad, double lr, floating[::1] velocity=None,
@@ -824,34 +838,8 @@ cdef void adam_update_into(Py_ssize_t size, floating* W, const floating* grad, f
                            floating* v, const bpf_adam_args* args) noexcept nogil:
     """One Adam/AdamW step in place (the scalars of step t in args: adam_args())."""
     cdef Elementwise job
-    job.blocks = element_blocks(size, size)
-    if job.blocks > 1:
-        job.is_double = floating is double
-        job.size = size
-        job.row = 0
-        job.x = W
-        job.y = grad
-        job.s1 = m
-        job.s2 = v
-        job.args = args
-        bpf_team_run(job.blocks, adam_update_block, &job)
-    elif floating is double:
-        bpf_adam_d(size, W, grad, m, v, args)
-    else:
-        bpf_adam_f(size, W, grad, m, v, args)
-
-
-cdef void adam_update_block(void* ctx, Py_ssize_t block) noexcept nogil:
-    cdef Elementwise* job = <Elementwise*>ctx
-    cdef Py_ssize_t count, first = block_range(job, block, &count)
-    if job.is_double:
-        bpf_adam_d(count, <double*>job.x + first, <const double*>job.y + first,
-                   <double*>job.s1 + first, <double*>job.s2 + first,
-                   <const bpf_adam_args*>job.args)
-    else:
-        bpf_adam_f(count, <float*>job.x + first, <const float*>job.y + first,
-                   <float*>job.s1 + first, <float*>job.s2 + first,
-                   <const bpf_adam_args*>job.args)
+    job.args = args
+    run_split(&job, update_block, floating is double, size, 0, W, grad, m, v, UPDATE_ADAM)
 
 
 cdef bpf_adam_args adam_args(long long t, double lr, double beta1, double beta2, double eps,
@@ -904,34 +892,9 @@ cdef void rprop_update_into(Py_ssize_t size, floating* W, const floating* grad,
                             const bpf_rprop_args* args) noexcept nogil:
     """One iRprop- step in place: steps grow or shrink by the sign of grad * prev."""
     cdef Elementwise job
-    job.blocks = element_blocks(size, size)
-    if job.blocks > 1:
-        job.is_double = floating is double
-        job.size = size
-        job.row = 0
-        job.x = W
-        job.y = grad
-        job.s1 = prev
-        job.s2 = steps
-        job.args = args
-        bpf_team_run(job.blocks, rprop_update_block, &job)
-    elif floating is double:
-        bpf_rprop_d(size, W, grad, prev, steps, args)
-    else:
-        bpf_rprop_f(size, W, grad, prev, steps, args)
-
-
-cdef void rprop_update_block(void* ctx, Py_ssize_t block) noexcept nogil:
-    cdef Elementwise* job = <Elementwise*>ctx
-    cdef Py_ssize_t count, first = block_range(job, block, &count)
-    if job.is_double:
-        bpf_rprop_d(count, <double*>job.x + first, <const double*>job.y + first,
-                    <double*>job.s1 + first, <double*>job.s2 + first,
-                    <const bpf_rprop_args*>job.args)
-    else:
-        bpf_rprop_f(count, <float*>job.x + first, <const float*>job.y + first,
-                    <float*>job.s1 + first, <float*>job.s2 + first,
-                    <const bpf_rprop_args*>job.args)
+    job.args = args
+    run_split(&job, update_block, floating is double, size, 0, W, grad, prev, steps,
+              UPDATE_RPROP)
 
 
 cdef bpf_rprop_args rprop_args(double eta_minus, double eta_plus, double step_min,
