@@ -116,3 +116,66 @@ def test_shuffle_visits_every_sample_once_per_epoch():
     ha = a.fit(X, Y, epochs=1, batch_size=4, lr=1e-300, shuffle=True, seed=3)
     hb = b.fit(X, Y, epochs=1, batch_size=4, lr=1e-300, shuffle=False)
     assert ha.loss[0] == pytest.approx(hb.loss[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cython", "reference"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_callable_shuffle_visits_the_orders_it_gives(backend, dtype):
+    """shuffle(e) gives epoch e's order: the same bits as fitting, one epoch at a time,
+    on the rows put in that order (with the optimizer state kept between epochs)."""
+    X, Y = data()
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    orders = [np.random.default_rng(e).permutation(len(X)) for e in range(4)]
+    asked = []
+
+    def order(epoch):
+        asked.append(epoch)
+        return orders[epoch]
+
+    kw = dict(batch_size=5, optimizer="adam", lr=0.01, weight_decay=1e-3)
+    net = bpfast.Network(**CFG, dtype=dtype, backend=backend, seed=0)
+    twin = net.clone()
+    net.fit(X, Y, epochs=4, shuffle=order, **kw)
+    assert asked == [0, 1, 2, 3]            # each epoch once, in order
+    for e, rows in enumerate(orders):
+        twin.fit(X[rows], Y[rows], epochs=1, shuffle=False, keep_state=e > 0, **kw)
+    assert np.array_equal(net.get_parameters(), twin.get_parameters())
+    # an order of the engine's own generator would have ended elsewhere
+    other = bpfast.Network(**CFG, dtype=dtype, backend=backend, seed=0)
+    other.fit(X, Y, epochs=4, shuffle=True, seed=1, **kw)
+    assert not np.array_equal(net.get_parameters(), other.get_parameters())
+
+
+def test_a_callable_shuffle_in_chunks_and_with_a_callback_gives_the_same_bits(monkeypatch):
+    """All epochs in one native call, two or one at a time (a callback), or as many as
+    fit's cap on the orders handed over at once allows: the same bits."""
+    from bpfast import _fitting
+    X, Y = data()
+    orders = [np.random.default_rng(e).permutation(len(X)) for e in range(6)]
+    runs = []
+    for callback, cap in ((None, None), (lambda epoch, history: 2, None),
+                          (lambda epoch, history: True, None), (None, 4 * len(X))):
+        if cap:
+            monkeypatch.setattr(_fitting, "ORDER_ENTRIES", cap)
+        net = bpfast.Network(**CFG, seed=0)
+        net.fit(X, Y, epochs=6, batch_size=4, lr=0.1, shuffle=lambda e: orders[e],
+                callback=callback)
+        runs.append(net.get_parameters())
+    assert all(np.array_equal(runs[0], run) for run in runs[1:])
+
+
+@pytest.mark.parametrize("order, exc, message", [
+    (lambda n: np.arange(n, dtype=float), TypeError, "integer row indices"),
+    (lambda n: np.arange(n - 1), ValueError, r"23 row indices \(one per row\)"),
+    (lambda n: np.arange(n).reshape(1, n), ValueError, "23 row indices"),
+    (lambda n: np.r_[0, np.arange(n - 1)], ValueError, "exactly once"),
+    (lambda n: np.arange(1, n + 1), ValueError, "exactly once"),
+    (lambda n: np.arange(n) - 1, ValueError, "exactly once"),
+])
+def test_a_callable_shuffle_must_give_each_row_once(order, exc, message):
+    X, Y = data()
+    net = bpfast.Network(**CFG, seed=0)
+    before = net.get_parameters()
+    with pytest.raises(exc, match=r"shuffle\(0\) must return .*" + message):
+        net.fit(X, Y, epochs=2, batch_size=4, shuffle=lambda e: order(len(X)))
+    assert np.array_equal(net.get_parameters(), before)

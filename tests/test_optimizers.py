@@ -317,3 +317,27 @@ def test_random_networks_match_torch(optimizer):
         np.testing.assert_allclose(net.get_parameters(), want, rtol=1e-10, atol=1e-11)
 
     check()
+
+
+@pytest.mark.parametrize("folded", [False, True])
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.8, 0.99), (0.5, 0.9999), (0.9, 0.9)])
+def test_float32_adam_steps_are_float64_adams_to_rounding(betas, folded):
+    """float32 moments decay by the betas rounded to float (b) with weights 1 - b: their
+    bias corrections must be those of b too. With the double betas' corrections every
+    early step was off by a fixed factor, sqrt((1 - beta2) / (1 - b2)): 1 + 6.4e-6 for
+    0.999 (-8.3e-5 for 0.9999), a drift in one direction that no rounding makes, which
+    kept scikit-learn's float32-vs-float64 test from passing. Here the float32 weights
+    after 50 steps are the float64 ones to rounding: no common scale between them."""
+    from bpfast.functional import adam_update
+    n, steps, lr = 4096, 50, 1e-3
+    grads = np.random.default_rng(0).normal(size=(steps, n))
+    W64, m64, v64 = np.zeros(n), np.zeros(n), np.zeros(n)
+    W32, m32, v32 = (np.zeros(n, np.float32) for _ in range(3))
+    for t, g in enumerate(grads, 1):
+        adam_update(W64, g, m64, v64, t, lr, betas, 1e-8, folded=folded)
+        adam_update(W32, g.astype(np.float32), m32, v32, t, lr, betas, 1e-8, folded=folded)
+    diff = W32 - W64
+    scale = float(diff @ W64 / (W64 @ W64))     # W32 = (1 + scale) W64 + noise
+    assert abs(scale) < 2e-7, scale             # was 6.5e-6, 4.5e-7, -8.3e-5 (and 4e-8)
+    # each weight moved by about lr a step: 50 steps' rounding, not a drift
+    assert np.abs(diff).max() < 1e-6 * steps * lr

@@ -1,8 +1,9 @@
 """bpfast.sklearn's Adam solver and sample weights, against scikit-learn's own MLP.
 
-Both libraries draw the same Glorot initial weights from the same random_state and,
-with shuffle=False, see the same batches: every update is scikit-learn's, so the loss
-curves agree to rounding error (1e-10 relative) and so do the weights. Where alpha > 0
+Both libraries draw the same Glorot initial weights from the same random_state and see
+the same batches (unshuffled, or shuffled in scikit-learn's order from that random_state):
+every update is scikit-learn's, so the loss curves agree to rounding error (1e-10
+relative) and so do the weights. Where alpha > 0
 the L2 part of bpfast's loss_curve_ is taken with the weights at the end of each epoch
 (a documented difference), so there the weights are compared and the curve loosely.
 """
@@ -124,6 +125,46 @@ def test_adam_with_alpha_updates_as_sklearn(estimators, data):
     # the penalty moved the weights: a fit without it ends elsewhere
     plain = estimators[0](**dict(kw, alpha=0.0)).fit(X, y)
     assert _max_diff(plain.coefs_, ours.coefs_) > 1e-3
+
+
+# ---------------------------------------------------------------- shuffled
+SHUFFLED = dict(hidden_layer_sizes=(10,), random_state=0, batch_size=40,
+                learning_rate_init=0.01, max_iter=20, n_iter_no_change=100)
+
+
+@pytest.mark.parametrize("estimators, data", [
+    ((MLPClassifier, SkMLPClassifier), _blobs),
+    ((MLPRegressor, SkMLPRegressor), lambda: _regression(n=240, n_outputs=2)),
+])
+@pytest.mark.parametrize("extra", [dict(), dict(solver="sgd"),
+                                   dict(early_stopping=True, validation_fraction=1 / 6)])
+def test_shuffled_fits_are_scikit_learns(estimators, data, extra):
+    """shuffle=True, the default: every epoch's order is scikit-learn's, drawn from the
+    random_state stream after the initial weights (and the early-stopping split), so
+    every batch and update is scikit-learn's (every batch full: the L2 term is exact)."""
+    X, y = data()
+    ours, theirs = _fit_both(*estimators, X, y, **SHUFFLED, **extra)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert _max_diff(ours.coefs_, theirs.coefs_) < COEF_ATOL
+    assert _max_diff(ours.intercepts_, theirs.intercepts_) < COEF_ATOL
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-4)  # L2 at the end
+    # the order matters: unshuffled batches end elsewhere
+    plain = estimators[0](**SHUFFLED, **extra, shuffle=False).fit(X, y)
+    assert _max_diff(plain.coefs_, ours.coefs_) > 1e-3
+
+
+def test_shuffled_partial_fit_and_warm_start_are_scikit_learns():
+    """Each call draws its orders from random_state afresh, as scikit-learn's does."""
+    X, y = _blobs()
+    for kw, calls in ((dict(), "partial_fit"), (dict(warm_start=True), "fit")):
+        ours, theirs = MLPClassifier(**SHUFFLED, **kw), SkMLPClassifier(**SHUFFLED, **kw)
+        for model in (ours, theirs):
+            for _ in range(3):
+                if calls == "partial_fit":
+                    model.partial_fit(X, y, classes=[0, 1, 2])
+                else:
+                    model.fit(X, y)
+        assert _max_diff(ours.coefs_, theirs.coefs_) < COEF_ATOL, calls
 
 
 def test_adam_float32_follows_sklearn():

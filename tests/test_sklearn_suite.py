@@ -28,14 +28,7 @@ PRIVATE_ATTRIBUTE_TESTS = {
 
 #: Tests that fail for a known reason outside the estimators' code, run as strict xfail
 #: so that a fix shows up as a pass to be moved out of this list.
-KNOWN_FAILURES = {
-    "test_mlp_regressor_dtypes_casting":
-        "float32 vs float64 predictions at rtol 5e-4: one prediction near 0 (-7.4e-4) "
-        "differs by 6e-7. bpfast's float32 training drifts further from float64 than "
-        "scikit-learn's (already the first batch's float32 loss is 3x further from the "
-        "float64 one: the native kernels accumulate float32 sums less accurately than "
-        "NumPy/BLAS), and the batches' order differs from scikit-learn's",
-}
+KNOWN_FAILURES: dict = {}
 
 ORIGINAL_IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 BPFAST_IMPORT = "from bpfast.sklearn import MLPClassifier, MLPRegressor"

@@ -429,8 +429,9 @@ cdef struct EpochRun:
     Py_ssize_t* csr_indptr
     Py_ssize_t n_params
     Py_ssize_t* order      # the sample order, shuffled in place
+    Py_ssize_t* orders     # or given: epoch e visits orders[e * n_samples ...]; NULL: none
     uint64_t rng
-    bint shuffled
+    bint shuffled          # visit the rows in `order` (else in place)
     Py_ssize_t n_updates   # out: updates made
     bint diverged          # out: the loss or the parameters stopped being finite
     bint interrupted       # out: a signal handler raised (the parameters are kept)
@@ -459,7 +460,7 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
                        and not upd.from_gradients)
     cdef bint plain_rows = run.csr_data == NULL and W == NULL
     cdef int status = 0
-    if run.shuffled:
+    if run.shuffled and run.orders == NULL:
         shuffle(run.order, N, &run.rng)
     while start < N:
         n = run.batch_size if start + run.batch_size <= N else N - start
@@ -552,6 +553,8 @@ cdef Py_ssize_t run_epochs(const Net* net, const floating* X, const floating* Y,
     interrupts_start(&it)
     for e in range(n_epochs):
         memcpy(run.backup, P, run.n_params * sizeof(floating))
+        if run.orders != NULL:
+            run.order = run.orders + e * run.n_samples
         loss_sum = 0
         upd.lr = lrs[e]
         status = run_epoch(net, X, Y, run, ws, upd, &it, &loss_sum)
@@ -844,7 +847,7 @@ cdef class Engine:
         self.indices = np.arange(n_samples, dtype=np.intp)
 
     def epochs(self, X, cnp.ndarray Y, Py_ssize_t batch_size, bint shuffled,
-               double[::1] lrs, sample_weight, Update update, int threads=-1):
+               double[::1] lrs, sample_weight, Update update, int threads=-1, orders=None):
         """len(lrs) epochs over (X, Y) in one nogil call, epoch e with learning rate lrs[e].
 
         X: a dense array, or a CSR matrix as (values, column indices, row starts) of
@@ -852,6 +855,9 @@ cdef class Engine:
 
         sample_weight: None or one weight per row, of the network's dtype. update: the
         optimizer's settings (an Update given as a dict; its `step` counts on from there).
+        orders: None, or the sample order of every epoch, intp of shape (len(lrs), N), each
+        row a permutation of 0..N-1 (checked here for bounds only): epoch e visits
+        orders[e] (shuffled must be True) and the native generator is not used.
         Returns (losses of the completed epochs, n_updates, diverged, interrupted, step);
         see run_epochs. After an interrupt, take_pending_exception() gives what was raised.
         """
@@ -871,6 +877,12 @@ cdef class Engine:
             raise ValueError("epochs: X, Y, batch_size and seed() do not agree")
         if sample_weight is not None:
             self.check(sample_weight.reshape(N, 1), 1, "sample_weight")
+        if orders is not None and not (
+                shuffled and isinstance(orders, np.ndarray) and orders.dtype == np.intp
+                and orders.flags.c_contiguous and orders.shape == (n_epochs, N)
+                and (orders.size == 0 or (orders.min() >= 0 and orders.max() < N))):
+            raise ValueError("epochs: orders must be intp of shape (epochs, N), rows in 0..N-1, "
+                             "and shuffled True")
         cdef Py_ssize_t rows = min(batch_size, N)
         self.reserve(rows)
         self.batch = 0
@@ -893,6 +905,7 @@ cdef class Engine:
         run.csr_indptr = <Py_ssize_t*>data(starts) if sparse else NULL
         run.n_params = self.n_params
         run.order = <Py_ssize_t*>data(self.indices)
+        run.orders = <Py_ssize_t*>data(orders) if orders is not None else NULL
         run.rng = self.rng
         run.shuffled = shuffled
         run.n_updates = 0

@@ -21,6 +21,7 @@ from bpfast._validation import (as_bool, choice, missing_optional, nonnegative_f
 
 LR_SCHEDULES = ("constant", "invscaling", "step")
 DIVERGED_RATIO = 1e6      # an epoch loss this many times the first epoch's marks divergence
+ORDER_ENTRIES = 1 << 22   # at most this many sample indices (32 MB) handed over per call
 
 
 @dataclass
@@ -117,15 +118,23 @@ def run(net, X, Y, epochs, batch_size, shuffle, seed, opt, update, schedule, sam
                  or per_epoch_schedule or early is not None)
     if seed is None:
         seed = int(net._rng.integers(0, 2 ** 63))
-    net._engine.seed(seed, Y.shape[0])
+    n_rows = Y.shape[0]
+    net._engine.seed(seed, n_rows)
+    # A callable shuffle gives each epoch's order, handed over a few epochs at a time.
+    most = max(1, ORDER_ENTRIES // max(n_rows, 1)) if callable(shuffle) else epochs
     epoch = 0
     chunk = 1 if per_epoch else epochs      # epochs in the next native call
     try:
         while epoch < epochs:
-            lrs = [schedule(e) for e in range(epoch, min(epoch + chunk, epochs))]
+            lrs = [schedule(e) for e in range(epoch, min(epoch + chunk, epoch + most, epochs))]
+            orders = None
+            if callable(shuffle):
+                orders = np.stack([sample_order(shuffle, e, n_rows)
+                                   for e in range(epoch, epoch + len(lrs))])
             update["step"] = net._state_step
             losses, n_updates, diverged, interrupted, step = net._engine.epochs(
-                X, Y, batch_size, shuffle, np.array(lrs), sample_weight, update, threads)
+                X, Y, batch_size, bool(shuffle), np.array(lrs), sample_weight, update, threads,
+                orders=orders)
             net._state_step = step
             history.n_updates += n_updates
             history.loss.extend(float(loss) for loss in losses)
@@ -165,6 +174,23 @@ def run(net, X, Y, epochs, batch_size, shuffle, seed, opt, update, schedule, sam
         if early.best_params is not None:
             net._params[...] = early.best_params
     return history
+
+
+def sample_order(shuffle, epoch: int, n_rows: int) -> np.ndarray:
+    """``shuffle(epoch)``, checked to be an ordering of the rows 0..n_rows-1, as intp."""
+    order = np.asarray(shuffle(epoch))
+    if order.dtype.kind not in "iu":
+        raise TypeError(f"shuffle({epoch}) must return integer row indices; got an array "
+                        f"of {order.dtype}")
+    if order.shape != (n_rows,):
+        raise ValueError(f"shuffle({epoch}) must return {n_rows} row indices (one per row); "
+                         f"got shape {order.shape}")
+    order = order.astype(np.intp, copy=True)     # the engine reads it while Python runs on
+    if n_rows and (order.min() < 0 or order.max() >= n_rows
+                   or not (np.bincount(order, minlength=n_rows) == 1).all()):
+        raise ValueError(f"shuffle({epoch}) must return each row index 0..{n_rows - 1} "
+                         f"exactly once")
+    return order
 
 
 def _warn_if_diverging(history) -> None:

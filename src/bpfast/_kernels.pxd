@@ -57,6 +57,9 @@ cdef extern from "_vmath.h":
         double beta2
         double bc2_sqrt
         double eps
+        double step_f
+        double bc2_sqrt_f
+        double eps_f
         double decay
         double shrink
     ctypedef struct bpf_rprop_args:

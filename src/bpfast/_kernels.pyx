@@ -855,6 +855,17 @@ cdef bpf_adam_args adam_args(long long t, double lr, double beta1, double beta2,
     a.beta2 = beta2
     a.bc2_sqrt = sqrt(1 - pow(beta2, <double>t))
     a.eps = eps / a.bc2_sqrt if folded else eps
+    # The float kernel's moments decay by the betas rounded to float: its corrections are
+    # theirs. (A beta that rounds up to 1 keeps its double corrections: with weight
+    # 1 - 1 = 0 that moment stays 0 either way, and 1 - 1^t would divide by 0.)
+    cdef double b1f = <float>beta1, b2f = <float>beta2
+    if b1f >= 1:
+        b1f = beta1
+    if b2f >= 1:
+        b2f = beta2
+    a.step_f = lr / (1 - pow(b1f, <double>t))
+    a.bc2_sqrt_f = sqrt(1 - pow(b2f, <double>t))
+    a.eps_f = eps / a.bc2_sqrt_f if folded else eps
     a.decay = 0 if decoupled else weight_decay
     a.shrink = 1 - lr * weight_decay if decoupled else 1
     return a

@@ -187,17 +187,20 @@ class ReferenceEngine:
         self.rng = int(seed) & _MASK
         self.indices = list(range(n_samples))
 
-    def epochs(self, X, Y, batch_size, shuffled, lrs, sample_weight, update, threads=-1):
+    def epochs(self, X, Y, batch_size, shuffled, lrs, sample_weight, update, threads=-1,
+               orders=None):
         """As _engine.Engine.epochs: (losses of the completed epochs, n_updates, diverged,
-        interrupted, step); Ctrl-C raises KeyboardInterrupt here directly."""
+        interrupted, step); Ctrl-C raises KeyboardInterrupt here directly. orders: None or
+        each epoch's sample order, one row an epoch."""
         self.batch, self.acts = 0, None
         u = dict(update)
         losses, n_updates = [], 0
         w = None if sample_weight is None else sample_weight.tolist()
-        for lr in lrs:
+        for e, lr in enumerate(lrs):
             backup = self.params.copy()
             u["lr"] = float(lr)
-            loss, n, ok = self._epoch(X, Y, w, batch_size, shuffled, u)
+            order = None if orders is None else orders[e].tolist()
+            loss, n, ok = self._epoch(X, Y, w, batch_size, shuffled, u, order)
             n_updates += n
             if u["weight_decay"] and OPTIMIZERS[u["optimizer"]] != "adamw":
                 loss += 0.5 * u["weight_decay"] * self.weight_sq_norm()
@@ -207,14 +210,15 @@ class ReferenceEngine:
             losses.append(loss)
         return np.array(losses), n_updates, False, False, u["step"]
 
-    def _epoch(self, X, Y, w, batch_size, shuffled, u):
+    def _epoch(self, X, Y, w, batch_size, shuffled, u, order=None):
         N = X.shape[0]
-        if shuffled:
+        if shuffled and order is None:
             self.rng = shuffle(self.indices, self.rng)
+            order = self.indices
         Xl, Yl = X.tolist(), Y.tolist()
         loss_sum, n_updates = 0.0, 0
         for start in range(0, N, batch_size):
-            rows = self.indices[start:start + batch_size] if shuffled else range(start, min(start + batch_size, N))
+            rows = order[start:start + batch_size] if shuffled else range(start, min(start + batch_size, N))
             loss = self._train_batch([Xl[i] for i in rows], [Yl[i] for i in rows],
                                      None if w is None else [w[i] for i in rows], u)
             n_updates += 1

@@ -102,6 +102,23 @@ def checked_sample_weight(sample_weight, X):
     return sample_weight
 
 
+def scikit_learn_order(n: int, rng):
+    """scikit-learn's sample order, epoch after epoch: each epoch shuffles the last one's
+    with rng, the generator that drew the initial weights -- so that, batch for batch,
+    bpfast's estimators take scikit-learn's very updates. For Network.fit's callable
+    ``shuffle``, which asks for each epoch once, in order."""
+    indices = np.arange(n)
+
+    def order(epoch: int) -> np.ndarray:
+        nonlocal indices
+        # The draws of sklearn.utils.shuffle(indices, random_state=rng) (rng.shuffle of
+        # an arange), without its checks: a tenth of its time on small data.
+        indices = indices[rng.permutation(n)]
+        return indices
+
+    return order
+
+
 def _network_arrays(attr: str, name: str, doc: str) -> property:
     """A property for the network's ``attr`` list ('weights' or 'biases'), public as ``name``.
 
@@ -336,7 +353,7 @@ class _BaseMLP(BaseEstimator):
         # its end); scikit-learn's is data_factor * data + 0.5 * l2 * sq, the same up to
         # sq_coef * sq -- and sq_coef is 0 unless a regressor has several outputs.
         sq_coef = 0.5 * (l2 - data_factor * weight_decay)
-        seed = int(rng.randint(np.iinfo(np.int32).max)) if self.shuffle else 0
+        order = scikit_learn_order(n, rng) if self.shuffle else False
         self.n_iter_ = 0
         stopped = False
         # The stopping rule reads each epoch's loss, but the count it compares with
@@ -384,7 +401,7 @@ class _BaseMLP(BaseEstimator):
         diverged, interrupted = None, False
         try:
             net.fit(X, Y, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                    shuffle=bool(self.shuffle), seed=seed, callback=callback,
+                    shuffle=order, seed=0, callback=callback,
                     keep_state=keep_state, sample_weight=sample_weight, **rule)
         except FloatingPointError as exc:
             diverged = exc

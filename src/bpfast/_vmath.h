@@ -166,12 +166,17 @@ BPF_SQUARED_ERROR(f, float)
 #define bpf_sqrt_d sqrt
 #define bpf_sqrt_f sqrtf
 
-/* The scalars of one Adam step (computed once per batch by the engine). */
+/* The scalars of one Adam step (computed once per batch by the engine). The float
+ * kernel decays m and v by the betas rounded to float, b, with weights 1 - b (exact):
+ * its bias corrections are those of the rounded betas (the _f fields), which keep the
+ * corrected moments unbiased; the corrections of the double betas would scale every
+ * early step by sqrt((1 - 0.999) / (1 - (float)0.999)) = 1 + 6.4e-6 (beta2 = 0.999). */
 typedef struct {
     double step;        /* lr / (1 - beta1^t) */
     double beta1, beta2;
     double bc2_sqrt;    /* sqrt(1 - beta2^t) */
-    double eps;
+    double eps;         /* eps, or eps / bc2_sqrt (folded) */
+    double step_f, bc2_sqrt_f, eps_f;   /* the same, of the betas rounded to float */
     double decay;       /* Adam's L2 term on the gradient (0 for AdamW and for biases) */
     double shrink;      /* AdamW's decoupled decay: P *= 1 - lr * weight_decay (1: none) */
 } bpf_adam_args;
@@ -327,10 +332,13 @@ typedef struct {
     }                                                                                \
     TARGET static void NAME##_adam(ptrdiff_t size, T_* restrict P, const T_* restrict G, \
                                    T_* restrict M, T_* restrict V, const bpf_adam_args* a) { \
-        const T_ step = (T_)a->step, b1 = (T_)a->beta1, b2 = (T_)a->beta2;          \
+        const int single = sizeof(T_) == sizeof(float);                             \
+        const T_ step = (T_)(single ? a->step_f : a->step);                          \
+        const T_ b1 = (T_)a->beta1, b2 = (T_)a->beta2;                               \
         const T_ c1 = (T_)1 - b1, c2 = (T_)1 - b2;                                   \
         /* One division per element, not two: times the reciprocal of sqrt(1 - b2^t). */ \
-        const T_ inv_bc2 = (T_)(1.0 / a->bc2_sqrt), eps = (T_)a->eps;                \
+        const T_ inv_bc2 = (T_)(1.0 / (single ? a->bc2_sqrt_f : a->bc2_sqrt));       \
+        const T_ eps = (T_)(single ? a->eps_f : a->eps);                             \
         const T_ decay = (T_)a->decay;                                               \
         const T_ shrink = (T_)a->shrink;                                             \
         for (ptrdiff_t i = 0; i < size; i++) {                                       \

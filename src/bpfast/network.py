@@ -443,8 +443,9 @@ class Network:
             Each epoch makes ceil(N / batch_size) updates; the last batch may be smaller.
         lr : float > 0
             The learning rate (Rprop: the initial step size).
-        shuffle : bool
-            Visit the samples in a new random order each epoch.
+        shuffle : bool or callable
+            Visit the samples in a new random order each epoch; a callable gives the
+            order itself: ``shuffle(e)`` returns epoch e's row indices, each row once.
         seed : int or None
             Seeds the shuffle (a native RNG, independent of NumPy's global state);
             None draws it from the Network's own seeded generator.
@@ -547,7 +548,7 @@ class Network:
         batch_size = min(positive_int(batch_size, "batch_size"), n_rows)
         opt = optim.make(self, optimizer, lr, momentum, nesterov, weight_decay, betas, eps,
                          etas, step_sizes, clip_norm)
-        shuffle = as_bool(shuffle, "shuffle")
+        shuffle = shuffle if callable(shuffle) else as_bool(shuffle, "shuffle")
         progress = as_bool(progress, "progress")
         keep = as_bool(keep_state, "keep_state") or as_bool(keep_momentum, "keep_momentum")
         schedule = _fitting.schedule_of(opt.lr, lr_schedule, power_t, step_size, gamma)

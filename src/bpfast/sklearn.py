@@ -9,7 +9,9 @@ the regressor, one unit per target), the same Glorot-uniform initialisation
 drawn from the same ``random_state`` stream, the same Adam arithmetic (epsilon
 added to ``sqrt(v)``, the bias corrections folded into the learning rate), the
 same momentum / Nesterov update, L2 penalty, learning-rate schedules, sample
-weights and stopping rule, and scipy.sparse CSR / CSC input. The stochastic
+weights and stopping rule, the same order of the samples (``shuffle=True``
+shuffles each epoch with the ``random_state`` stream, as scikit-learn does), and
+scipy.sparse CSR / CSC input. The stochastic
 solvers run their epochs in bpfast's native engine, as many at a time as the
 stopping rule allows, through :meth:`bpfast.Network.fit`; ``'lbfgs'`` runs
 ``scipy.optimize.minimize(method='L-BFGS-B')`` on scikit-learn's objective, each
@@ -27,9 +29,6 @@ This module needs scikit-learn (>= 1.6); ``import bpfast`` itself does not.
 
 Differences from scikit-learn's own MLP, all deliberate and documented:
 
-- ``shuffle=True`` draws the epochs' orders by bpfast's native generator
-  (seeded from ``random_state``), not scikit-learn's: shuffled fits differ from
-  scikit-learn's by the order of the samples.
 - sparse X is densified one batch at a time (the model equals the dense
   input's, bit for bit); ``'lbfgs'`` densifies it once.
 - the L2 penalty divides ``alpha`` by the nominal batch size times the mean
@@ -131,8 +130,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     max_iter : int >= 1, default=200
         Maximum number of epochs.
     shuffle : bool, default=True
-        Shuffle the samples every epoch (bpfast's native shuffle, seeded from
-        ``random_state``; the order differs from scikit-learn's).
+        Shuffle the samples every epoch, in scikit-learn's order (drawn from the
+        ``random_state`` stream).
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights, the validation split and the shuffling.
     tol : float >= 0, default=1e-4
