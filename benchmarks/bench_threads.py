@@ -80,7 +80,7 @@ def scaling(cases, counts, repeats, block):
     for case in cases:
         log(f"[{case.name}] n_threads {counts[0]}..{counts[-1]}")
         data, init = make_data(case), initial_parameters(case)
-        impls = [BpfastFit(case, data, init, k) for k in counts]
+        impls = [BpfastFit(case, data, init, k, name=f"bpfast fit, n_threads={k}") for k in counts]
         for impl in impls:                      # one epoch at each count: the same bits?
             impl.run(case.n_batches)
         bits = all(same_bits(impl.weights(), impls[0].weights()) for impl in impls[1:])
