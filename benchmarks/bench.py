@@ -49,7 +49,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse
 import dataclasses
 import gc
 import math
@@ -61,11 +60,12 @@ import warnings
 import numpy as np
 
 import report
-from _native import command_line, one_blas_thread, torch_one_thread
+from _native import (command_line, exit_status, one_blas_thread, parse_timing_args, timing_parser,
+                     torch_one_thread)
+from _timing import BpfastFit, calibrate, log, timed_block
 from cases import BIG_WORK, CASES, CHECK_LR, initial_parameters, make_data, select_cases
-from peers import (FANN_NAME, TIMERS, BpfastFit, BpfastStep, FannMLP, Gemm, NumpyMLP, RateBound,
-                   Reference, SklearnMLP, TorchMLP, fann_reason, scipy_blas, sklearn_reason, torch,
-                   use_timer)
+from peers import (FANN_NAME, BpfastStep, FannMLP, Gemm, NumpyMLP, RateBound, Reference, SklearnMLP,
+                   TorchMLP, fann_reason, scipy_blas, sklearn_reason, torch)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -142,17 +142,6 @@ def check_case(case, data, init, with_reference):
 
 
 # ----------------------------------------------------------------------------- timing
-def calibrate(impl, block):
-    """Updates per block so that one block takes about `block` seconds."""
-    n = 1
-    while True:
-        t, done = impl.run(n)
-        impl.reset()
-        if t >= block / 4 or (impl.reps_cap and t >= block / 20):
-            return max(1, math.ceil(done * block / max(t, 1e-9)))
-        n = done * (4 if t < block / 40 else 2)
-
-
 def measure_case(case, args, log):
     """Time every implementation of the case, interleaved, in args.repeats blocks each.
 
@@ -230,22 +219,6 @@ def measure_case(case, args, log):
     return dict(medians=medians, samples=samples, walls=walls, block_updates=sizes, skipped=skipped)
 
 
-def timed_block(impl, n):
-    """One timed block of impl, of at least n updates: after a reset and a garbage
-    collection, run with the collector off. Returns (seconds by the chosen timer,
-    updates done, wall-clock seconds)."""
-    impl.reset()
-    gc.collect()
-    gc.disable()
-    try:
-        w0 = time.perf_counter()
-        t, done = impl.run(n)
-        wall = time.perf_counter() - w0
-    finally:
-        gc.enable()
-    return t, done, wall
-
-
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
     p = timing_parser(__doc__, "few, short repetitions (tests/CI; < 60 s)")
@@ -259,46 +232,6 @@ def main(argv=None):
     with one_blas_thread():
         all_ok = run(args, cases, argv)
     return exit_status(all_ok)
-
-
-def timing_parser(doc, quick_help):
-    """The argument parser of a timing script (this one, bench_optimizers.py): described
-    by the first paragraph of its docstring `doc`, with --quick (helped by quick_help) and
-    the timing options --repeats, --block and --timer. Parse with parse_timing_args."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--repeats", type=int,
-                        help="timed blocks per implementation (default 11; quick 3)")
-    parser.add_argument("--block", type=float,
-                        help="seconds per timed block (default 0.2; quick 0.01)")
-    parser.add_argument("--timer", choices=sorted(TIMERS), default="cpu",
-                        help="cpu: process CPU time (default; robust on a shared machine); "
-                             "wall: perf_counter")
-    return parser
-
-
-def parse_timing_args(parser, argv):
-    """argv parsed by a timing_parser: the timing defaults follow --quick, and the chosen
-    timer is selected."""
-    args = parser.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 11)
-    args.block = args.block or (0.01 if args.quick else 0.2)
-    use_timer(args.timer)
-    return args
-
-
-def exit_status(all_ok):
-    """The script's exit status: 0, or 1 (said on stderr) when a correctness check failed."""
-    if not all_ok:
-        print("A CORRECTNESS CHECK FAILED; see the report.", file=sys.stderr)
-        return 1
-    return 0
-
-
-def log(msg):
-    """Progress, on stderr (stdout carries the tables)."""
-    print(msg, file=sys.stderr, flush=True)
 
 
 def run(args, cases, argv):

@@ -31,13 +31,14 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+# _native imports nothing that starts a thread: the worker pins its CPU after this import
+from _native import command_line, exit_status, parse_timing_args, publish, timing_parser
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SOFTMAX_CASES = ["64-64-10", "784-128-10", "784-1024-1024-10"]
 QUICK_CASES = ["64-64-10:float32", "784-128-10:float32"]
@@ -118,27 +119,31 @@ def _ratio(a, b):
     return f"{a / b:.2f}x" if a is not None and b is not None else "—"
 
 
+def case_table(res, head, align, cells):
+    """Markdown lines: a row per case of one setting's results `res`, its network, batch and
+    dtype, then the cells `cells(case, medians)` under the headings `head` (alignment row
+    `align`)."""
+    lines = ["| " + " | ".join(["network", "batch", "dtype", *head]) + " |", "|---|---:|---|" + align]
+    for c in res["cases"]:
+        row = [c["key"], str(c["batch"]), c["dtype"], *cells(c, c["medians"])]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def setting_table(res):
     """The markdown table of one setting: µs per update and JAX scan / bpfast."""
     bp_name = BP_ONE if res["setting"] == "one-cpu" else BP_DEFAULT
-    lines = ["| network | batch | dtype | JAX jit step | JAX epoch scan | bpfast fit "
-             "| JAX scan / bpfast |",
-             "|---|---:|---|---:|---:|---:|---:|"]
-    for c in res["cases"]:
-        m = c["medians"]
+
+    def cells(c, m):
         step, scan, bp = m.get(JAX_NAMES[0]), m.get(JAX_NAMES[1]), m[bp_name]
-        lines.append(f"| {c['key']} | {c['batch']} | {c['dtype']} | {_us(step)} | {_us(scan)} "
-                     f"| {_us(bp)} | {_ratio(scan, bp)} |")
-    return lines
+        return [_us(step), _us(scan), _us(bp), _ratio(scan, bp)]
+    return case_table(res, ["JAX jit step", "JAX epoch scan", "bpfast fit", "JAX scan / bpfast"],
+                      "---:|---:|---:|---:|", cells)
 
 
 def speedup_table(res):
     """bpfast at its default n_threads against n_threads=1 (default-threads setting)."""
-    lines = ["| network | batch | dtype | n_threads=1 | default | speedup | CPUs busy | target "
-             "| same bits | default vs JAX scan |",
-             "|---|---:|---|---:|---:|---:|---:|---|---|---|"]
-    for c in res["cases"]:
-        m = c["medians"]
+    def cells(c, m):
         one, default, scan = m[BP_ONE], m[BP_DEFAULT], m.get(JAX_NAMES[1])
         target = SPEEDUP_TARGETS.get((c["key"], c["dtype"]))
         if target is None:
@@ -150,10 +155,10 @@ def speedup_table(res):
         else:
             vs = "met" if default <= scan else "**missed**"
             vs += f" ({scan / default:.2f}x)"
-        lines.append(f"| {c['key']} | {c['batch']} | {c['dtype']} | {_us(one)} | {_us(default)} "
-                     f"| {one / default:.2f}x | {c['busy'][BP_DEFAULT]:.2f} | {t} | {'yes' if c['same_bits'] else '**NO**'} "
-                     f"| {vs} |")
-    return lines
+        return [_us(one), _us(default), f"{one / default:.2f}x", f"{c['busy'][BP_DEFAULT]:.2f}", t,
+                "yes" if c["same_bits"] else "**NO**", vs]
+    return case_table(res, ["n_threads=1", "default", "speedup", "CPUs busy", "target", "same bits",
+                            "default vs JAX scan"], "---:|---:|---:|---:|---|---|---|", cells)
 
 
 def check_lines(results):
@@ -203,20 +208,14 @@ def report(results, cmd):
 
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="short blocks, 3 repetitions, cases " + " ".join(QUICK_CASES) + " (< 60 s)")
+    p = timing_parser(__doc__, "short blocks, 3 repetitions, cases " + " ".join(QUICK_CASES)
+                      + " (< 60 s)", quick_block=0.02, timer=False)
     p.add_argument("--cases", nargs="*", metavar="CASE",
                    help="e.g. 64-64-10 784-128-10:float64 (default: " + " ".join(SOFTMAX_CASES) + ")")
-    p.add_argument("--repeats", type=int, help="timed blocks per implementation (default 11; quick 3)")
-    p.add_argument("--block", type=float, help="seconds per timed block (default 0.2; quick 0.02)")
     p.add_argument("--output", help="also write the markdown report here")
     p.add_argument("--worker", choices=SETTINGS, help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 11)
-    args.block = args.block or (0.02 if args.quick else 0.2)
+    args = parse_timing_args(p, argv)
     args.cases = args.cases or (QUICK_CASES if args.quick else SOFTMAX_CASES)
     if args.worker:
         run_worker(args)
@@ -236,19 +235,10 @@ def main(argv=None):
                 return proc.returncode
             with open(path, encoding="utf-8") as f:
                 results.append(json.load(f))
-    script = os.path.relpath(os.path.abspath(__file__), ROOT)
-    cmd = "python " + shlex.join([script] + (sys.argv[1:] if argv is None else list(argv)))
-    text, ok = report(results, cmd)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    if not ok:
-        print("A CHECK FAILED: JAX and bpfast disagree, or n_threads changed the bits; "
-              "see the report.", file=sys.stderr)
-        return 1
-    return 0
-
+    text, ok = report(results, command_line(__file__, argv))
+    publish(text, args.output)
+    return exit_status(ok, "A CHECK FAILED: JAX and bpfast disagree, or n_threads changed the "
+                           "bits; see the report.")
 
 if __name__ == "__main__":
     sys.exit(main())

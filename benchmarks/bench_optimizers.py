@@ -41,9 +41,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import gc
 import math
-import statistics
 import subprocess
 import sys
 import time
@@ -51,11 +49,13 @@ import time
 import numpy as np
 
 import bpfast
-from _native import command_line, one_blas_thread, publish, torch_one_thread
-from bench import calibrate, exit_status, parse_timing_args, rel_err, timed_block, timing_parser
+from _native import (command_line, exit_status, one_blas_thread, parse_timing_args, publish,
+                     timing_parser, torch_one_thread)
+from _timing import BpfastFit, Impl, interleaved_medians
+from bench import rel_err
 from cases import CE, Case, initial_parameters, make_data
 import peers
-from peers import Impl, TorchMLP, clock, fann_connections, torch
+from peers import TorchMLP, fann_connections, torch
 from report import fmt_ratio, fmt_us, machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,43 +79,15 @@ FULL_BATCH = {
 }
 
 
-def log(msg):
-    """Progress, on stderr (stdout carries the tables)."""
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------- implementations
-class FitImpl(Impl):
-    """Network.fit over the data set with one optimizer's keywords, shuffle off."""
+class FitImpl(BpfastFit):
+    """Network.fit over the data set with one optimizer's keywords and batch, shuffle off."""
 
     def __init__(self, name, case, data, init, batch, fit_kw):
-        self.name, self.case, self.init = name, case, init
-        self.X, self.Y = data[:2]
+        super().__init__(case, data, init, name=name)
         self.batch = batch
         self.fit_kw = fit_kw
         self.per_epoch = math.ceil(self.X.shape[0] / batch)
-        self.net = bpfast.Network(list(case.sizes), case.activation, case.output_activation,
-                                  case.loss, dtype=case.dtype, seed=0)
-        self.reset()
-
-    def reset(self):
-        for W, b, W0, b0 in zip(self.net.weights, self.net.biases, *self.init):
-            W[...] = W0
-            b[...] = b0
-
-    def fit(self, epochs):
-        """The History of `epochs` epochs of fit from the current weights."""
-        return self.net.fit(self.X, self.Y, epochs=epochs, batch_size=self.batch,
-                            shuffle=False, **self.fit_kw)
-
-    def run(self, n):
-        epochs = max(1, math.ceil(n / self.per_epoch))
-        t0 = clock()
-        hist = self.fit(epochs)
-        return clock() - t0, hist.n_updates
-
-    def weights(self):
-        return [(W.copy(), b.copy()) for W, b in zip(self.net.weights, self.net.biases)]
 
 
 class TorchAdam(TorchMLP):
@@ -177,29 +149,6 @@ class FannRprop(Impl):
         return (wall if self.wall_clock else cpu), n
 
 
-# ----------------------------------------------------------------------------- timing
-def time_interleaved(impls, args, label):
-    """Median seconds per update of each implementation, by name (bench.py's scheme)."""
-    sizes = {}
-    for impl in impls:              # warm-up and block length
-        impl.run(1)
-        impl.reset()
-        sizes[impl.name] = calibrate(impl, args.block)
-    samples = {impl.name: [] for impl in impls}
-    gc.collect()
-    gc.freeze()
-    try:
-        for rep in range(args.repeats):
-            k = rep % len(impls)
-            for impl in impls[k:] + impls[:k]:
-                t, done, _ = timed_block(impl, sizes[impl.name])
-                samples[impl.name].append(t / done)
-        log(f"[{label}] {args.repeats} repetitions done")
-    finally:
-        gc.unfreeze()
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
 def torch_check(case, data, init, torch_impls, n_steps=5):
     """Relative error of each torch loop's weights against bpfast's after n_steps Adam
     steps on the first batches from the same weights: the comparison is like for like."""
@@ -242,7 +191,7 @@ def measure_minibatch(case, args):
         torch_impls = [TorchAdam(case, data, init, OPTIMIZERS["Adam"]["lr"], fused)
                        for fused in (False, True)]
         check = torch_check(case, data, init, torch_impls)
-    return time_interleaved(impls + torch_impls, args, case.name), check
+    return interleaved_medians(impls + torch_impls, args.repeats, args.block, case.name), check
 
 
 def rprop_cases():
@@ -276,7 +225,7 @@ def measure_rprop(case, data, args):
         first = fann.mse
         fann.run(CHECK_EPOCHS)
         mse[fann.name] = (first, fann.mse)
-    return time_interleaved(impls, args, case.name), mse
+    return interleaved_medians(impls, args.repeats, args.block, case.name), mse
 
 
 # ----------------------------------------------------------------------------- report

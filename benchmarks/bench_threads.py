@@ -13,9 +13,7 @@
     python benchmarks/bench_threads.py --quick               # < 60 s (tests/CI)
     python benchmarks/bench_threads.py --part scaling --cases 784-128-10 --plot benchmarks/threads.png
 """
-import argparse
 import os
-import shlex
 import statistics
 import sys
 import threading
@@ -25,12 +23,10 @@ import numpy as np
 
 import bpfast
 
-from _native import one_blas_thread
+from _native import (command_line, exit_status, one_blas_thread, parse_timing_args, publish, pyplot,
+                     save_figure, timing_parser)
 from _timing import BpfastFit, fmt_us, interleaved_medians, load_average, log, same_bits
 from cases import CASES, initial_parameters, make_data, select_cases
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 QUICK_CASES = ["64-64-10:float32", "784-128-10:float32"]
 
@@ -84,7 +80,7 @@ def scaling(cases, counts, repeats, block):
     for case in cases:
         log(f"[{case.name}] n_threads {counts[0]}..{counts[-1]}")
         data, init = make_data(case), initial_parameters(case)
-        impls = [BpfastFit(case, data, init, k) for k in counts]
+        impls = [BpfastFit(case, data, init, k, name=f"bpfast fit, n_threads={k}") for k in counts]
         for impl in impls:                      # one epoch at each count: the same bits?
             impl.run(case.n_batches)
         bits = all(same_bits(impl.weights(), impls[0].weights()) for impl in impls[1:])
@@ -113,11 +109,8 @@ def scaling_table(rows, counts):
 
 def plot(rows, counts, path):
     """Speedup over one thread against n_threads, a line per case; False without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(counts, counts, "k--", lw=1, label="linear")
@@ -129,31 +122,24 @@ def plot(rows, counts, path):
     ax.set_title("bpfast: one network over n_threads")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(plt, fig, path)
     return True
 
 
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="short runs; scaling on " + " ".join(QUICK_CASES) + " only (< 60 s)")
+    p = timing_parser(__doc__, "short runs; scaling on " + " ".join(QUICK_CASES) + " only (< 60 s)",
+                      quick_block=0.02, timer=False)
     p.add_argument("--part", choices=("all", "two", "scaling"), default="all")
     p.add_argument("--cases", nargs="*", metavar="CASE",
                    help="scaling cases, e.g. 64-64-10 784-128-10:float64 (default: all of "
                         "bench.py's: " + ", ".join(dict.fromkeys(c.key for c in CASES)) + ")")
     p.add_argument("--max-threads", type=int,
                    help="largest n_threads of the scaling (default: the CPUs this process may use)")
-    p.add_argument("--repeats", type=int, help="timed blocks per count (default 11; quick 3)")
-    p.add_argument("--block", type=float, help="seconds per timed block (default 0.2; quick 0.02)")
     p.add_argument("--plot", help="save the scaling plot here (PNG; needs matplotlib)")
     p.add_argument("--output", help="also write the markdown here")
-    args = p.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 11)
-    block = args.block or (0.02 if args.quick else 0.2)
+    args = parse_timing_args(p, argv)
+    repeats, block = args.repeats, args.block
     n_max = args.max_threads or len(os.sched_getaffinity(0))
     if n_max < 1:
         p.error("--max-threads must be at least 1")
@@ -181,19 +167,9 @@ def main(argv=None):
             else:
                 lines += ["No plot: matplotlib is not installed.", ""]
     lines += [f"Load average (1 min) at the end: {load_average()}.", ""]
-    script = os.path.relpath(os.path.abspath(__file__), ROOT)
-    cmd = "python " + shlex.join([script] + (sys.argv[1:] if argv is None else list(argv)))
-    lines += [f"Command: `{cmd}`", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    if not ok:
-        print("n_threads CHANGED THE BITS of an epoch; see the table.", file=sys.stderr)
-        return 1
-    return 0
-
+    lines += [f"Command: `{command_line(__file__, argv)}`", ""]
+    publish("\n".join(lines), args.output)
+    return exit_status(ok, "n_threads CHANGED THE BITS of an epoch; see the table.")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,11 +15,11 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 
 import numpy as np
 
-import bpfast
+from _native import clock, wall_clock
+from _timing import ArrayParams, BpfastFit, Impl
 from cases import LR, RATE_SIZE, batch_pairs, batches
 
 try:
@@ -41,40 +41,6 @@ except ImportError:
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# The timer of the timed blocks. Process CPU time by default: every implementation runs on
-# the calling thread only, so on an idle machine it equals wall time, and on a shared one it
-# leaves out the time the process waits descheduled (--timer wall for wall-clock time).
-TIMERS = {"cpu": time.process_time, "wall": time.perf_counter}
-_timer = [TIMERS["cpu"]]
-
-
-def use_timer(name):
-    """Time the blocks with TIMERS[name] from now on."""
-    _timer[0] = TIMERS[name]
-
-
-def clock():
-    """The current time of the chosen timer, in seconds."""
-    return _timer[0]()
-
-
-class Impl:
-    """One implementation of one case. run(n) makes >= n updates and returns (seconds, updates)."""
-    name = "?"
-    reps_cap = None          # at most this many repetitions (the slow reference)
-    inner_wall = None        # wall-clock seconds of the last run() as measured inside it, when
-                             # the caller's clock would count more (FANN's process start)
-
-    def reset(self):
-        pass
-
-    def run(self, n):
-        raise NotImplementedError
-
-    def weights(self):
-        """[(W (n_in, n_out), b)] as NumPy arrays, for the correctness check."""
-        raise NotImplementedError
-
 
 class _Looped(Impl):
     """Calls self.step(x, y) over the batches from a Python loop."""
@@ -86,44 +52,6 @@ class _Looped(Impl):
         for x, y in it:
             step(x, y)
         return clock() - t0, n
-
-
-class _ArrayParams(Impl):
-    """Parameters held as NumPy arrays, W of shape (n_in, n_out): params() lists them."""
-
-    def params(self):
-        """([W], [b]): the implementation's own arrays, updated in place by its steps."""
-        raise NotImplementedError
-
-    def reset(self):
-        for W, b, W0, b0 in zip(*self.params(), *self.init):
-            W[...] = W0
-            b[...] = b0
-
-    def weights(self):
-        return [(W.copy(), b.copy()) for W, b in zip(*self.params())]
-
-
-class BpfastFit(_ArrayParams):
-    name = "bpfast fit"
-    backend = "cython"
-
-    def __init__(self, case, data, init):
-        self.case, (self.X, self.Y) = case, data[:2]
-        self.net = bpfast.Network(list(case.sizes), case.activation, case.output_activation,
-                                  case.loss, dtype=case.dtype, backend=self.backend, seed=0)
-        self.init = init
-        self.reset()
-
-    def params(self):
-        return self.net.weights, self.net.biases
-
-    def run(self, n):
-        epochs = max(1, math.ceil(n / self.case.n_batches))
-        t0 = clock()
-        hist = self.net.fit(self.X, self.Y, epochs=epochs, batch_size=self.case.batch, lr=LR,
-                            shuffle=False)
-        return clock() - t0, hist.n_updates
 
 
 class BpfastStep(_Looped, BpfastFit):
@@ -143,7 +71,7 @@ class Reference(BpfastStep):
     reps_cap = 3
 
 
-class NumpyMLP(_Looped, _ArrayParams):
+class NumpyMLP(_Looped, ArrayParams):
     """The hand-written NumPy step: what a competent NumPy user writes."""
     name = "NumPy"
 
@@ -278,7 +206,7 @@ def sklearn_reason(case):
     return f"sklearn has no {case.output_activation} output with {case.loss} loss"
 
 
-class SklearnMLP(_Looped, _ArrayParams):
+class SklearnMLP(_Looped, ArrayParams):
     name = "scikit-learn"
     ACT = {"relu": "relu", "sigmoid": "logistic", "tanh": "tanh", "identity": "identity"}
 
@@ -415,7 +343,7 @@ class FannMLP(Impl):
             raise RuntimeError("FANN's connections are not in the order fann_connections() assumes")
         self.final = [float(w) for _, _, w in conns]
         self.inner_wall = wall
-        return (wall if _timer[0] is TIMERS["wall"] else cpu), n
+        return (wall if wall_clock() else cpu), n
 
     def weights(self):
         Ws = [np.empty((a, b)) for a, b in zip(self.case.sizes[:-1], self.case.sizes[1:])]

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from _timing import Impl
 from cases import CHECK_LR, LR
 
 jax.config.update("jax_enable_x64", True)
@@ -85,13 +86,18 @@ def _jit_donating(f):
     return jax.jit(f, donate_argnums=0)
 
 
-class _JaxImpl:
-    """Shared by both variants: parameters from the case's initial weights, reset, weights."""
-    name = "?"
+class _JaxImpl(Impl):
+    """Shared by both variants: the case's data set as device arrays of shape (batches,
+    batch, features), parameters from the case's initial weights, run, reset, weights.
+    A variant's _advance(params, n) makes at least n updates and returns (params, updates)."""
 
     def __init__(self, case, data, init, lr=LR):
         self.case, self.init, self.lr = case, init, lr
         self.dtype = np.dtype(case.dtype)
+        B = case.batch
+        self.n_batches = data[0].shape[0] // B
+        self.X, self.Y = (jnp.asarray(a[:self.n_batches * B].reshape(self.n_batches, B, -1), self.dtype)
+                          for a in data[:2])
         self.params = None
         self.reset()
 
@@ -104,6 +110,15 @@ class _JaxImpl:
         """[(W, b)] as NumPy arrays, for the correctness check."""
         return [(np.asarray(W).copy(), np.asarray(b).copy()) for W, b in self.params]
 
+    def run(self, n):
+        """At least n updates, until the last is computed; (wall seconds, updates)."""
+        t0 = time.perf_counter()
+        params, done = self._advance(self.params, n)
+        jax.block_until_ready(params)
+        t = time.perf_counter() - t0
+        self.params = params
+        return t, done
+
 
 class JaxStep(_JaxImpl):
     """jax.jit(SGD step), called from a Python loop once per batch."""
@@ -111,22 +126,14 @@ class JaxStep(_JaxImpl):
 
     def __init__(self, case, data, init, lr=LR):
         super().__init__(case, data, init, lr)
-        dt = self.dtype
-        n, B = data[0].shape[0], case.batch
-        self.pairs = [(jnp.asarray(data[0][i:i + B], dt), jnp.asarray(data[1][i:i + B], dt))
-                      for i in range(0, n, B)]
+        self.pairs = list(zip(self.X, self.Y))
         self.step = _jit_donating(make_sgd_step(case, lr))
 
-    def run(self, n):
-        step, params = self.step, self.params
-        it = itertools.islice(itertools.cycle(self.pairs), n)
-        t0 = time.perf_counter()
-        for x, y in it:
+    def _advance(self, params, n):
+        step = self.step
+        for x, y in itertools.islice(itertools.cycle(self.pairs), n):
             params = step(params, x, y)
-        jax.block_until_ready(params)
-        t = time.perf_counter() - t0
-        self.params = params
-        return t, n
+        return params, n
 
 
 class JaxScan(_JaxImpl):
@@ -135,11 +142,6 @@ class JaxScan(_JaxImpl):
 
     def __init__(self, case, data, init, lr=LR):
         super().__init__(case, data, init, lr)
-        dt, B = self.dtype, case.batch
-        n = data[0].shape[0]
-        self.n_batches = n // B
-        self.X = jnp.asarray(data[0][:self.n_batches * B].reshape(self.n_batches, B, -1), dt)
-        self.Y = jnp.asarray(data[1][:self.n_batches * B].reshape(self.n_batches, B, -1), dt)
         step = make_sgd_step(case, lr)
 
         def epoch(params, X, Y):
@@ -148,16 +150,12 @@ class JaxScan(_JaxImpl):
             return lax.scan(body, params, (X, Y))[0]
         self.epoch = _jit_donating(epoch)
 
-    def run(self, n):
-        epoch, params, X, Y = self.epoch, self.params, self.X, self.Y
+    def _advance(self, params, n):
+        epoch, X, Y = self.epoch, self.X, self.Y
         epochs = max(1, math.ceil(n / self.n_batches))
-        t0 = time.perf_counter()
         for _ in range(epochs):
             params = epoch(params, X, Y)
-        jax.block_until_ready(params)
-        t = time.perf_counter() - t0
-        self.params = params
-        return t, epochs * self.n_batches
+        return params, epochs * self.n_batches
 
 
 def rel_err(got, want):

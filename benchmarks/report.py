@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 import bpfast
+from _native import pyplot, save_figure
 from cases import BIG_WORK, CHECK_LR, LR, RATE_SIZE
 from peers import FANN_NAME, RateBound, fann_compile_command, scipy, sklearn, torch
 
@@ -262,11 +263,8 @@ def plot(cases, results, path):
 
     Returns False, drawing nothing, when matplotlib is not installed.
     """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     style = {"bpfast fit": ("tab:red", "o", "-"), "bpfast train_step": ("tab:orange", "s", "-"),
              "reference (pure Python)": ("tab:brown", "x", ":"), "NumPy": ("tab:blue", "^", "-"),
@@ -295,9 +293,7 @@ def plot(cases, results, path):
         ax.grid(True, which="minor", alpha=0.12)
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle("bpfast benchmark: time per SGD update vs network size (log-log)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(plt, fig, path)
     return True
 
 
