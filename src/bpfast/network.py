@@ -7,14 +7,14 @@ shape) but never resized or replaced: the kernels can hold raw pointers.
 """
 from __future__ import annotations
 
-import threading
 import weakref
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from bpfast import _engine, _fitting, _kernels, optim
+from bpfast._access import Access
 from bpfast._engine import NeedsValidation
 from bpfast._fitting import History
 from bpfast._layout import param_layout
@@ -114,14 +114,13 @@ class Network:
         # The optimizer's state, laid out like the parameters twice (bpfast.optim), whose
         # optimizer it is (_state_kind) and the updates it has seen (_state_step).
         state = np.zeros(2 * n_params, dtype=dtype)
+        access = Access()       # training is exclusive, predicting shared (_access.py)
         # Set through __dict__: __setattr__ guards the fixed attributes against later
         # assignment, and its checks are a fifth of the cost of a small network's set-up.
         vars(self).update(
             sizes=sizes, activation=activation, output_activation=output_activation,
             loss=loss, _codes=codes, dtype=dtype, backend=backend, seed=seed, _generator=None,
-            # Training holds _lock (re-entrant for its own thread: a fit callback may
-            # predict or assign); predicting counts itself in _readers, under _reader_gate.
-            _lock=threading.RLock(), _reader_gate=threading.Lock(), _readers=0,
+            _access=access, _exclusive=access.exclusive, _shared=access.shared,
             _fitting=False, history_=None, _layout=layout, _params=params, _grads=grads,
             _state=state, _state_kind=None, _state_step=0, _n_threads=n_threads,
             **self._views(layout, params, grads))
@@ -150,7 +149,7 @@ class Network:
         network's set-up and a loaded network may never need it."""
         rng = self._generator
         if rng is None:
-            with self._reader_gate:     # two threads pickling at once: one generator
+            with self._access.gate:     # two threads pickling at once: one generator
                 rng = self._generator
                 if rng is None:
                     rng = self.__dict__["_generator"] = np.random.default_rng(self.seed)
@@ -193,43 +192,6 @@ class Network:
             raise AttributeError(f"{name} is fixed when a Network is built; build a new "
                                  f"Network to change it")
         super().__setattr__(name, value)
-
-    @contextmanager
-    def _exclusive(self):
-        """Training or assigning: no other thread may train or predict meanwhile."""
-        if not self._lock.acquire(blocking=False):
-            raise _busy()
-        if self._readers:
-            self._lock.release()
-            raise _busy()
-        try:
-            yield
-        finally:
-            self._lock.release()
-
-    @contextmanager
-    def _shared(self):
-        """Predicting: many threads at once, none while another thread trains."""
-        self._start_reading()
-        try:
-            yield
-        finally:
-            self._stop_reading()
-
-    # predict() calls these two directly: a generator-based context manager costs more than
-    # a one-row forward. The count is changed in __dict__ itself, past __setattr__'s guard
-    # (a Python call each time), still under _reader_gate.
-    def _start_reading(self):
-        """Count one more reader; RuntimeError while another thread trains."""
-        with self._reader_gate:
-            if not self._lock.acquire(False):
-                raise _busy()
-            self.__dict__["_readers"] += 1
-            self._lock.release()
-
-    def _stop_reading(self):
-        with self._reader_gate:
-            self.__dict__["_readers"] -= 1
 
     def __repr__(self):
         return (f"Network(sizes={self.sizes}, activation={self.activation!r}, "
@@ -362,11 +324,8 @@ class Network:
         Raises FloatingPointError, with the parameters left as they were, if the loss or
         the updated parameters would not be finite.
         """
-        if not self._lock.acquire(blocking=False):
-            raise _busy()
+        self._access.acquire()
         try:
-            if self._readers:
-                raise _busy()
             try:
                 # The hot path of a training loop: arguments already right, checked in C.
                 loss = self._engine.try_train_step(X, Y, lr, self._threads(n_threads))
@@ -382,7 +341,7 @@ class Network:
                                          f"left as they were. Try a smaller lr.")
             return loss
         finally:
-            self._lock.release()
+            self._access.lock.release()
 
     # ------------------------------------------------------------------ whole data sets
     def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
@@ -390,11 +349,11 @@ class Network:
         ``n_threads`` overrides the Network's for this call."""
         X = self._X(X)
         threads = self._threads(n_threads)
-        self._start_reading()
+        self._access.start_reading()
         try:
             return self._outputs(X, threads)
         finally:
-            self._stop_reading()
+            self._access.stop_reading()
 
     def evaluate(self, X, Y, n_threads: Optional[int] = None) -> float:
         """The loss on (X, Y) without training (the same definition as ``fit`` reports)."""
@@ -627,9 +586,4 @@ class Network:
         """A table of the layers (shapes, activation, parameters), totals and optimizer state."""
         from bpfast._summary import summarize
         return summarize(self)
-
-
-def _busy():
-    return RuntimeError("this Network is in use by another thread; use one Network per thread "
-                        "(or a lock of your own)")
 
