@@ -23,7 +23,7 @@ from bpfast._kernels cimport (
     dense_forward_into, backprop_error_into, activation_backward_into, output_delta_into,
     weight_gradients_into, sgd_update_into, adam_update_into, adam_args, rprop_update_into,
     rprop_args, bpf_adam_args, bpf_rprop_args, sgd_backward_layer, tiny_network,
-    tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE, team_enter, team_leave,
+    tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE, team_enter, team_leave, gather_rows,
 )
 from bpfast._layout import param_layout
 
@@ -393,13 +393,6 @@ cdef void shuffle(Py_ssize_t* idx, Py_ssize_t n, uint64_t* state) noexcept nogil
             while low < threshold:
                 j = <Py_ssize_t>mul_high(splitmix64(state), bound, &low)
         idx[i], idx[j] = idx[j], idx[i]
-
-
-cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* idx,
-                      Py_ssize_t count, floating* dst) noexcept nogil:
-    cdef Py_ssize_t r
-    for r in range(count):
-        memcpy(dst + r * width, src + idx[r] * width, width * sizeof(floating))
 
 
 cdef void densify_rows(const EpochRun* run, Py_ssize_t width, const Py_ssize_t* idx,

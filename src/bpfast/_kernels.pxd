@@ -109,3 +109,6 @@ cdef bint all_finite(Py_ssize_t size, const floating* x) noexcept nogil
 cdef void team_enter(int n_threads) noexcept nogil
 
 cdef void team_leave() noexcept nogil
+
+cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* idx,
+                      Py_ssize_t count, floating* dst) noexcept nogil

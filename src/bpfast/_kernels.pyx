@@ -17,6 +17,7 @@ paths) are building blocks, composed of or tested against the pairs.
 """
 from cython cimport floating
 from libc.math cimport exp, log, pow, sqrt
+from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cdef extern from "_vmath.h" nogil:
@@ -461,6 +462,24 @@ cdef inline Py_ssize_t block_range(const Elementwise* job, Py_ssize_t block,
     cdef Py_ssize_t start = bpf_block_start(job.size, block, job.blocks, grain)
     count[0] = bpf_block_start(job.size, block + 1, job.blocks, grain) - start
     return start
+
+
+cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* idx,
+                      Py_ssize_t count, floating* dst) noexcept nogil:
+    """dst[r] := src[idx[r]] for r < count, rows of `width` elements: a shuffled batch,
+    copied by the team from 2 * SPLIT_ELEMENTS elements on."""
+    cdef Elementwise job
+    job.args = idx
+    run_split(&job, gather_block, floating is double, count, width, dst, src, NULL, NULL, 0)
+
+
+cdef void gather_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    cdef Elementwise* job = <Elementwise*>ctx
+    cdef Py_ssize_t rows, first = block_range(job, block, &rows), r
+    cdef Py_ssize_t size = job.row * (8 if job.is_double else 4)
+    cdef const Py_ssize_t* idx = <const Py_ssize_t*>job.args
+    for r in range(first, first + rows):
+        memcpy(<char*>job.x + r * size, <const char*>job.y + idx[r] * size, size)
 
 
 cdef void bias_activation_block(void* ctx, Py_ssize_t block) noexcept nogil:
