@@ -830,10 +830,10 @@ def test_a_model_with_npy_headers_spelled_otherwise_loads(tmp_path, spelling):
 
 
 def stored_file(tmp_path):
-    net, X = trained(sizes=(2, 3, 2))
-    path = tmp_path / "m.npz"
-    bpfast.save(net, path)
-    raw = bytearray(path.read_bytes())
+    """A saved model's path, its bytes to damage, and the zip entry of its parameters."""
+    _, _, good, path = saved_bytes(tmp_path)
+    path.write_bytes(good)
+    raw = bytearray(good)
     with zipfile.ZipFile(path) as z:
         info = z.getinfo("params.npy")
     return path, raw, info

@@ -441,40 +441,26 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
     ceil(N / batch_size) updates.
     """
     cdef Py_ssize_t start = 0, n, N = run.n_samples
-    cdef Py_ssize_t d_in = net.sizes[0], d_out = net.sizes[net.n_layers]
     cdef const floating* xb
     cdef const floating* yb
-    cdef const floating* W = <floating*>run.weights
-    cdef const floating* wb = NULL
+    cdef const floating* wb
     cdef double loss
     cdef Py_ssize_t updates = 0, countdown = it.countdown
-    # Plain SGD on dense rows is the fast path of small networks: decided once an epoch.
+    # Plain SGD on dense rows without weights is the fast path of small networks.
     cdef bint fused = (upd.optimizer == OPT_SGD and upd.momentum == 0 and upd.clip_norm == 0
-                       and not upd.from_gradients)
-    cdef bint plain_rows = run.csr_data == NULL and W == NULL
+                       and not upd.from_gradients and run.csr_data == NULL
+                       and run.weights == NULL)
     cdef int status = 0
     if run.shuffled and run.orders == NULL:
         shuffle(run.order, N, &run.rng)
     while start < N:
         n = run.batch_size if start + run.batch_size <= N else N - start
-        if plain_rows:
-            if run.shuffled:
-                gather_rows(X, d_in, run.order + start, n, <floating*>ws.x_rows)
-                gather_rows(Y, d_out, run.order + start, n, <floating*>ws.y_rows)
-                xb = <floating*>ws.x_rows
-                yb = <floating*>ws.y_rows
-            else:
-                xb = X + start * d_in
-                yb = Y + start * d_out
-            if fused:
-                loss = sgd_train_batch(net, n, xb, yb, <floating*>NULL, <floating*>run.params,
-                                       ws, upd)
-            else:
-                loss = train_batch(net, n, xb, yb, <floating*>NULL, <floating*>run.params,
-                                   <floating*>run.grads, <floating*>run.state, run.n_params,
-                                   ws, upd)
+        batch_rows(net, X, Y, run, ws, start, n, &xb, &yb, &wb)
+        if fused:
+            loss = sgd_train_batch(net, n, xb, yb, wb, <floating*>run.params, ws, upd)
         else:
-            loss = general_batch(net, X, Y, run, ws, upd, start, n)
+            loss = train_batch(net, n, xb, yb, wb, <floating*>run.params, <floating*>run.grads,
+                               <floating*>run.state, run.n_params, ws, upd)
         updates += 1
         if not isfinite(loss):
             status = 1
@@ -491,21 +477,20 @@ cdef int run_epoch(const Net* net, const floating* X, const floating* Y, EpochRu
             countdown = it.countdown
     it.countdown = countdown
     run.n_updates += updates
-    if fused and plain_rows:
-        upd.step += updates         # (general_batch's train_batch counts its own)
+    if fused:
+        upd.step += updates         # (train_batch counts its own)
     return status
 
 
-cdef double general_batch(const Net* net, const floating* X, const floating* Y,
-                          EpochRun* run, const Workspace* ws, Update* upd, Py_ssize_t start,
-                          Py_ssize_t n) noexcept nogil:
-    """One batch of rows [start, start + n) of the sample order, any input and optimizer:
-    its rows (and weights) gathered, densified from CSR, or read where they lie."""
+cdef void batch_rows(const Net* net, const floating* X, const floating* Y, EpochRun* run,
+                     const Workspace* ws, Py_ssize_t start, Py_ssize_t n,
+                     const floating** xb, const floating** yb,
+                     const floating** wb) noexcept nogil:
+    """Rows [start, start + n) of the sample order (and their weights, or NULL): gathered
+    into the workspace, densified from CSR, or read where they lie."""
     cdef Py_ssize_t d_in = net.sizes[0], d_out = net.sizes[net.n_layers]
-    cdef const floating* xb
-    cdef const floating* yb
     cdef const floating* W = <floating*>run.weights
-    cdef const floating* wb = NULL
+    wb[0] = NULL
     if run.csr_data != NULL:
         densify_rows(run, d_in, run.order + start if run.shuffled else NULL, start, n,
                      <floating*>ws.x_rows)
@@ -513,18 +498,16 @@ cdef double general_batch(const Net* net, const floating* X, const floating* Y,
         if run.csr_data == NULL:
             gather_rows(X, d_in, run.order + start, n, <floating*>ws.x_rows)
         gather_rows(Y, d_out, run.order + start, n, <floating*>ws.y_rows)
-        xb = <floating*>ws.x_rows
-        yb = <floating*>ws.y_rows
+        xb[0] = <floating*>ws.x_rows
+        yb[0] = <floating*>ws.y_rows
         if W != NULL:
             gather_rows(W, 1, run.order + start, n, <floating*>ws.w_rows)
-            wb = <floating*>ws.w_rows
+            wb[0] = <floating*>ws.w_rows
     else:
-        xb = X + start * d_in if run.csr_data == NULL else <floating*>ws.x_rows
-        yb = Y + start * d_out
+        xb[0] = X + start * d_in if run.csr_data == NULL else <floating*>ws.x_rows
+        yb[0] = Y + start * d_out
         if W != NULL:
-            wb = W + start
-    return train_batch(net, n, xb, yb, wb, <floating*>run.params, <floating*>run.grads,
-                       <floating*>run.state, run.n_params, ws, upd)
+            wb[0] = W + start
 
 
 cdef Py_ssize_t run_epochs(const Net* net, const floating* X, const floating* Y, EpochRun* run,

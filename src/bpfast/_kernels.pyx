@@ -68,8 +68,7 @@ cdef extern from "_team.h" nogil:
     Py_ssize_t bpf_block_start(Py_ssize_t total, Py_ssize_t b, Py_ssize_t blocks,
                                Py_ssize_t grain)
     void bpf_blas_find_controls(void* blas_function)
-    void bpf_blas_hold()
-    void bpf_blas_release()
+    void bpf_blas_hold(int hold)
     int bpf_blas_limit()
     long bpf_team_worker_blocks()
 
@@ -212,16 +211,16 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     job.blocks = 1
     if job.kernel:
         # The kernel's bits do not depend on the cut: as many blocks as threads.
-        if m * n * k >= 2 * SPLIT_PRODUCT and size >= 2 * SPLIT_GRAIN:
-            job.blocks = min(bpf_team_width(), m * n * k // SPLIT_PRODUCT,
-                             size // SPLIT_GRAIN)
+        if m * n * k // 2 >= SPLIT_PRODUCT and size >= 2 * SPLIT_GRAIN:
+            job.blocks = max(1, min(bpf_team_width(), m * n * k // SPLIT_PRODUCT,
+                                    size // SPLIT_GRAIN))
     else:
-        while (job.blocks < SPLIT_MAX_BLOCKS and m * n * k >= 2 * job.blocks * SPLIT_PRODUCT
+        while (job.blocks < SPLIT_MAX_BLOCKS and m * n * k // (2 * job.blocks) >= SPLIT_PRODUCT
                and size >= 2 * job.blocks * SPLIT_GRAIN):
             job.blocks *= 2
     cdef bint hold = not job.kernel and m * n * k >= BLAS_HOLD_PRODUCT
     if hold:
-        bpf_blas_hold()
+        bpf_blas_hold(1)
     if job.blocks == 1:
         product(job.kernel, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     else:
@@ -241,7 +240,7 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         job.C = C
         bpf_team_run(job.blocks, gemm_block, &job)
     if hold:
-        bpf_blas_release()
+        bpf_blas_hold(0)
 
 
 cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
@@ -450,9 +449,9 @@ cdef void run_split(Elementwise* job, bpf_block_fn fn, bint is_double, Py_ssize_
 cdef inline Py_ssize_t element_blocks(Py_ssize_t elements, Py_ssize_t units) noexcept nogil:
     """Blocks for an element-wise loop over `elements` in `units` (rows or elements):
     one per thread, each of at least SPLIT_ELEMENTS. Its bits do not depend on the cut."""
-    if elements < 2 * SPLIT_ELEMENTS:
+    if elements // 2 < SPLIT_ELEMENTS:
         return 1
-    return min(<Py_ssize_t>bpf_team_width(), elements // SPLIT_ELEMENTS, units)
+    return max(1, min(<Py_ssize_t>bpf_team_width(), elements // SPLIT_ELEMENTS, units))
 
 
 cdef inline Py_ssize_t block_range(const Elementwise* job, Py_ssize_t block,

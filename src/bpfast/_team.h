@@ -194,25 +194,18 @@ static int bpf_blas_limit(void) {
     return limit;
 }
 
-/* Hold the BLAS to one thread for a product (nested holds count). */
-static void bpf_blas_hold(void) {
+/* Hold the BLAS to one thread for a product (hold = 1), or let it go (hold = 0): holds
+ * nest; the first saves the user's limit, the last puts it back. */
+static void bpf_blas_hold(int hold) {
     if (bpf_blas_set_threads == NULL)
         return;
     pthread_mutex_lock(&bpf_blas_lock);
-    if (bpf_blas_holds++ == 0) {
+    if (hold && bpf_blas_holds++ == 0)
         bpf_blas_saved = bpf_blas_get_threads();
+    if (hold ? bpf_blas_holds == 1 : --bpf_blas_holds == 0) {
         if (bpf_blas_saved != 1)
-            bpf_blas_set_threads(1);
+            bpf_blas_set_threads(hold ? 1 : bpf_blas_saved);
     }
-    pthread_mutex_unlock(&bpf_blas_lock);
-}
-
-static void bpf_blas_release(void) {
-    if (bpf_blas_set_threads == NULL)
-        return;
-    pthread_mutex_lock(&bpf_blas_lock);
-    if (--bpf_blas_holds == 0 && bpf_blas_saved != 1)
-        bpf_blas_set_threads(bpf_blas_saved);
     pthread_mutex_unlock(&bpf_blas_lock);
 }
 
