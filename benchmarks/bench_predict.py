@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import inspect
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,11 +38,6 @@ import numpy as np
 
 import bpfast
 from _native import command_line, one_blas_thread, publish
-
-try:
-    from threadpoolctl import threadpool_info
-except ImportError:                      # pragma: no cover
-    threadpool_info = None
 
 try:
     import onnx
@@ -75,18 +69,17 @@ def numpy_forward(net):
     weights = [np.array(W) for W in net.weights]
     biases = [np.array(b) for b in net.biases]
 
+    from peers import NumpyMLP
+
     def run(X):
         A = X
         for W, b in zip(weights[:-1], biases[:-1]):
             A = A @ W
             A += b
-            np.maximum(A, 0, out=A)
+            NumpyMLP._activate(A, "relu")
         Z = A @ weights[-1]
         Z += biases[-1]
-        Z -= Z.max(axis=1, keepdims=True)
-        np.exp(Z, out=Z)
-        Z /= Z.sum(axis=1, keepdims=True)
-        return Z
+        return NumpyMLP._activate(Z, "softmax")
     return run
 
 
@@ -247,34 +240,14 @@ def report(args, rows, checks, elapsed):
 
 
 def machine_lines():
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        n_avail = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n_avail = os.cpu_count()
-    out = [f"- CPU: {cpu} ({os.cpu_count()} logical CPUs, {n_avail} available to this "
-           f"process); load average at start {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
-           f"- Versions: Python {platform.python_version()}, bpfast {bpfast.__version__}, "
-           f"numpy {np.__version__}, onnx {getattr(onnx, '__version__', 'not installed')}, "
-           f"onnxruntime {getattr(onnxruntime, '__version__', 'not installed')}",
-           "- bpfast predict " + ("takes n_threads (the '1' rows pass n_threads=1)"
-                                  if PREDICT_TAKES_THREADS else
-                                  "has no n_threads in this build: its only threads are BLAS's")]
-    if threadpool_info is not None:
-        for p in threadpool_info():
-            if p.get("user_api") == "blas":
-                out.append(f"- BLAS {p.get('internal_api')} {p.get('version')} "
-                           f"({os.path.basename(p.get('filepath', ''))}): "
-                           f"{p.get('num_threads')} threads by default")
-    env = {k: os.environ[k] for k in sorted(os.environ) if k.startswith(("OPENBLAS", "OMP_", "MKL_"))}
-    out.append("- Thread environment: " + (", ".join(f"{k}={v}" for k, v in env.items()) or "none set"))
-    return out
+    """bench.py's machine list (CPU, versions, BLAS libraries), plus onnx's versions."""
+    from report import machine_info
+    return [machine_info(),
+            f"- onnx {getattr(onnx, '__version__', 'not installed')}, onnxruntime "
+            f"{getattr(onnxruntime, '__version__', 'not installed')}",
+            "- bpfast predict " + ("takes n_threads (the '1' rows pass n_threads=1)"
+                                   if PREDICT_TAKES_THREADS else
+                                   "has no n_threads in this build: its only threads are BLAS's")]
 
 
 def main(argv=None):

@@ -252,7 +252,7 @@ def machine_info():
         info.append(f"- torch threads: {torch.get_num_threads()} intra-op, "
                     f"{torch.get_num_interop_threads()} inter-op")
     info.append(f"- bpfast threads: {bpfast.default_threads()} (Network n_threads=None: every "
-                f"CPU allowed, at most the BLAS thread limit, held to 1 here)")
+                f"CPU allowed, at most the BLAS thread limit)")
     env = {k: os.environ[k] for k in sorted(os.environ) if k.startswith(("OPENBLAS", "OMP_", "MKL_"))}
     info.append("- Thread environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
     return "\n".join(info)
