@@ -127,7 +127,7 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # column panel in few L1 sets) and at most SMALL_GEMM_B_AVX512 bytes, however many rows
 # A has (it runs them in chunks that stay in L2); with A.T (read across its rows), up to
 # SMALL_GEMM_BYTES_AVX512_AT bytes of operands. And a single row of A (one sample) at
-# any size (1x1024 @ 1024x1024 float32: 54 us against BLAS's 266). Where the two tie,
+# any size (8 FMA chains a row; BLAS's GEMM is several times slower there). Where they tie,
 # the kernel is chosen: its products split between threads without a fixed cut.
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
 cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
