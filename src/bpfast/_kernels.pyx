@@ -122,7 +122,8 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # _smallgemm.h's register kernel when it is on: up to here it beats OpenBLAS, past it
 # BLAS wins (benchmarks/bench_small_gemm.py). On AVX2 CPUs (OpenBLAS's Haswell kernels,
 # no small-matrix path) SMALL_GEMM_BYTES. On AVX-512 CPUs the kernel's 512-bit variant
-# beats or ties OpenBLAS's SkylakeX kernels on larger products, from 5 rows of op(A) on:
+# beats or ties OpenBLAS's SkylakeX kernels on larger products, from 5 rows of op(A) and
+# SMALL_GEMM_MIN_AVX512 multiply-adds on (below, OpenBLAS's small-matrix path ties it):
 # with A, when B has short rows (at most SMALL_GEMM_ROW_AVX512 bytes: longer rows put a
 # column panel in few L1 sets) and at most SMALL_GEMM_B_AVX512 bytes, however many rows
 # A has (it runs them in chunks that stay in L2); with A.T (read across its rows), up to
@@ -133,6 +134,7 @@ cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
 cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
 cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 256 * 1024
 cdef Py_ssize_t SMALL_GEMM_ROW_AVX512 = 1024
+cdef Py_ssize_t SMALL_GEMM_MIN_AVX512 = 1 << 20     # multiply-adds
 # small_gemm()'s mode: -1 automatic (the limits above, by SIMD level), 1 the AVX2 limit
 # at every level (tests: the same path, so the same bits, at every level), 2 every
 # product the kernel can run (not op(B) = B.T), past the limits too (benchmarks).
@@ -255,8 +257,8 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
     if bpf_cpu_level() >= 2 and SMALL_GEMM_MODE < 0:
         if m == 1 and not trans_a:      # one sample: 8 FMA chains a row beat BLAS's GEMM
             return True
-        if m <= 4:                      # 2-4 rows: a tile's 4-8 chains are too few
-            return False
+        if m <= 4 or m * n * k < SMALL_GEMM_MIN_AVX512:
+            return False                # 2-4 rows: a tile's 4-8 chains are too few
         if trans_a:
             return n * item <= SMALL_GEMM_ROW_AVX512 and size <= SMALL_GEMM_BYTES_AVX512_AT
         return n * item <= SMALL_GEMM_ROW_AVX512 and k * n * item <= SMALL_GEMM_B_AVX512
@@ -425,9 +427,9 @@ cdef enum:
     LOOP_RPROP = 3
 
 
-cdef void run_split(Elementwise* job, bpf_block_fn fn, bint is_double, Py_ssize_t size,
-                    Py_ssize_t row, void* x, const void* y, void* s1, void* s2,
-                    int code) noexcept nogil:
+cdef inline void run_split(Elementwise* job, bpf_block_fn fn, bint is_double,
+                           Py_ssize_t size, Py_ssize_t row, void* x, const void* y, void* s1,
+                           void* s2, int code) noexcept nogil:
     """Set job's arrays and run fn over its blocks: one a thread from 2 * SPLIT_ELEMENTS
     elements on (size rows of `row` elements, or size elements when row is 0), else
     fn(job, 0) on this thread alone."""
@@ -457,6 +459,9 @@ cdef inline Py_ssize_t element_blocks(Py_ssize_t elements, Py_ssize_t units) noe
 cdef inline Py_ssize_t block_range(const Elementwise* job, Py_ssize_t block,
                                    Py_ssize_t* count) noexcept nogil:
     """The first unit of block `block`, and in count how many it has."""
+    if job.blocks == 1:             # the common case: no division on a small layer's path
+        count[0] = job.size
+        return 0
     cdef Py_ssize_t grain = 1 if job.row > 0 else 64
     cdef Py_ssize_t start = bpf_block_start(job.size, block, job.blocks, grain)
     count[0] = bpf_block_start(job.size, block + 1, job.blocks, grain) - start
