@@ -69,6 +69,7 @@ cdef extern from "_team.h" nogil:
                                Py_ssize_t grain)
     void bpf_blas_find_controls(void* blas_function)
     void bpf_blas_hold(int hold)
+    bint bpf_blas_hold_product()
     int bpf_blas_limit()
     long bpf_team_worker_blocks()
 
@@ -220,9 +221,8 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         while (job.blocks < SPLIT_MAX_BLOCKS and m * n * k // (2 * job.blocks) >= SPLIT_PRODUCT
                and size >= 2 * job.blocks * SPLIT_GRAIN):
             job.blocks *= 2
-    cdef bint hold = not job.kernel and m * n * k >= BLAS_HOLD_PRODUCT
-    if hold:
-        bpf_blas_hold(1)
+    cdef bint release = (not job.kernel and m * n * k >= BLAS_HOLD_PRODUCT
+                         and bpf_blas_hold_product())
     if job.blocks == 1:
         product(job.kernel, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     else:
@@ -241,7 +241,7 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         job.B = B
         job.C = C
         bpf_team_run(job.blocks, gemm_block, &job)
-    if hold:
+    if release:
         bpf_blas_hold(0)
 
 

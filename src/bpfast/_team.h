@@ -152,6 +152,9 @@ static int bpf_team_start(int count) {
  * resolves to (0: not resolved yet, done on the first kernel that splits). */
 static __thread int bpf_call_threads = 1;
 static __thread int bpf_call_width = 1;
+/* Whether this thread is in a call, and whether the call holds the BLAS at one thread. */
+static __thread int bpf_call_entered = 0;
+static __thread int bpf_call_holds_blas = 0;
 
 /* The BLAS thread limit: get/set in the library that holds sgemm (NULL: not found). */
 static int (*bpf_blas_get_threads)(void) = NULL;
@@ -232,12 +235,31 @@ static atomic_int bpf_team_callers;
 static inline void bpf_team_enter(int n_threads) {
     bpf_call_threads = n_threads;
     bpf_call_width = n_threads == 1 ? 1 : 0;
+    bpf_call_entered = 1;
     atomic_fetch_add_explicit(&bpf_team_callers, 1, memory_order_relaxed);
 }
 
 static inline void bpf_team_leave(void) {
+    if (bpf_call_holds_blas)
+        bpf_blas_hold(0);
     bpf_call_threads = bpf_call_width = 1;
+    bpf_call_entered = bpf_call_holds_blas = 0;
     atomic_fetch_sub_explicit(&bpf_team_callers, 1, memory_order_relaxed);
+}
+
+/* Hold the BLAS at one thread for a product. Inside a call it stays held until the call
+ * leaves (setting OpenBLAS's thread count costs more than a small product); returns
+ * whether the caller must let it go after the product (outside a call). */
+static inline int bpf_blas_hold_product(void) {
+    if (!bpf_call_entered) {
+        bpf_blas_hold(1);
+        return 1;
+    }
+    if (!bpf_call_holds_blas) {
+        bpf_blas_hold(1);
+        bpf_call_holds_blas = 1;
+    }
+    return 0;
 }
 
 /* The threads this call may use, resolved when its first kernel splits: what it asked
