@@ -89,10 +89,12 @@ static void* bpf_team_worker(void* unused) {
                 break;
         }
         pthread_mutex_lock(&bpf_team.lock);
-        bpf_team.sleeping++;
-        while (atomic_load(&bpf_team.generation) == seen)
-            pthread_cond_wait(&bpf_team.wake, &bpf_team.lock);
-        bpf_team.sleeping--;
+        if (atomic_load(&bpf_team.generation) == seen) {
+            bpf_team.sleeping++;
+            while (atomic_load(&bpf_team.generation) == seen)
+                pthread_cond_wait(&bpf_team.wake, &bpf_team.lock);
+            bpf_team.sleeping--;
+        }
         seen = atomic_load(&bpf_team.generation);
         int join = bpf_team.open && bpf_team.joined < bpf_team.wanted;
         bpf_block_fn fn = bpf_team.fn;
@@ -203,11 +205,14 @@ static void bpf_blas_hold(int hold) {
     if (bpf_blas_set_threads == NULL)
         return;
     pthread_mutex_lock(&bpf_blas_lock);
-    if (hold && bpf_blas_holds++ == 0)
-        bpf_blas_saved = bpf_blas_get_threads();
-    if (hold ? bpf_blas_holds == 1 : --bpf_blas_holds == 0) {
-        if (bpf_blas_saved != 1)
-            bpf_blas_set_threads(hold ? 1 : bpf_blas_saved);
+    if (hold) {
+        if (bpf_blas_holds++ == 0) {
+            bpf_blas_saved = bpf_blas_get_threads();
+            if (bpf_blas_saved != 1)
+                bpf_blas_set_threads(1);
+        }
+    } else if (--bpf_blas_holds == 0 && bpf_blas_saved != 1) {
+        bpf_blas_set_threads(bpf_blas_saved);
     }
     pthread_mutex_unlock(&bpf_blas_lock);
 }
