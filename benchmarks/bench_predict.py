@@ -17,7 +17,10 @@ and float64, batches 1, 32, 256 and 1024, each at two thread settings:
   either way), onnxruntime ``intra_op_num_threads=1, inter_op_num_threads=1``, NumPy with
   BLAS limited to one thread through threadpoolctl;
 - ``default``: each library as it comes (bpfast's default n_threads, onnxruntime's default
-  session options, NumPy's BLAS with its own thread count).
+  session options, NumPy's BLAS with its own thread count), each timed alone in a process
+  of its own, the contenders' processes taking turns: a runtime's worker threads spin for
+  a while after each call (onnxruntime's, OpenBLAS's, bpfast's), so in a shared process
+  they would take a CPU from whichever contender runs next.
 
 Before timing, the three outputs for the same input must agree to the tolerance in
 ``TOLERANCE`` (largest absolute difference of the softmax probabilities). Times are
@@ -28,8 +31,10 @@ all alike. The script exits with status 1 if the outputs disagree.
 import argparse
 import contextlib
 import inspect
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -148,6 +153,48 @@ def interleaved_medians(fns, X, rounds, block_seconds):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def contender(name, net, threads):
+    """The predict function of contender `name` for net at a thread setting (None: absent)."""
+    if name == "bpfast":
+        return bpfast_predict(net, threads)
+    if name == "onnxruntime":
+        return onnxruntime_predict(net, threads)
+    return numpy_forward(net)
+
+
+def worker(args):
+    """--worker NAME: one block per batch of contender NAME at default threads, alone in
+    this process; prints {batch: µs per call} as JSON."""
+    net = make_network(NETWORKS[args.networks[0]], args.dtypes[0])
+    fn = contender(args.worker, net, "default")
+    X = np.random.default_rng(0).random((max(args.batches), net.sizes[0])).astype(net.dtype)
+    out = {}
+    for batch in args.batches:
+        Xb = np.ascontiguousarray(X[:batch])
+        number = calls_per_block(fn, Xb, args.block)
+        start = time.perf_counter()
+        for _ in range(number):
+            fn(Xb)
+        out[batch] = (time.perf_counter() - start) / number * 1e6
+    print(json.dumps(out))
+
+
+def medians_alone(names, net_name, dtype, args):
+    """{batch: {name: median µs per call}}, each contender alone in its own process, the
+    processes taking turns (the order rotated every round)."""
+    times = {batch: {name: [] for name in names} for batch in args.batches}
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            command = [sys.executable, os.path.abspath(__file__), "--worker", name,
+                       "--networks", net_name, "--dtypes", dtype, "--block", str(args.block),
+                       "--batches", *map(str, args.batches)]
+            result = subprocess.run(command, check=True, capture_output=True, text=True)
+            for batch, us in json.loads(result.stdout.splitlines()[-1]).items():
+                times[int(batch)][name].append(us)
+    return {batch: {name: statistics.median(t) for name, t in per.items()}
+            for batch, per in times.items()}
+
+
 def measure(args):
     """(rows, checks): one row per (network, dtype, threads, batch), one check per
     (network, dtype, threads)."""
@@ -157,17 +204,18 @@ def measure(args):
         for dtype in args.dtypes:
             net = make_network(NETWORKS[net_name], dtype)
             for threads in args.threads:
-                fns = {"bpfast": bpfast_predict(net, threads),
-                       "onnxruntime": onnxruntime_predict(net, threads),
-                       "NumPy": numpy_forward(net)}
+                fns = {name: contender(name, net, threads) for name in CONTENDERS}
                 fns = {k: v for k, v in fns.items() if v is not None}
                 with thread_limit(threads):
                     X = rng.random((max(args.batches), net.sizes[0])).astype(dtype)
                     diffs = largest_differences(fns, X)
                     checks.append((net_name, dtype, threads, diffs))
+                    alone = (medians_alone(list(fns), net_name, dtype, args)
+                             if threads == "default" else None)
                     for batch in args.batches:
                         Xb = np.ascontiguousarray(X[:batch])
-                        med = interleaved_medians(fns, Xb, args.rounds, args.block)
+                        med = (alone[batch] if alone is not None else
+                               interleaved_medians(fns, Xb, args.rounds, args.block))
                         rows.append((net_name, dtype, threads, batch, med))
                         print(f"  {net_name} {dtype} threads={threads} batch {batch}: "
                               + ", ".join(f"{k} {v:.1f} µs" for k, v in med.items()),
@@ -193,7 +241,9 @@ def report(args, rows, checks, elapsed):
     agree = all(d <= TOLERANCE[dtype] for _, dtype, _, diffs in checks for d in diffs.values())
     lines = ["# bpfast predict vs onnxruntime vs NumPy", "",
              "µs per call (wall-clock medians of interleaved blocks, "
-             f"{args.rounds} rounds of about {args.block * 1e3:g} ms per contender); "
+             f"{args.rounds} rounds of about {args.block * 1e3:g} ms per contender; at "
+             "default threads each contender alone in a process of its own, the processes "
+             "taking turns); "
              "ort / bpfast > 1 means bpfast is faster. Goal column: bpfast no slower than "
              "onnxruntime.", ""]
     if onnxruntime is None:
@@ -260,11 +310,15 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, help="rounds per row (default 15, quick 3)")
     parser.add_argument("--block", type=float, help="seconds per block (default 0.05, quick 0.005)")
     parser.add_argument("--output", help="also write the markdown report here")
+    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if any(b < 1 for b in args.batches):
         parser.error("--batches must be >= 1")
     args.rounds = args.rounds or (3 if args.quick else 15)
     args.block = args.block or (0.005 if args.quick else 0.05)
+    if args.worker:
+        worker(args)
+        return 0
     start = time.perf_counter()
     rows, checks = measure(args)
     text, agree = report(args, rows, checks, time.perf_counter() - start)

@@ -201,3 +201,70 @@ def test_the_avx512_variant_gives_the_bits_of_the_avx2_one(m, k, n, trans_a, bet
     assert np.array_equal(results[0], results[1])
     if beta == 0:
         assert_product_close(results[0] / dtype(0.75), A.T if trans_a else A, B, dtype)
+
+
+def long_rows(dtype):
+    """Columns from which a row of B takes more than 1 KB: the kernel then copies B into
+    column panels (several rows of op(A)) or streams it row after row (one row)."""
+    return 1024 // np.dtype(dtype).itemsize + 1
+
+
+@pytest.mark.skipif(_kernels.simd_level() < 2, reason="this CPU has no AVX-512")
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 30), k=st.sampled_from([1, 2, 5, 17, 64, 513, 1030]),
+       extra=st.integers(0, 70), trans_a=st.booleans(), beta=st.sampled_from([0.0, 1.0, -0.5]),
+       dtype=st.sampled_from(DTYPES), threads=st.integers(1, 3))
+def test_long_rows_of_B_give_the_same_bits_at_both_levels(m, k, extra, trans_a, beta, dtype,
+                                                           threads):
+    """B with rows over 1 KB: copied into panels by blocks of k (when beta == 0: k of
+    1030 float32 or 513 float64 takes two blocks, the partial sums waiting in C), op(A)
+    into tiles of 6 or 12 rows, or one row streamed: the chains are the same at both
+    levels, on any thread count, and equal the product to rounding."""
+    n = long_rows(dtype) + extra
+    rng = np.random.default_rng(m * 10007 + k * 101 + n)
+    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.normal(size=(k, n)).astype(dtype)
+    C0 = rng.normal(size=(m, n)).astype(dtype)
+    before = _kernels.split_thresholds()
+    results = []
+    try:
+        _kernels.small_gemm(2)
+        _kernels.split_thresholds(product=64)
+        for level in (1, 2):
+            assert _kernels.simd_level(level) == level
+            out = C0.copy()
+            _kernels.matmul(A, B, trans_a=trans_a, alpha=0.75, beta=beta, out=out,
+                            n_threads=threads if level == 2 else 1)
+            results.append(out)
+    finally:
+        _kernels.simd_level(2)
+        _kernels.small_gemm(-1)
+        _kernels.split_thresholds(*before)
+    assert np.array_equal(results[0], results[1])
+    want = 0.75 * ((A.T if trans_a else A).astype(np.float64) @ B) + beta * C0
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(results[0], want, rtol=tol, atol=tol * np.sqrt(k) * 4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("level", [1, 2])
+def test_a_row_alone_has_its_bits_in_a_product_with_long_rows(dtype, level):
+    """One sample's prediction (a row streamed against B) has the bits of the same row in
+    a batch (B copied into panels, tiles of rows), at k in one block and in two."""
+    if _kernels.simd_level(level) != level:
+        _kernels.simd_level(2)
+        pytest.skip("this CPU lacks the level")
+    try:
+        _kernels.small_gemm(2)
+        n = long_rows(dtype) + 37
+        for k in (300, 1500):
+            A, B = operands(29, k, n, dtype, seed=k)
+            C = _kernels.matmul(A, B)
+            for i in (0, 11, 12, 28):
+                assert np.array_equal(_kernels.matmul(A[i:i + 1].copy(), B), C[i:i + 1])
+            assert np.array_equal(_kernels.matmul(A[:13].copy(), B), C[:13])
+            assert_product_close(C, A, B, dtype)
+    finally:
+        _kernels.simd_level(2)
+        _kernels.small_gemm(-1)

@@ -125,12 +125,13 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # no small-matrix path) SMALL_GEMM_BYTES. On AVX-512 CPUs the kernel's 512-bit variant
 # beats or ties OpenBLAS's SkylakeX kernels on larger products, from 5 rows of op(A) and
 # SMALL_GEMM_MIN_AVX512 multiply-adds on (below, OpenBLAS's small-matrix path ties it):
-# with A, when B has short rows (at most SMALL_GEMM_ROW_AVX512 bytes: longer rows put a
-# column panel in few L1 sets) and at most SMALL_GEMM_B_AVX512 bytes, however many rows
-# A has (it runs them in chunks that stay in L2); with A.T (read across its rows), up to
-# SMALL_GEMM_BYTES_AVX512_AT bytes of operands. And a single row of A (one sample) at
-# any size (8 FMA chains a row; BLAS's GEMM is several times slower there). Where they tie,
-# the kernel is chosen: its products split between threads without a fixed cut.
+# with A, when B has short rows (at most SMALL_GEMM_ROW_AVX512 bytes) and at most
+# SMALL_GEMM_B_AVX512 bytes, however many rows A has (it runs them in chunks that stay
+# in L2), and at any size when B has long rows (it copies B into column panels, as BLAS
+# does); with A.T (read across its rows), up to SMALL_GEMM_BYTES_AVX512_AT bytes of
+# operands. And a single row of A (one sample) at any size (BLAS's GEMM is several times
+# slower there). Where they tie, the kernel is chosen: its products split between
+# threads without a fixed cut.
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
 cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
 cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 256 * 1024
@@ -261,7 +262,7 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
             return False                # 2-4 rows: a tile's 4-8 chains are too few
         if trans_a:
             return n * item <= SMALL_GEMM_ROW_AVX512 and size <= SMALL_GEMM_BYTES_AVX512_AT
-        return n * item <= SMALL_GEMM_ROW_AVX512 and k * n * item <= SMALL_GEMM_B_AVX512
+        return n * item > SMALL_GEMM_ROW_AVX512 or k * n * item <= SMALL_GEMM_B_AVX512
     return size <= SMALL_GEMM_BYTES
 
 

@@ -6,11 +6,13 @@
  * buffers, and at these sizes the packing and the call cost as much as the
  * arithmetic (benchmarks/README.md has the rates). On AVX-512 CPUs OpenBLAS's SkylakeX
  * kernels do have a small-matrix path, but the 512-bit variant of this kernel still
- * beats them on products whose B has short rows (a layer's weights of up to 128 float32
- * or float64 outputs). This kernel reads the operands where they lie: each tile of C,
- * 6 rows by 2 vectors (8 or 16 float64, 16 or 32 float32), is 12 vector accumulators,
- * fed by one row of B and six broadcast elements of A per step of k.
- * benchmarks/bench_small_gemm.py compares the two by shape.
+ * beats or ties them on every product it takes (kernel_fits() in _kernels.pyx). This
+ * kernel reads op(A) and B where they lie when B has short rows: each tile of C, up to
+ * 6 rows (AVX2) or 12 rows (AVX-512) by 2 vectors (8 or 16 float64, 16 or 32 float32),
+ * is 12 or 24 vector accumulators, fed by one row of B and broadcast elements of A per
+ * step of k. When B has long rows, a row of C is streamed against B row after row, and
+ * several rows are run from copies of B's column panels and of op(A)'s tiles, as BLAS
+ * kernels do. benchmarks/bench_small_gemm.py compares the kernel with BLAS by shape.
  *
  * Every element of C is one chain of fused multiply-adds over p = 0, 1, ..., k-1,
  * starting from 0, then alpha * sum (+ beta * C): its bits do not depend on where the
@@ -83,6 +85,10 @@ BPF_VOPS(bpf_sg_f, __m256, 8, ps, int32_t)
 #define BPF_SG_A_CHUNK (192 * 1024)
 /* Rows of B longer than this are read from a copy of each column panel. */
 #define BPF_SG_ROW_BYTES 1024
+/* The rows of B (and columns of op(A)) a block of the packed product takes: this many bytes. */
+#ifndef BPF_SG_KC_BYTES
+#define BPF_SG_KC_BYTES 4096
+#endif
 
 /* This thread's buffer for a column panel of B, of at least `bytes` (kept between calls;
  * NULL if it cannot be had: the kernel then reads B in place, with the same bits). */
@@ -99,17 +105,21 @@ static void* bpf_sg_panel(size_t bytes) {
     return buffer;
 }
 
-/* One tile of C: MR rows (1..6) by NV vectors (1 or 2), the last one masked or not.
+/* One tile of C: MR rows (1..MRMAX) by NV vectors (1 or 2), the last one masked or not,
+ * over k steps. first: the chains start from 0, else from the partial sums in C; last:
+ * the chains end here (C := alpha * sum + beta * C), else C keeps the partial sums.
  * Called with constant MR, NV, MASKED so that the compiler unrolls it into registers. */
-#define BPF_SMALL_GEMM(X, T, VT, LANES, TARGET, MT)                                  \
+#define BPF_SMALL_GEMM(X, T, VT, LANES, TARGET, MT, MRMAX, TILES)                    \
     TARGET BPF_INLINE void X##_tile(int MR, int NV, int MASKED, int trans_a, ptrdiff_t k, \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
-            T* C, ptrdiff_t ldc, MT mask) {                                          \
-        VT acc[6][2], b[2];                                                          \
+            T* C, ptrdiff_t ldc, MT mask, int first, int last) {                     \
+        VT acc[MRMAX][2], b[2];                                                      \
         /* op(A)[r, p] is A[r * step_r + p * step_p] */                              \
         ptrdiff_t step_r = trans_a ? 1 : lda, step_p = trans_a ? lda : 1;            \
         for (int r = 0; r < MR; r++)                                                 \
-            for (int v = 0; v < NV; v++) acc[r][v] = bpf_vzero_##X();                \
+            for (int v = 0; v < NV; v++)                                             \
+                acc[r][v] = first ? bpf_vzero_##X()                                  \
+                          : bpf_vload_##X(C + r * ldc + v * LANES, MASKED && v == NV - 1, mask); \
         for (ptrdiff_t p = 0; p < k; p++) {                                          \
             for (int v = 0; v < NV; v++)                                             \
                 b[v] = bpf_vload_##X(B + p * ldb + v * LANES, MASKED && v == NV - 1, mask); \
@@ -123,9 +133,12 @@ static void* bpf_sg_panel(size_t bytes) {
             for (int v = 0; v < NV; v++) {                                           \
                 T* c = C + r * ldc + v * LANES;                                      \
                 int masked = MASKED && v == NV - 1;                                  \
-                VT x = bpf_vmul_##X(va, acc[r][v]);                                  \
-                if (beta != 0)              /* beta == 0 never reads C (BLAS's rule) */ \
-                    x = bpf_vadd_##X(x, bpf_vmul_##X(vb, bpf_vload_##X(c, masked, mask))); \
+                VT x = acc[r][v];                                                    \
+                if (last) {                                                          \
+                    x = bpf_vmul_##X(va, x);                                         \
+                    if (beta != 0)          /* beta == 0 never reads C (BLAS's rule) */ \
+                        x = bpf_vadd_##X(x, bpf_vmul_##X(vb, bpf_vload_##X(c, masked, mask))); \
+                }                                                                    \
                 bpf_vstore_##X(c, x, masked, mask);                                  \
             }                                                                        \
     }                                                                                \
@@ -149,86 +162,187 @@ static void* bpf_sg_panel(size_t bytes) {
             bpf_vstore_##X(c + v * LANES, x, 0, none);                               \
         }                                                                            \
     }                                                                                \
-    TARGET static void X##_gemm(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,    \
-            T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
-            T* C, ptrdiff_t ldc) {                                                   \
-        ptrdiff_t step_r = trans_a ? 1 : lda;                                        \
-        /* Long rows of B: copy each column panel into contiguous memory first (rows  \
-         * far apart share L1 sets), then run every row tile of C over it. */         \
-        T* panel = n * (ptrdiff_t)sizeof(T) > BPF_SG_ROW_BYTES && m > 1              \
-                   ? (T*)bpf_sg_panel(k * 2 * LANES * sizeof(T)) : NULL;             \
-        if (panel != NULL) {                                                         \
-            for (ptrdiff_t j = 0; j < n; ) {                                         \
-                ptrdiff_t left = n - j, width = left < 2 * LANES ? left : 2 * LANES; \
-                int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;          \
-                MT mask = bpf_vmask_##X(masked ? width - (nv - 1) * LANES : LANES);   \
-                for (ptrdiff_t p = 0; p < k; p++)                                    \
-                    for (int v = 0; v < nv; v++) {                                   \
-                        int last = masked && v == nv - 1;                            \
-                        bpf_vstore_##X(panel + p * 2 * LANES + v * LANES,             \
-                            bpf_vload_##X(B + p * ldb + j + v * LANES, last, mask), last, mask); \
-                    }                                                                \
-                for (ptrdiff_t i = 0; i < m; i += 6) {                               \
-                    ptrdiff_t mr = m - i < 6 ? m - i : 6;                            \
-                    const T* a = A + i * step_r;                                     \
-                    T* c = C + i * ldc + j;                                          \
-                    const T* b = panel;                                              \
-                    ptrdiff_t b_ld = 2 * LANES;                                      \
-                    BPF_TILES(X, (int)mr, nv, masked)                                \
-                }                                                                    \
-                j += width;                                                          \
+    /* One row of C against B with long rows, B read row after row (a column panel's  \
+     * rows would lie a page apart): the sums wait in `sums`, each element the same      \
+     * chain as in a tile, four steps of k per pass over them. */                      \
+    TARGET static void X##_row_stream(ptrdiff_t n, ptrdiff_t k, T alpha, const T* a,   \
+            ptrdiff_t step_p, const T* B, ptrdiff_t ldb, T beta, T* c, T* sums) {     \
+        ptrdiff_t full = n / LANES * LANES;                                          \
+        MT none = bpf_vmask_##X(LANES), tail = bpf_vmask_##X(n > full ? n - full : LANES); \
+        for (ptrdiff_t j = 0; j < n; j += LANES)                                     \
+            bpf_vstore_##X(sums + j, bpf_vzero_##X(), 0, none);                      \
+        ptrdiff_t p = 0;                                                             \
+        for (; p + 4 <= k; p += 4) {                                                 \
+            VT x0 = bpf_vbcast_##X(a + p * step_p), x1 = bpf_vbcast_##X(a + (p + 1) * step_p); \
+            VT x2 = bpf_vbcast_##X(a + (p + 2) * step_p), x3 = bpf_vbcast_##X(a + (p + 3) * step_p); \
+            const T* b = B + p * ldb;                                                \
+            for (ptrdiff_t j = 0; j < n; j += LANES) {                               \
+                int part = j >= full;                                                \
+                MT m_ = part ? tail : none;                                          \
+                VT y = bpf_vload_##X(sums + j, 0, none);                             \
+                y = bpf_vfma_##X(x0, bpf_vload_##X(b + j, part, m_), y);             \
+                y = bpf_vfma_##X(x1, bpf_vload_##X(b + ldb + j, part, m_), y);       \
+                y = bpf_vfma_##X(x2, bpf_vload_##X(b + 2 * ldb + j, part, m_), y);   \
+                y = bpf_vfma_##X(x3, bpf_vload_##X(b + 3 * ldb + j, part, m_), y);   \
+                bpf_vstore_##X(sums + j, y, 0, none);                                \
             }                                                                        \
-            return;                                                                  \
         }                                                                            \
-        /* Rows in chunks of about BPF_SG_A_CHUNK bytes of op(A), each chunk through   \
-         * every column tile while it is in L2 (the order of tiles cannot change a bit). */ \
-        ptrdiff_t chunk = BPF_SG_A_CHUNK / (k * (ptrdiff_t)sizeof(T)) / 6 * 6;         \
-        if (chunk < 6) chunk = 6;                                                    \
-        /* One row (a prediction of one sample): a tile would have 2 FMA chains, one  \
-         * after the other; a row of 8 vectors has 8. */                              \
-        ptrdiff_t wide = m == 1 ? n / (8 * LANES) * (8 * LANES) : 0;                  \
-        for (ptrdiff_t i = 0; i < m && wide > 0; i++)                                \
-            for (ptrdiff_t j = 0; j < wide; j += 8 * LANES)                          \
-                X##_row8(trans_a, k, alpha, A + i * step_r, lda, B + j, ldb, beta,   \
-                         C + i * ldc + j);                                           \
+        for (; p < k; p++) {                                                         \
+            VT x0 = bpf_vbcast_##X(a + p * step_p);                                  \
+            for (ptrdiff_t j = 0; j < n; j += LANES) {                               \
+                int part = j >= full;                                                \
+                VT y = bpf_vload_##X(sums + j, 0, none);                             \
+                y = bpf_vfma_##X(x0, bpf_vload_##X(B + p * ldb + j, part, part ? tail : none), y); \
+                bpf_vstore_##X(sums + j, y, 0, none);                                \
+            }                                                                        \
+        }                                                                            \
+        VT va = bpf_vset_##X(alpha), vb = bpf_vset_##X(beta);                        \
+        for (ptrdiff_t j = 0; j < n; j += LANES) {                                   \
+            int part = j >= full;                                                    \
+            MT m_ = part ? tail : none;                                              \
+            VT x = bpf_vmul_##X(va, bpf_vload_##X(sums + j, 0, none));               \
+            if (beta != 0)                                                           \
+                x = bpf_vadd_##X(x, bpf_vmul_##X(vb, bpf_vload_##X(c + j, part, m_))); \
+            bpf_vstore_##X(c + j, x, part, m_);                                      \
+        }                                                                            \
+    }                                                                                \
+    /* Columns j0.. of C, B read in place: rows in chunks of about BPF_SG_A_CHUNK bytes \
+     * of op(A), each chunk through every column tile while it is in L2. */             \
+    TARGET static void X##_gemm_rows(int trans_a, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n, \
+            ptrdiff_t k, T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, \
+            T beta, T* C, ptrdiff_t ldc) {                                           \
+        ptrdiff_t step_r = trans_a ? 1 : lda;                                        \
+        ptrdiff_t chunk = BPF_SG_A_CHUNK / (k * (ptrdiff_t)sizeof(T)) / MRMAX * MRMAX; \
+        if (chunk < MRMAX) chunk = MRMAX;                                            \
+        int first = 1, last = 1;                                                     \
         for (ptrdiff_t i0 = 0; i0 < m; i0 += chunk) {                                \
             ptrdiff_t i1 = m - i0 < chunk ? m : i0 + chunk;                          \
-            MT mask = bpf_vmask_##X(LANES);                                          \
-            for (ptrdiff_t j = wide; j < n; ) {                                      \
+            for (ptrdiff_t j = j0; j < n; ) {                                        \
                 /* Columns j.. in 2 vectors, or what is left in 1 or 2, the last masked. */ \
                 ptrdiff_t left = n - j, width = left < 2 * LANES ? left : 2 * LANES; \
                 int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;          \
-                if (masked) mask = bpf_vmask_##X(width - (nv - 1) * LANES);          \
-                for (ptrdiff_t i = i0; i < i1; i += 6) {                             \
-                    ptrdiff_t mr = i1 - i < 6 ? i1 - i : 6;                          \
+                MT mask = bpf_vmask_##X(masked ? width - (nv - 1) * LANES : LANES);   \
+                const T* b = B + j;                                                  \
+                ptrdiff_t b_ld = ldb;                                                \
+                for (ptrdiff_t i = i0; i < i1; i += MRMAX) {                         \
+                    ptrdiff_t mr = i1 - i < MRMAX ? i1 - i : MRMAX;                  \
                     const T* a = A + i * step_r;                                     \
                     T* c = C + i * ldc + j;                                          \
-                    const T* b = B + j;                                              \
-                    ptrdiff_t b_ld = ldb;                                            \
-                    BPF_TILES(X, (int)mr, nv, masked)                                \
+                    TILES(X, (int)mr, nv, masked, k, trans_a, lda)                   \
                 }                                                                    \
                 j += width;                                                          \
             }                                                                        \
         }                                                                            \
+    }                                                                                \
+    /* B with long rows (a column panel's rows would share few L1 sets), as BLAS      \
+     * kernels do: a block of kc rows of B (all its columns when beta == 0, the partial  \
+     * sums waiting in C between blocks; one panel of every row otherwise) is copied   \
+     * into contiguous column panels of 2 vectors, and each chunk of rows of op(A) into \
+     * tiles of MRMAX rows stored column by column (rows of A a power of two apart      \
+     * would also share L1 sets); then every tile of C runs from the copies. */          \
+    TARGET static void X##_gemm_packed(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, \
+            T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
+            T* C, ptrdiff_t ldc) {                                                   \
+        const ptrdiff_t P = 2 * LANES;                                               \
+        ptrdiff_t step_r = trans_a ? 1 : lda, step_p = trans_a ? lda : 1;            \
+        ptrdiff_t group = beta == 0 ? (n + P - 1) / P * P : P;                        \
+        ptrdiff_t kc = beta == 0 ? BPF_SG_KC_BYTES / (ptrdiff_t)sizeof(T) : k;        \
+        if (kc > k) kc = k;                                                          \
+        ptrdiff_t chunk = BPF_SG_A_CHUNK / (kc * (ptrdiff_t)sizeof(T)) / MRMAX * MRMAX; \
+        if (chunk < MRMAX) chunk = MRMAX;                                            \
+        if (chunk > (m + MRMAX - 1) / MRMAX * MRMAX) chunk = (m + MRMAX - 1) / MRMAX * MRMAX; \
+        T* pack_b = (T*)bpf_sg_panel(((kc * P + LANES) * (group / P) + chunk * kc) * sizeof(T));          \
+        T* pack_a = pack_b + (kc * P + LANES) * (group / P);                                             \
+        if (pack_b == NULL) {   /* no memory for the copies: in place, the same bits */ \
+            X##_gemm_rows(trans_a, 0, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);  \
+            return;                                                                  \
+        }                                                                            \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += group) {                                \
+            ptrdiff_t j1 = n - j0 < group ? n : j0 + group;                          \
+            for (ptrdiff_t p0 = 0; p0 < k; p0 += kc) {                               \
+                ptrdiff_t kb = k - p0 < kc ? k - p0 : kc;                            \
+                int first = p0 == 0, last = p0 + kb == k;                            \
+                for (ptrdiff_t p = 0; p < kb; p++)                                   \
+                    for (ptrdiff_t j = j0; j < j1; j += LANES) {                     \
+                        ptrdiff_t w = j1 - j < LANES ? j1 - j : LANES;               \
+                        MT part = bpf_vmask_##X(w);                                  \
+                        T* to = pack_b + (j - j0) / P * (kb * P + LANES) + p * P + (j - j0) % P; \
+                        bpf_vstore_##X(to, bpf_vload_##X(B + (p0 + p) * ldb + j, w < LANES, part), \
+                                       w < LANES, part);                             \
+                    }                                                                \
+                for (ptrdiff_t i0 = 0; i0 < m; i0 += chunk) {                        \
+                    ptrdiff_t i1 = m - i0 < chunk ? m : i0 + chunk;                  \
+                    for (ptrdiff_t i = i0; i < i1; i++)                              \
+                        for (ptrdiff_t p = 0; p < kb; p++)                           \
+                            pack_a[(i - i0) / MRMAX * MRMAX * kb + p * MRMAX + (i - i0) % MRMAX] \
+                                = A[i * step_r + (p0 + p) * step_p];                 \
+                    for (ptrdiff_t j = j0; j < j1; j += P) {                         \
+                        ptrdiff_t width = j1 - j < P ? j1 - j : P;                   \
+                        int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;  \
+                        MT mask = bpf_vmask_##X(masked ? width - (nv - 1) * LANES : LANES); \
+                        const T* b = pack_b + (j - j0) / P * (kb * P + LANES);                 \
+                        ptrdiff_t b_ld = P;                                          \
+                        for (ptrdiff_t i = i0; i < i1; i += MRMAX) {                 \
+                            ptrdiff_t mr = i1 - i < MRMAX ? i1 - i : MRMAX;          \
+                            const T* a = pack_a + (i - i0) * kb;                     \
+                            T* c = C + i * ldc + j;                                  \
+                            TILES(X, (int)mr, nv, masked, kb, 1, MRMAX)              \
+                        }                                                            \
+                    }                                                                \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    TARGET static void X##_gemm(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,    \
+            T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
+            T* C, ptrdiff_t ldc) {                                                   \
+        if (n * (ptrdiff_t)sizeof(T) > BPF_SG_ROW_BYTES) {                           \
+            T* sums = m == 1 ? (T*)bpf_sg_panel((n + LANES) * sizeof(T)) : NULL;       \
+            if (sums != NULL)                                                        \
+                X##_row_stream(n, k, alpha, A, trans_a ? lda : 1, B, ldb, beta, C, sums); \
+            else                                                                     \
+                X##_gemm_packed(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); \
+            return;                                                                  \
+        }                                                                            \
+        /* One row (a prediction of one sample): a tile would have 2 FMA chains, one  \
+         * after the other; a row of 8 vectors has 8. */                              \
+        ptrdiff_t wide = m == 1 ? n / (8 * LANES) * (8 * LANES) : 0;                  \
+        for (ptrdiff_t j = 0; j < wide; j += 8 * LANES)                              \
+            X##_row8(trans_a, k, alpha, A, lda, B + j, ldb, beta, C + j);            \
+        X##_gemm_rows(trans_a, wide, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);   \
     }
 
 /* The call to X##_tile with constant shape arguments for every (rows, vectors, mask). */
-#define BPF_TILE(X, MR, NV, MASKED) \
-    X##_tile(MR, NV, MASKED, trans_a, k, alpha, a, lda, b, b_ld, beta, c, ldc, mask)
-#define BPF_TILE_ROWS(X, mr, NV, MASKED)                                             \
+#define BPF_TILE(X, MR, NV, MASKED, K, TA, LDA) X##_tile(MR, NV, MASKED, TA, K, alpha, a, LDA, \
+                                                b, b_ld, beta, c, ldc, mask, first, last)
+#define BPF_TILE_ROWS6(X, mr, NV, MASKED, K, TA, LDA)                                         \
     switch (mr) {                                                                    \
-        case 6: BPF_TILE(X, 6, NV, MASKED); break;                                   \
-        case 5: BPF_TILE(X, 5, NV, MASKED); break;                                   \
-        case 4: BPF_TILE(X, 4, NV, MASKED); break;                                   \
-        case 3: BPF_TILE(X, 3, NV, MASKED); break;                                   \
-        case 2: BPF_TILE(X, 2, NV, MASKED); break;                                   \
-        default: BPF_TILE(X, 1, NV, MASKED); break;                                  \
+        case 6: BPF_TILE(X, 6, NV, MASKED, K, TA, LDA); break;                                \
+        case 5: BPF_TILE(X, 5, NV, MASKED, K, TA, LDA); break;                                \
+        case 4: BPF_TILE(X, 4, NV, MASKED, K, TA, LDA); break;                                \
+        case 3: BPF_TILE(X, 3, NV, MASKED, K, TA, LDA); break;                                \
+        case 2: BPF_TILE(X, 2, NV, MASKED, K, TA, LDA); break;                                \
+        default: BPF_TILE(X, 1, NV, MASKED, K, TA, LDA); break;                               \
     }
-#define BPF_TILES(X, mr, nv, masked)                                                 \
-    if (nv == 2 && !masked) { BPF_TILE_ROWS(X, mr, 2, 0) }                           \
-    else if (nv == 2) { BPF_TILE_ROWS(X, mr, 2, 1) }                                 \
-    else if (!masked) { BPF_TILE_ROWS(X, mr, 1, 0) }                                 \
-    else { BPF_TILE_ROWS(X, mr, 1, 1) }
+#define BPF_TILE_ROWS12(X, mr, NV, MASKED, K, TA, LDA)                                        \
+    switch (mr) {                                                                    \
+        case 12: BPF_TILE(X, 12, NV, MASKED, K, TA, LDA); break;                              \
+        case 11: BPF_TILE(X, 11, NV, MASKED, K, TA, LDA); break;                              \
+        case 10: BPF_TILE(X, 10, NV, MASKED, K, TA, LDA); break;                              \
+        case 9: BPF_TILE(X, 9, NV, MASKED, K, TA, LDA); break;                                \
+        case 8: BPF_TILE(X, 8, NV, MASKED, K, TA, LDA); break;                                \
+        case 7: BPF_TILE(X, 7, NV, MASKED, K, TA, LDA); break;                                \
+        default: BPF_TILE_ROWS6(X, mr, NV, MASKED, K, TA, LDA)                                \
+    }
+#define BPF_TILES_BY(ROWS, X, mr, nv, masked, K, TA, LDA)                           \
+    if (nv == 2 && !masked) { ROWS(X, mr, 2, 0, K, TA, LDA) }                        \
+    else if (nv == 2) { ROWS(X, mr, 2, 1, K, TA, LDA) }                              \
+    else if (!masked) { ROWS(X, mr, 1, 0, K, TA, LDA) }                              \
+    else { ROWS(X, mr, 1, 1, K, TA, LDA) }
+#define BPF_TILES6(X, mr, nv, masked, K, TA, LDA) \
+    BPF_TILES_BY(BPF_TILE_ROWS6, X, mr, nv, masked, K, TA, LDA)
+#define BPF_TILES12(X, mr, nv, masked, K, TA, LDA) \
+    BPF_TILES_BY(BPF_TILE_ROWS12, X, mr, nv, masked, K, TA, LDA)
 
 /* The same operations on AVX-512's 16-float / 8-double vectors, masks in k registers. */
 #define BPF_VOPS512(X, VT, LANES, SUF, MT)                                           \
@@ -247,11 +361,11 @@ typedef float bpf_sg512_f_elem;
 BPF_VOPS512(bpf_sg512_d, __m512d, 8, pd, __mmask8)
 BPF_VOPS512(bpf_sg512_f, __m512, 16, ps, __mmask16)
 
-BPF_SMALL_GEMM(bpf_sg_d, double, __m256d, 4, BPF_AVX2, __m256i)
-BPF_SMALL_GEMM(bpf_sg_f, float, __m256, 8, BPF_AVX2, __m256i)
+BPF_SMALL_GEMM(bpf_sg_d, double, __m256d, 4, BPF_AVX2, __m256i, 6, BPF_TILES6)
+BPF_SMALL_GEMM(bpf_sg_f, float, __m256, 8, BPF_AVX2, __m256i, 6, BPF_TILES6)
 /* Every element is the same chain of FMAs as in the AVX2 kernel: the same bits. */
-BPF_SMALL_GEMM(bpf_sg512_d, double, __m512d, 8, BPF_AVX512, __mmask8)
-BPF_SMALL_GEMM(bpf_sg512_f, float, __m512, 16, BPF_AVX512, __mmask16)
+BPF_SMALL_GEMM(bpf_sg512_d, double, __m512d, 8, BPF_AVX512, __mmask8, 12, BPF_TILES12)
+BPF_SMALL_GEMM(bpf_sg512_f, float, __m512, 16, BPF_AVX512, __mmask16, 12, BPF_TILES12)
 #endif
 
 /* The entry points; call only when bpf_small_gemm_on(). */
