@@ -195,18 +195,23 @@ cdef inline floating* layer_output(const Net* net, Py_ssize_t n, floating* acts,
     return acts + n * net.a_off[l]
 
 
-cdef void forward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* P,
-                      floating* acts) noexcept nogil:
-    """Run: afterwards layer_output(l) holds A[l+1] = f(A[l] @ W[l] + b[l]) for every layer."""
+cdef bint forward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* P,
+                      floating* acts, bint check_input=False) noexcept nogil:
+    """Run: afterwards layer_output(l) holds A[l+1] = f(A[l] @ W[l] + b[l]) for every layer.
+    check_input: False, and nothing more run, when X holds a NaN or an infinity (found in
+    the first layer's product, see dense_forward_into)."""
     cdef int l
     cdef const floating* inp = X
     cdef floating* out
     for l in range(net.n_layers):
         out = layer_output(net, n, acts, l)
-        dense_forward_into(n, net.sizes[l], net.sizes[l + 1], inp, P + net.w_off[l],
-                           P + net.b_off[l],
-                           net.output_act if l == net.n_layers - 1 else net.hidden_act, out)
+        if not dense_forward_into(n, net.sizes[l], net.sizes[l + 1], inp, P + net.w_off[l],
+                                  P + net.b_off[l],
+                                  net.output_act if l == net.n_layers - 1 else net.hidden_act,
+                                  out, check_input and l == 0):
+            return False
         inp = out
+    return True
 
 
 cdef void update_layer(const Net* net, int l, floating* P, const floating* G, floating* S,
@@ -649,13 +654,16 @@ cdef class Engine:
             raise ValueError(f"{name}: expected an aligned, C-contiguous {self.params.dtype} "
                              f"array of shape (n, {width}), got {A.dtype} {(<object>A).shape}")
 
-    def forward(self, cnp.ndarray X, bint keep=True, int threads=-1):
+    def forward(self, cnp.ndarray X, bint keep=True, int threads=-1, bint check_input=False):
         """Output of the network for X (a new array).
 
         keep=True keeps a copy of X and the activations for backward(). keep=False
         (predict, evaluate) runs in memory of its own and changes nothing in the Engine,
-        so that many threads may predict at once.
+        so that many threads may predict at once. check_input=True (with keep=False): None
+        when X holds a NaN or an infinity, checked on the first layer's product (cheaper
+        than X when the layer narrows; see dense_forward_into).
         """
+        cdef bint ok = True
         cdef Py_ssize_t n = X.shape[0], m = self.net.sizes[self.net.n_layers]
         self.check(X, self.net.sizes[0], "X")
         cdef Workspace own
@@ -672,10 +680,14 @@ cdef class Engine:
         with nogil:
             team_enter(self.threads if threads < 0 else threads)
             if self.is_double:
-                forward_all(&self.net, n, <double*>x, <double*>P, <double*>a)
+                ok = forward_all(&self.net, n, <double*>x, <double*>P, <double*>a,
+                                 check_input and not keep)
             else:
-                forward_all(&self.net, n, <float*>x, <float*>P, <float*>a)
+                ok = forward_all(&self.net, n, <float*>x, <float*>P, <float*>a,
+                                 check_input and not keep)
             team_leave()
+        if not ok:
+            return None
         start = n * self.net.a_off[self.net.n_layers - 1]
         out = (self.work if keep else scratch)[start:start + n * m].reshape(n, m).copy()
         if keep:

@@ -26,9 +26,9 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
                const floating* B, Py_ssize_t ldb,
                floating beta, floating* C, Py_ssize_t ldc) noexcept nogil
 
-cdef void dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+cdef bint dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              const floating* X, const floating* W, const floating* b,
-                             int activation, floating* A) noexcept nogil
+                             int activation, floating* A, bint check_input=*) noexcept nogil
 
 cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
                               int loss, int activation, const floating* sample_weight,

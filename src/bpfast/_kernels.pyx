@@ -129,9 +129,9 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # SMALL_GEMM_B_AVX512 bytes, however many rows A has (it runs them in chunks that stay
 # in L2), and at any size when B has long rows (it copies B into column panels, as BLAS
 # does); with A.T (read across its rows), up to SMALL_GEMM_BYTES_AVX512_AT bytes of
-# operands. And a single row of A (one sample) at any size (BLAS's GEMM is several times
-# slower there). Where they tie, the kernel is chosen: its products split between
-# threads without a fixed cut.
+# operands. At every level, a single row of A (one sample) at any size (BLAS's GEMM is
+# several times slower there). Where they tie, the kernel is chosen: its products split
+# between threads without a fixed cut.
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
 cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
 cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 256 * 1024
@@ -213,11 +213,14 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     job.by_rows = m > n
     cdef Py_ssize_t size = m if job.by_rows else n
     job.blocks = 1
+    cdef Py_ssize_t unit = SPLIT_PRODUCT
     if job.kernel:
-        # The kernel's bits do not depend on the cut: as many blocks as threads.
-        if m * n * k // 2 >= SPLIT_PRODUCT and size >= 2 * SPLIT_GRAIN:
-            job.blocks = max(1, min(bpf_team_width(), m * n * k // SPLIT_PRODUCT,
-                                    size // SPLIT_GRAIN))
+        # The kernel's bits do not depend on the cut: as many blocks as threads. One row
+        # (one sample) is bound by reading B, which threads share from a quarter of the size.
+        if m == 1:
+            unit = max(1, SPLIT_PRODUCT // 4)
+        if m * n * k // 2 >= unit and size >= 2 * SPLIT_GRAIN:
+            job.blocks = max(1, min(bpf_team_width(), m * n * k // unit, size // SPLIT_GRAIN))
     else:
         while (job.blocks < SPLIT_MAX_BLOCKS and m * n * k // (2 * job.blocks) >= SPLIT_PRODUCT
                and size >= 2 * job.blocks * SPLIT_GRAIN):
@@ -252,12 +255,10 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
     SMALL_GEMM_BYTES); item: the bytes of an element."""
     if trans_b or not bpf_small_gemm_on():
         return False
-    if SMALL_GEMM_MODE == 2:
-        return True
+    if SMALL_GEMM_MODE == 2 or (m == 1 and not trans_a):
+        return True             # one sample: B streamed row by row beats BLAS's GEMM
     cdef Py_ssize_t size = (m * k + k * n) * item
     if bpf_cpu_level() >= 2 and SMALL_GEMM_MODE < 0:
-        if m == 1 and not trans_a:      # one sample: 8 FMA chains a row beat BLAS's GEMM
-            return True
         if m <= 4 or m * n * k < SMALL_GEMM_MIN_AVX512:
             return False                # 2-4 rows: a tile's 4-8 chains are too few
         if trans_a:
@@ -519,22 +520,32 @@ cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int act
             bpf_softmax_f(n, m, Z)
 
 
-cdef void dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+cdef bint dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              const floating* X, const floating* W, const floating* b,
-                             int activation, floating* A) noexcept nogil:
-    """A := f(X @ W + b).
+                             int activation, floating* A, bint check_input=False) noexcept nogil:
+    """A := f(X @ W + b); True.
 
+    check_input: False (A unfinished) when X holds a NaN or an infinity, found in X @ W,
+    which is smaller than X when the layer narrows: a non-finite element of a row of X
+    makes every element of that row of X @ W non-finite (NaN * w, inf * 0 and inf - inf
+    are NaN, inf * w is infinite). The converse fails only on overflow, which the caller
+    tells apart by checking X itself.
     A tiny layer (at most TINY_PRODUCT multiply-adds) runs in _tiny.h's scalar loops:
     the same operations in the same order, without a call per phase.
     """
     if TINY_LAYERS and n * n_in * n_out <= TINY_PRODUCT and activation <= ACT_RELU:
+        if check_input and not all_finite(n * n_in, X):
+            return False
         if floating is double:
             bpf_tiny_forward_d(n, n_in, n_out, X, W, b, activation, A)
         else:
             bpf_tiny_forward_f(n, n_in, n_out, X, W, b, activation, A)
-        return
+        return True
     gemm(False, False, n, n_out, n_in, <floating>1, X, n_in, W, n_out, <floating>0, A, n_out)
+    if check_input and not all_finite(n * n_out, A):
+        return False
     bias_activation(n, n_out, b, activation, A)
+    return True
 
 
 def dense_forward(floating[:, ::1] X, floating[:, ::1] W, floating[::1] b, str activation):

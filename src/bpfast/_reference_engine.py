@@ -130,7 +130,9 @@ class ReferenceEngine:
         return u["step"]
 
     # -- the Engine interface
-    def forward(self, X, keep=True, threads=-1):
+    def forward(self, X, keep=True, threads=-1, check_input=False):
+        if check_input and not keep and not np.isfinite(X).all():
+            return None
         acts = self._forward_all(X.tolist(), self._layers(self.params))
         if keep:
             self.acts, self.batch = acts, X.shape[0]

@@ -112,7 +112,7 @@ def _not_finite_message(name, src_dtype, dtype):
 
 
 def as_matrix(x, name, dtype, width=None, rows=None, allow_1d=False, column_1d=False,
-              writeable=True):
+              writeable=True, check_finite=True):
     """x as a C-contiguous 2-D array of `dtype`, finite, non-empty, converted at most once.
 
     width: required number of columns; rows: required number of rows.
@@ -120,6 +120,8 @@ def as_matrix(x, name, dtype, width=None, rows=None, allow_1d=False, column_1d=F
     column_1d: a 1-D input is taken as one column (targets of a single output).
     writeable: the result must be writeable (the typed memoryviews of the kernels
         refuse read-only buffers); a read-only input is then copied.
+    check_finite: False leaves the finiteness check to the caller (predict checks the
+        first layer's product instead, see Network._outputs).
     Shapes are checked before anything is converted or copied.
     """
     ready = type(x) is np.ndarray and x.ndim == 2 and _kernel_ready(x, dtype, writeable)
@@ -147,9 +149,11 @@ def as_matrix(x, name, dtype, width=None, rows=None, allow_1d=False, column_1d=F
         raise ValueError(f"{name} has shape {arr.shape}; at most {MAX_DIM} rows and columns are "
                          f"supported (split it into batches)")
     if ready:               # nothing to convert: only the finiteness check is left
-        if not all_finite(arr):
+        if check_finite and not all_finite(arr):
             raise ValueError(_not_finite_message(name, arr.dtype, dtype))
         return arr
+    if not check_finite:
+        return _convert(arr, dtype, writeable)
     return _finite_in(arr, name, dtype, writeable)
 
 

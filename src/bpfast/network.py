@@ -247,14 +247,15 @@ class Network:
     def n_outputs(self) -> int:
         return self.sizes[-1]
 
-    def _X(self, X, name="X"):
+    def _X(self, X, name="X", check_finite=True):
         # A sparse X is validated, then made dense (fit alone densifies batch by batch).
         if type(X) is not np.ndarray and is_sparse(X):
             import scipy.sparse
             n_rows, values, columns, starts = as_csr(X, name, self.dtype, self.sizes[0])
             return scipy.sparse.csr_matrix((values, columns, starts),
                                            shape=(n_rows, self.sizes[0])).toarray()
-        return as_matrix(X, name, self.dtype, width=self.sizes[0], allow_1d=True)
+        return as_matrix(X, name, self.dtype, width=self.sizes[0], allow_1d=True,
+                         check_finite=check_finite)
 
     def _Y(self, Y, rows, name="Y"):
         # 1-D integers with cross-entropy: class labels, one-hot encoded here. Else 1-D is a
@@ -347,11 +348,12 @@ class Network:
     def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
         """Output for X, shape (n, sizes[-1]); nothing is kept for ``backward``.
         ``n_threads`` overrides the Network's for this call."""
-        X = self._X(X)
+        source = X
+        X = self._X(X, check_finite=False)
         threads = self._threads(n_threads)
         self._access.start_reading()
         try:
-            return self._outputs(X, threads)
+            return self._outputs(X, threads, source)
         finally:
             self._access.stop_reading()
 
@@ -360,11 +362,23 @@ class Network:
         out = self.predict(X, n_threads)
         return self._loss_of(out, self._Y(Y, out.shape[0]))
 
-    def _outputs(self, X, threads=-1):
-        """Forward of validated X in chunks of PREDICT_CHUNK rows (the caller holds a lock)."""
+    def _outputs(self, X, threads=-1, source=None):
+        """Forward of X in chunks of PREDICT_CHUNK rows (the caller holds a lock).
+
+        X is validated, or, with `source` (X as the caller gave it), validated but for its
+        finiteness: the engine then checks the first layer's product instead, and a
+        failure validates `source` in full, which raises the usual error (or, on an
+        overflow from finite X, finds nothing, and the chunk runs unchecked).
+        """
+        def chunk(rows):
+            out = self._engine.forward(rows, False, threads, source is not None)
+            if out is None:
+                self._X(source)
+                out = self._engine.forward(rows, False, threads)
+            return out
         if X.shape[0] <= PREDICT_CHUNK:
-            return self._engine.forward(X, False, threads)
-        return np.concatenate([self._engine.forward(X[i:i + PREDICT_CHUNK], False, threads)
+            return chunk(X)
+        return np.concatenate([chunk(X[i:i + PREDICT_CHUNK])
                                for i in range(0, X.shape[0], PREDICT_CHUNK)])
 
     def _validation_pair(self, validation_data):
