@@ -54,7 +54,10 @@ NETWORKS = {"784-128-10": [784, 128, 10], "784-1024-1024-10": [784, 1024, 1024, 
 BATCHES = (1, 32, 256, 1024)
 DTYPES = ("float32", "float64")
 THREADS = ("1", "default")
-CONTENDERS = ("bpfast", "onnxruntime", "NumPy")
+# "bpfast": Network.predict (live weights); "predictor": Network.predictor(), a frozen copy
+# with its wide layers' weights packed once, as an onnxruntime session is a frozen copy.
+CONTENDERS = ("bpfast", "predictor", "onnxruntime", "NumPy")
+BPFAST = ("bpfast", "predictor")
 # Largest absolute difference allowed between two contenders' softmax outputs (values in
 # [0, 1]): the three sum the products in different orders.
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
@@ -157,6 +160,8 @@ def contender(name, net, threads):
     """The predict function of contender `name` for net at a thread setting (None: absent)."""
     if name == "bpfast":
         return bpfast_predict(net, threads)
+    if name == "predictor":
+        return bpfast_predict(net.predictor(), threads)
     if name == "onnxruntime":
         return onnxruntime_predict(net, threads)
     return numpy_forward(net)
@@ -172,25 +177,31 @@ def worker(args):
     for batch in args.batches:
         Xb = np.ascontiguousarray(X[:batch])
         number = calls_per_block(fn, Xb, args.block)
-        start = time.perf_counter()
-        for _ in range(number):
-            fn(Xb)
-        out[batch] = (time.perf_counter() - start) / number * 1e6
+        out[batch] = []
+        for _ in range(BLOCKS_PER_PROCESS):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn(Xb)
+            out[batch].append((time.perf_counter() - start) / number * 1e6)
     print(json.dumps(out))
+
+
+# Blocks a worker process times per batch: rounds / BLOCKS_PER_PROCESS processes a contender.
+BLOCKS_PER_PROCESS = 3
 
 
 def medians_alone(names, net_name, dtype, args):
     """{batch: {name: median µs per call}}, each contender alone in its own process, the
     processes taking turns (the order rotated every round)."""
     times = {batch: {name: [] for name in names} for batch in args.batches}
-    for r in range(args.rounds):
+    for r in range(max(1, args.rounds // BLOCKS_PER_PROCESS)):
         for name in names[r % len(names):] + names[:r % len(names)]:
             command = [sys.executable, os.path.abspath(__file__), "--worker", name,
                        "--networks", net_name, "--dtypes", dtype, "--block", str(args.block),
                        "--batches", *map(str, args.batches)]
             result = subprocess.run(command, check=True, capture_output=True, text=True)
-            for batch, us in json.loads(result.stdout.splitlines()[-1]).items():
-                times[int(batch)][name].append(us)
+            for batch, blocks in json.loads(result.stdout.splitlines()[-1]).items():
+                times[int(batch)][name] += blocks
     return {batch: {name: statistics.median(t) for name, t in per.items()}
             for batch, per in times.items()}
 
@@ -231,10 +242,14 @@ def fmt_ratio(ratio):
     return "—" if ratio is None else f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
 
 
-def ratio_of(med):
+def ratio_of(med, name="bpfast"):
     if "onnxruntime" not in med:
         return None
-    return med["onnxruntime"] / med["bpfast"]
+    return med["onnxruntime"] / med[name]
+
+
+def verdict(ratio):
+    return "—" if ratio is None else "met" if ratio >= 1 else "**missed**"
 
 
 def report(args, rows, checks, elapsed):
@@ -244,29 +259,33 @@ def report(args, rows, checks, elapsed):
              f"{args.rounds} rounds of about {args.block * 1e3:g} ms per contender; at "
              "default threads each contender alone in a process of its own, the processes "
              "taking turns); "
-             "ort / bpfast > 1 means bpfast is faster. Goal column: bpfast no slower than "
-             "onnxruntime.", ""]
+             "ort / X > 1 means X is faster. bpfast: `Network.predict`; predictor: "
+             "`Network.predictor().predict`, a frozen copy with its wide layers' weights "
+             "packed once (an onnxruntime session is a frozen copy too). Goal columns: no "
+             "slower than onnxruntime.", ""]
     if onnxruntime is None:
         lines += ["onnxruntime (or onnx) is not installed: its column is skipped.", ""]
-    lines += ["| network | dtype | threads | batch | bpfast | onnxruntime | NumPy | "
-              "ort / bpfast | goal |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| network | dtype | threads | batch | bpfast | predictor | onnxruntime | NumPy | "
+              "ort / bpfast | ort / predictor | goal bpfast | goal predictor |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for net_name, dtype, threads, batch, med in rows:
-        ratio = ratio_of(med)
-        verdict = "—" if ratio is None else "met" if ratio >= 1 else "**missed**"
+        ratios = [ratio_of(med, name) for name in BPFAST]
         lines.append(f"| {net_name} | {dtype} | {threads} | {batch} | {fmt(med['bpfast'])} | "
-                     f"{fmt(med.get('onnxruntime'))} | {fmt(med['NumPy'])} | "
-                     f"{fmt_ratio(ratio)} | {verdict} |")
+                     f"{fmt(med['predictor'])} | {fmt(med.get('onnxruntime'))} | "
+                     f"{fmt(med['NumPy'])} | {fmt_ratio(ratios[0])} | {fmt_ratio(ratios[1])} | "
+                     f"{verdict(ratios[0])} | {verdict(ratios[1])} |")
     lines += ["", "## Goals", ""]
-    ratios = [(r[:4], ratio_of(r[4])) for r in rows if ratio_of(r[4]) is not None]
-    if ratios:
+    for name in BPFAST:
+        ratios = [(r[:4], ratio_of(r[4], name)) for r in rows if ratio_of(r[4], name) is not None]
+        if not ratios:
+            lines.append(f"- {name} never slower than onnxruntime: not measured (no onnxruntime)")
+            continue
         slower = [key for key, ratio in ratios if ratio < 1]
         worst_key, worst = min(ratios, key=lambda kr: kr[1])
         where = " ".join(map(str, worst_key))
         text = ("met" if not slower else f"**missed** in {len(slower)} of {len(ratios)} rows")
-        lines.append(f"- bpfast never slower than onnxruntime: {text} (lowest ort / bpfast "
+        lines.append(f"- {name} never slower than onnxruntime: {text} (lowest ort / {name} "
                      f"{fmt_ratio(worst)} at {where})")
-    else:
-        lines.append("- bpfast never slower than onnxruntime: not measured (no onnxruntime)")
     batch1 = [r[4]["bpfast"] for r in rows if r[:4] == ("784-128-10", "float32", "1", 1)]
     if batch1:
         ok = batch1[0] < BATCH1_GOAL_US

@@ -196,27 +196,30 @@ def test_bench_predict_quick_checks_then_times_every_row(tmp_path):
     except ImportError:
         with_ort = False
     cell = rf"(—|{NUMBER})"
+    ratio_cell, goal = rf"(—|{NUMBER}x)", r"(met|\*\*missed\*\*|—)"
     rows = _rows(text, rf"^\| 784-128-10 \| (float32|float64) \| (1|default) \| (\d+) \| "
-                       rf"({NUMBER}) \| {cell} \| ({NUMBER}) \| (—|{NUMBER}x) \| (met|\*\*missed\*\*|—) \|$")
+                       rf"({NUMBER}) \| ({NUMBER}) \| {cell} \| ({NUMBER}) \| {ratio_cell} \| "
+                       rf"{ratio_cell} \| {goal} \| {goal} \|$")
     assert [(r[0], r[1], r[2]) for r in rows] == [
         (dtype, threads, batch) for dtype in ("float32", "float64") for threads in ("1", "default")
         for batch in ("1", "32", "256", "1024")], text
-    for _, _, _, bp, ort, numpy_us, ratio, verdict in rows:
-        assert float(bp.replace(",", "")) > 0 and float(numpy_us.replace(",", "")) > 0
-        if not with_ort:
-            assert (ort, ratio, verdict) == ("—", "—", "—")
-            continue
-        # The ratio is of the unrounded medians: the printed times give it to about 1%.
-        printed = float(ratio[:-1])
-        assert printed == pytest.approx(float(ort.replace(",", "")) / float(bp.replace(",", "")),
-                                        rel=0.02, abs=0.01)
-        if printed != 1.0:                  # 1.00x rounds both 0.996 and 1.004
-            assert (verdict == "met") == (printed > 1)
+    for _, _, _, bp, pred, ort, numpy_us, ratio_bp, ratio_pred, goal_bp, goal_pred in rows:
+        assert min(float(x.replace(",", "")) for x in (bp, pred, numpy_us)) > 0
+        for us, ratio, verdict in ((bp, ratio_bp, goal_bp), (pred, ratio_pred, goal_pred)):
+            if not with_ort:
+                assert (ort, ratio, verdict) == ("—", "—", "—")
+                continue
+            # The ratio is of the unrounded medians: the printed times give it to about 1%.
+            printed = float(ratio[:-1])
+            assert printed == pytest.approx(float(ort.replace(",", "")) /
+                                            float(us.replace(",", "")), rel=0.02, abs=0.01)
+            if printed != 1.0:              # 1.00x rounds both 0.996 and 1.004
+                assert (verdict == "met") == (printed > 1)
     assert re.search(r"^- float32 784-128-10 batch 1 on one thread under 10 µs: "
                      r"(met|\*\*missed\*\*) \([\d.]+ µs\)$", text, re.M), text
     pairs = _rows(text, r"^\| 784-128-10 \| (float32|float64) \| (1|default) \| (\w+) / (\w+) \| "
                         r"[\d.e+-]+ \| yes \|$")
-    assert len(pairs) == (12 if with_ort else 4), text
+    assert len(pairs) == (24 if with_ort else 12), text
     assert "**NO**" not in text
     assert "python benchmarks/bench_predict.py --quick --networks 784-128-10" in text
 

@@ -24,7 +24,9 @@ from bpfast._kernels cimport (
     weight_gradients_into, sgd_update_into, adam_update_into, adam_args, rprop_update_into,
     rprop_args, bpf_adam_args, bpf_rprop_args, sgd_backward_layer, tiny_network,
     tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE, team_enter, team_leave, gather_rows,
+    packed_size, pack_b,
 )
+from bpfast import _kernels
 from bpfast._layout import param_layout
 
 cnp.import_array()
@@ -196,19 +198,23 @@ cdef inline floating* layer_output(const Net* net, Py_ssize_t n, floating* acts,
 
 
 cdef bint forward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* P,
-                      floating* acts, bint check_input=False) noexcept nogil:
+                      floating* acts, bint check_input=False, const floating* packs=NULL,
+                      const Py_ssize_t* pack_off=NULL) noexcept nogil:
     """Run: afterwards layer_output(l) holds A[l+1] = f(A[l] @ W[l] + b[l]) for every layer.
     check_input: False, and nothing more run, when X holds a NaN or an infinity (found in
-    the first layer's product, see dense_forward_into)."""
+    the first layer's product, see dense_forward_into). packs: NULL, or the weights
+    packed by Engine.pack_weights, layer l's at pack_off[l] (-1: not packed)."""
     cdef int l
     cdef const floating* inp = X
     cdef floating* out
+    cdef const floating* W_packed
     for l in range(net.n_layers):
         out = layer_output(net, n, acts, l)
+        W_packed = packs + pack_off[l] if packs != NULL and pack_off[l] >= 0 else NULL
         if not dense_forward_into(n, net.sizes[l], net.sizes[l + 1], inp, P + net.w_off[l],
                                   P + net.b_off[l],
                                   net.output_act if l == net.n_layers - 1 else net.hidden_act,
-                                  out, check_input and l == 0):
+                                  out, check_input and l == 0, W_packed):
             return False
         inp = out
     return True
@@ -572,6 +578,10 @@ cdef class Engine:
     cdef readonly Py_ssize_t work_size      # elements in the workspace
     cdef readonly Py_ssize_t batch          # rows of the last forward; 0: none to backprop
     cdef object params, grads, state, backup, work, indices
+    # The weights packed for the register kernel (pack_weights), at SIMD level pack_level.
+    cdef readonly object packs
+    cdef object pack_offsets
+    cdef int pack_level
     cdef Workspace ws
     cdef uint64_t rng
     # Threads a call may use when it does not say (0: every CPU allowed; see _team.h).
@@ -618,6 +628,34 @@ cdef class Engine:
         free(self.net.w_off)
         free(self.net.b_off)
         free(self.net.a_off)
+
+    def pack_weights(self):
+        """Pack every weight matrix with long rows as the register kernel packs B, once, so
+        that forward(keep=False) skips that work (the same bits). Only for an Engine whose
+        parameters never change afterwards (Network.predictor's frozen copy)."""
+        cdef int l, L = self.net.n_layers
+        offsets = np.full(L, -1, dtype=np.intp)
+        total = 0
+        for l in range(L):
+            size = packed_size(self.net.sizes[l], self.net.sizes[l + 1], self.is_double)
+            if size > 0:
+                offsets[l] = total
+                total += size
+        packs = np.empty(max(total, 1), dtype=self.params.dtype)
+        cdef char* P = data(self.params)
+        cdef char* out = data(packs)
+        for l in range(L):
+            if offsets[l] < 0:
+                continue
+            if self.is_double:
+                pack_b(self.net.sizes[l], self.net.sizes[l + 1], <double*>P + self.net.w_off[l],
+                       <double*>out + <Py_ssize_t>offsets[l])
+            else:
+                pack_b(self.net.sizes[l], self.net.sizes[l + 1], <float*>P + self.net.w_off[l],
+                       <float*>out + <Py_ssize_t>offsets[l])
+        self.packs, self.pack_offsets = (packs, offsets) if total > 0 else (None, None)
+        self.pack_level = _kernels.simd_level()
+        return total
 
     cdef Py_ssize_t acts_size(self, Py_ssize_t n):
         return n * (self.net.a_off[self.net.n_layers - 1] + self.net.sizes[self.net.n_layers])
@@ -677,14 +715,19 @@ cdef class Engine:
         cdef char* P = data(self.params)
         cdef char* x = data(X) if not keep else <char*>self.ws.x_rows
         cdef char* a = <char*>acts
+        cdef char* packs = NULL
+        cdef Py_ssize_t* pack_off = NULL
+        if self.packs is not None and not keep and _kernels.simd_level() == self.pack_level:
+            packs = data(self.packs)
+            pack_off = <Py_ssize_t*>data(self.pack_offsets)
         with nogil:
             team_enter(self.threads if threads < 0 else threads)
             if self.is_double:
                 ok = forward_all(&self.net, n, <double*>x, <double*>P, <double*>a,
-                                 check_input and not keep)
+                                 check_input and not keep, <double*>packs, pack_off)
             else:
                 ok = forward_all(&self.net, n, <float*>x, <float*>P, <float*>a,
-                                 check_input and not keep)
+                                 check_input and not keep, <float*>packs, pack_off)
             team_leave()
         if not ok:
             return None

@@ -24,11 +24,16 @@ cdef extern from "_codes.h":
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                floating alpha, const floating* A, Py_ssize_t lda,
                const floating* B, Py_ssize_t ldb,
-               floating beta, floating* C, Py_ssize_t ldc) noexcept nogil
+               floating beta, floating* C, Py_ssize_t ldc,
+               const floating* B_packed=*) noexcept nogil
+
+cdef Py_ssize_t packed_size(Py_ssize_t k, Py_ssize_t n, bint is_double) noexcept nogil
+cdef void pack_b(Py_ssize_t k, Py_ssize_t n, const floating* B, floating* out) noexcept nogil
 
 cdef bint dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              const floating* X, const floating* W, const floating* b,
-                             int activation, floating* A, bint check_input=*) noexcept nogil
+                             int activation, floating* A, bint check_input=*,
+                             const floating* W_packed=*) noexcept nogil
 
 cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
                               int loss, int activation, const floating* sample_weight,

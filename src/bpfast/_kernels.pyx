@@ -102,10 +102,19 @@ cdef extern from "_smallgemm.h" nogil:
     int bpf_set_small_gemm(int mode)
     void bpf_small_gemm_d(int trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
                           const double* A, Py_ssize_t lda, const double* B, Py_ssize_t ldb,
-                          double beta, double* C, Py_ssize_t ldc)
+                          double beta, double* C, Py_ssize_t ldc, const double* packed,
+                          Py_ssize_t width, Py_ssize_t col0)
     void bpf_small_gemm_f(int trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
                           const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb,
-                          float beta, float* C, Py_ssize_t ldc)
+                          float beta, float* C, Py_ssize_t ldc, const float* packed,
+                          Py_ssize_t width, Py_ssize_t col0)
+    Py_ssize_t bpf_small_gemm_packed_size_d(Py_ssize_t k, Py_ssize_t n)
+    Py_ssize_t bpf_small_gemm_packed_size_f(Py_ssize_t k, Py_ssize_t n)
+    void bpf_small_gemm_pack_d(Py_ssize_t k, Py_ssize_t n, const double* B, Py_ssize_t ldb,
+                               double* out)
+    void bpf_small_gemm_pack_f(Py_ssize_t k, Py_ssize_t n, const float* B, Py_ssize_t ldb,
+                               float* out)
+    Py_ssize_t bpf_small_gemm_panel(Py_ssize_t item)
 
 import os
 
@@ -196,12 +205,15 @@ cdef inline object new_array(shape, bint is_double):
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                floating alpha, const floating* A, Py_ssize_t lda,
                const floating* B, Py_ssize_t ldb,
-               floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
+               floating beta, floating* C, Py_ssize_t ldc,
+               const floating* B_packed=NULL) noexcept nogil:
     """C := alpha * op(A) @ op(B) + beta * C, row-major, C is (m, n).
 
     Direct loops for the tiniest products, the register kernel for small ones when it
     is on, BLAS otherwise; a large product is cut into blocks of C's rows (when it has
     more rows than columns) or columns, shared by the thread team (see SPLIT_PRODUCT).
+    B_packed: NULL, or B as pack_b() packed it at the SIMD level in use now, which the
+    register kernel then reads instead of packing B itself (the same bits).
     """
     if m == 0 or n == 0:
         return
@@ -210,6 +222,11 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         return
     cdef GemmJob job
     job.kernel = kernel_fits(trans_a, trans_b, m, n, k, sizeof(floating))
+    job.packed = B_packed if job.kernel else NULL
+    job.width = n
+    # Column blocks of a packed B start at whole panels.
+    cdef Py_ssize_t grain = (bpf_small_gemm_panel(sizeof(floating)) if job.packed != NULL
+                             else SPLIT_GRAIN)
     job.by_rows = m > n
     cdef Py_ssize_t size = m if job.by_rows else n
     job.blocks = 1
@@ -219,16 +236,18 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         # (one sample) is bound by reading B, which threads share from a quarter of the size.
         if m == 1:
             unit = max(1, SPLIT_PRODUCT // 4)
-        if m * n * k // 2 >= unit and size >= 2 * SPLIT_GRAIN:
-            job.blocks = max(1, min(bpf_team_width(), m * n * k // unit, size // SPLIT_GRAIN))
+        if m * n * k // 2 >= unit and size >= 2 * grain:
+            job.blocks = max(1, min(bpf_team_width(), m * n * k // unit, size // grain))
     else:
         while (job.blocks < SPLIT_MAX_BLOCKS and m * n * k // (2 * job.blocks) >= SPLIT_PRODUCT
                and size >= 2 * job.blocks * SPLIT_GRAIN):
             job.blocks *= 2
     cdef bint release = (not job.kernel and m * n * k >= BLAS_HOLD_PRODUCT
                          and bpf_blas_hold_product())
+    job.grain = grain
     if job.blocks == 1:
-        product(job.kernel, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        product(job.kernel, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                <const floating*>job.packed, n, 0)
     else:
         job.trans_a = trans_a
         job.trans_b = trans_b
@@ -268,12 +287,14 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
 
 
 cdef struct GemmJob:
-    # A product cut into `blocks` blocks of C's rows (by_rows) or columns.
+    # A product cut into `blocks` blocks of C's rows (by_rows) or columns (starting at
+    # multiples of `grain`); packed: B packed for the kernel (or NULL), `width` columns.
     bint kernel, by_rows, trans_a, trans_b, is_double
-    Py_ssize_t m, n, k, lda, ldb, ldc, blocks
+    Py_ssize_t m, n, k, lda, ldb, ldc, blocks, grain, width
     double alpha, beta
     const void* A
     const void* B
+    const void* packed
     void* C
 
 
@@ -288,31 +309,36 @@ cdef void gemm_block(void* ctx, Py_ssize_t block) noexcept nogil:
 cdef inline void product_block(const GemmJob* job, Py_ssize_t block, const floating* A,
                                const floating* B, floating* C) noexcept nogil:
     cdef Py_ssize_t size = job.m if job.by_rows else job.n
-    cdef Py_ssize_t start = bpf_block_start(size, block, job.blocks, SPLIT_GRAIN)
-    cdef Py_ssize_t count = bpf_block_start(size, block + 1, job.blocks, SPLIT_GRAIN) - start
+    cdef Py_ssize_t start = bpf_block_start(size, block, job.blocks, job.grain)
+    cdef Py_ssize_t count = bpf_block_start(size, block + 1, job.blocks, job.grain) - start
     if count <= 0:
         return
     if job.by_rows:          # rows start..: of op(A) and of C
         product(job.kernel, job.trans_a, job.trans_b, count, job.n, job.k,
                 <floating>job.alpha, A + (start if job.trans_a else start * job.lda), job.lda,
-                B, job.ldb, <floating>job.beta, C + start * job.ldc, job.ldc)
+                B, job.ldb, <floating>job.beta, C + start * job.ldc, job.ldc,
+                <const floating*>job.packed, job.width, 0)
     else:                    # columns start..: of op(B) and of C
         product(job.kernel, job.trans_a, job.trans_b, job.m, count, job.k,
                 <floating>job.alpha, A, job.lda,
                 B + (start * job.ldb if job.trans_b else start), job.ldb,
-                <floating>job.beta, C + start, job.ldc)
+                <floating>job.beta, C + start, job.ldc, <const floating*>job.packed,
+                job.width, start)
 
 
 cdef inline void product(bint kernel, bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
                          Py_ssize_t k, floating alpha, const floating* A, Py_ssize_t lda,
                          const floating* B, Py_ssize_t ldb,
-                         floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
-    """One product, whole, in the register kernel or BLAS."""
+                         floating beta, floating* C, Py_ssize_t ldc, const floating* packed,
+                         Py_ssize_t width, Py_ssize_t col0) noexcept nogil:
+    """One product, whole, in the register kernel (packed: see gemm()) or BLAS."""
     if kernel:
         if floating is double:
-            bpf_small_gemm_d(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+            bpf_small_gemm_d(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                             packed, width, col0)
         else:
-            bpf_small_gemm_f(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+            bpf_small_gemm_f(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                             packed, width, col0)
         return
     # BLAS is column-major: a row-major C is a column-major C.T = op(B).T @ op(A).T,
     # so pass the operands swapped and the transposes as they are.
@@ -326,6 +352,23 @@ cdef inline void product(bint kernel, bint trans_a, bint trans_b, Py_ssize_t m, 
     else:
         sgemm(&tb, &ta, &in_, &im, &ik, &alpha, <float*>B, &ildb, <float*>A, &ilda,
               &beta, C, &ildc)
+
+
+cdef Py_ssize_t packed_size(Py_ssize_t k, Py_ssize_t n, bint is_double) noexcept nogil:
+    """Elements of a (k, n) B packed by pack_b at the SIMD level in use now (0: nothing to
+    pack: the register kernel is off, or B's rows are short and read in place)."""
+    if not bpf_small_gemm_on():
+        return 0
+    return bpf_small_gemm_packed_size_d(k, n) if is_double else bpf_small_gemm_packed_size_f(k, n)
+
+
+cdef void pack_b(Py_ssize_t k, Py_ssize_t n, const floating* B, floating* out) noexcept nogil:
+    """B (k, n, row-major) into `out` (packed_size elements) as the register kernel packs
+    it: products with B may then skip the packing (gemm's B_packed)."""
+    if floating is double:
+        bpf_small_gemm_pack_d(k, n, B, n, out)
+    else:
+        bpf_small_gemm_pack_f(k, n, B, n, out)
 
 
 cdef void gemm_loops(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -522,8 +565,9 @@ cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int act
 
 cdef bint dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              const floating* X, const floating* W, const floating* b,
-                             int activation, floating* A, bint check_input=False) noexcept nogil:
-    """A := f(X @ W + b); True.
+                             int activation, floating* A, bint check_input=False,
+                             const floating* W_packed=NULL) noexcept nogil:
+    """A := f(X @ W + b); True. W_packed: NULL or W packed by pack_b (see gemm()).
 
     check_input: False (A unfinished) when X holds a NaN or an infinity, found in X @ W,
     which is smaller than X when the layer narrows: a non-finite element of a row of X
@@ -541,7 +585,8 @@ cdef bint dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
         else:
             bpf_tiny_forward_f(n, n_in, n_out, X, W, b, activation, A)
         return True
-    gemm(False, False, n, n_out, n_in, <floating>1, X, n_in, W, n_out, <floating>0, A, n_out)
+    gemm(False, False, n, n_out, n_in, <floating>1, X, n_in, W, n_out, <floating>0, A, n_out,
+         W_packed)
     if check_input and not all_finite(n * n_out, A):
         return False
     bias_activation(n, n_out, b, activation, A)

@@ -10,6 +10,8 @@ one offset addresses a parameter, its gradient and its state.
 """
 from typing import List, NamedTuple, Sequence, Tuple
 
+import numpy as np
+
 
 class LayerSlots(NamedTuple):
     """Layer l's place in the flat buffer: W at [w, b), its biases at [b, end)."""
@@ -28,3 +30,13 @@ def param_layout(sizes: Sequence[int]) -> Tuple[List[LayerSlots], int]:
         layers.append(LayerSlots(n_in, n_out, off, off + n_in * n_out, off + n_in * n_out + n_out))
         off += n_in * n_out + n_out
     return layers, off
+
+
+def aligned_zeros(size, dtype, align=64):
+    """``np.zeros(size, dtype)`` starting on an `align`-byte boundary: the kernels' vector
+    loads of a layer's weights then split no cache line where the layout allows."""
+    dtype = np.dtype(dtype)
+    spare = align // dtype.itemsize
+    buffer = np.zeros(size + spare, dtype=dtype)
+    start = (-buffer.ctypes.data % align) // dtype.itemsize
+    return buffer[start:start + size]

@@ -242,17 +242,19 @@ static void* bpf_sg_panel(size_t bytes) {
      * would also share L1 sets); then every tile of C runs from the copies. */          \
     TARGET static void X##_gemm_packed(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
-            T* C, ptrdiff_t ldc) {                                                   \
+            T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t width, ptrdiff_t col0) {  \
         const ptrdiff_t P = 2 * LANES;                                               \
         ptrdiff_t step_r = trans_a ? 1 : lda, step_p = trans_a ? lda : 1;            \
         ptrdiff_t group = beta == 0 ? (n + P - 1) / P * P : P;                        \
         ptrdiff_t kc = beta == 0 ? BPF_SG_KC_BYTES / (ptrdiff_t)sizeof(T) : k;        \
         if (kc > k) kc = k;                                                          \
+        if (beta != 0) packed = NULL;                                                \
         ptrdiff_t chunk = BPF_SG_A_CHUNK / (kc * (ptrdiff_t)sizeof(T)) / MRMAX * MRMAX; \
         if (chunk < MRMAX) chunk = MRMAX;                                            \
         if (chunk > (m + MRMAX - 1) / MRMAX * MRMAX) chunk = (m + MRMAX - 1) / MRMAX * MRMAX; \
-        T* pack_b = (T*)bpf_sg_panel(((kc * P + LANES) * (group / P) + chunk * kc) * sizeof(T));          \
-        T* pack_a = pack_b + (kc * P + LANES) * (group / P);                                             \
+        ptrdiff_t b_size = packed == NULL ? (kc * P + LANES) * (group / P) : 0;       \
+        T* pack_b = (T*)bpf_sg_panel((b_size + chunk * kc) * sizeof(T));              \
+        T* pack_a = pack_b + b_size;                                                 \
         if (pack_b == NULL) {   /* no memory for the copies: in place, the same bits */ \
             X##_gemm_rows(trans_a, 0, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);  \
             return;                                                                  \
@@ -262,7 +264,11 @@ static void* bpf_sg_panel(size_t bytes) {
             for (ptrdiff_t p0 = 0; p0 < k; p0 += kc) {                               \
                 ptrdiff_t kb = k - p0 < kc ? k - p0 : kc;                            \
                 int first = p0 == 0, last = p0 + kb == k;                            \
-                for (ptrdiff_t p = 0; p < kb; p++)                                   \
+                /* B already packed (X##_pack_b, `width` columns): its block of rows. */ \
+                if (packed == NULL) col0 = 0;                                        \
+                const T* block = packed == NULL ? pack_b                             \
+                    : packed + p0 * ((width + P - 1) / P * P) + p0 / kc * ((width + P - 1) / P) * LANES; \
+                for (ptrdiff_t p = 0; p < kb && packed == NULL; p++)                 \
                     for (ptrdiff_t j = j0; j < j1; j += LANES) {                     \
                         ptrdiff_t w = j1 - j < LANES ? j1 - j : LANES;               \
                         MT part = bpf_vmask_##X(w);                                  \
@@ -280,7 +286,7 @@ static void* bpf_sg_panel(size_t bytes) {
                         ptrdiff_t width = j1 - j < P ? j1 - j : P;                   \
                         int nv = width > LANES ? 2 : 1, masked = width % LANES != 0;  \
                         MT mask = bpf_vmask_##X(masked ? width - (nv - 1) * LANES : LANES); \
-                        const T* b = pack_b + (j - j0) / P * (kb * P + LANES);                 \
+                        const T* b = block + (col0 / P + (j - j0) / P) * (kb * P + LANES); \
                         ptrdiff_t b_ld = P;                                          \
                         for (ptrdiff_t i = i0; i < i1; i += MRMAX) {                 \
                             ptrdiff_t mr = i1 - i < MRMAX ? i1 - i : MRMAX;          \
@@ -293,15 +299,42 @@ static void* bpf_sg_panel(size_t bytes) {
             }                                                                        \
         }                                                                            \
     }                                                                                \
+    /* B (k by n) as X##_gemm_packed copies it with beta == 0, once for many products: \
+     * its blocks of rows one after the other, each its column panels. */               \
+    static ptrdiff_t X##_packed_size(ptrdiff_t k, ptrdiff_t n) {                     \
+        const ptrdiff_t P = 2 * LANES, kc = BPF_SG_KC_BYTES / (ptrdiff_t)sizeof(T);  \
+        if (n * (ptrdiff_t)sizeof(T) <= BPF_SG_ROW_BYTES)                            \
+            return 0;               /* short rows: read in place, never packed */     \
+        return k * ((n + P - 1) / P * P) + (k + kc - 1) / kc * ((n + P - 1) / P) * LANES; \
+    }                                                                                \
+    TARGET static void X##_pack_b(ptrdiff_t k, ptrdiff_t n, const T* B, ptrdiff_t ldb, \
+                                  T* out) {                                          \
+        const ptrdiff_t P = 2 * LANES, kc = BPF_SG_KC_BYTES / (ptrdiff_t)sizeof(T);  \
+        for (ptrdiff_t p0 = 0; p0 < k; p0 += kc) {                                   \
+            ptrdiff_t kb = k - p0 < kc ? k - p0 : kc;                                \
+            T* block = out + p0 * ((n + P - 1) / P * P) + p0 / kc * ((n + P - 1) / P) * LANES; \
+            for (ptrdiff_t p = 0; p < kb; p++)                                       \
+                for (ptrdiff_t j = 0; j < n; j += LANES) {                           \
+                    ptrdiff_t w = n - j < LANES ? n - j : LANES;                     \
+                    MT part = bpf_vmask_##X(w);                                      \
+                    bpf_vstore_##X(block + j / P * (kb * P + LANES) + p * P + j % P,  \
+                                   bpf_vload_##X(B + (p0 + p) * ldb + j, w < LANES, part), \
+                                   w < LANES, part);                                 \
+                }                                                                    \
+        }                                                                            \
+    }                                                                                \
+    /* packed: NULL, or the columns of B from col0 (a whole number of panels) on, as   \
+     * X##_pack_b packs `width` columns (the bits are the same with or without it). */  \
     TARGET static void X##_gemm(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,    \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
-            T* C, ptrdiff_t ldc) {                                                   \
+            T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t width, ptrdiff_t col0) {  \
         if (n * (ptrdiff_t)sizeof(T) > BPF_SG_ROW_BYTES) {                           \
             T* sums = m == 1 ? (T*)bpf_sg_panel((n + LANES) * sizeof(T)) : NULL;       \
             if (sums != NULL)                                                        \
                 X##_row_stream(n, k, alpha, A, trans_a ? lda : 1, B, ldb, beta, C, sums); \
             else                                                                     \
-                X##_gemm_packed(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); \
+                X##_gemm_packed(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, \
+                                packed, width, col0);                                \
             return;                                                                  \
         }                                                                            \
         /* One row (a prediction of one sample): a tile would have 2 FMA chains, one  \
@@ -368,23 +401,46 @@ BPF_SMALL_GEMM(bpf_sg512_d, double, __m512d, 8, BPF_AVX512, __mmask8, 12, BPF_TI
 BPF_SMALL_GEMM(bpf_sg512_f, float, __m512, 16, BPF_AVX512, __mmask16, 12, BPF_TILES12)
 #endif
 
-/* The entry points; call only when bpf_small_gemm_on(). */
+/* The entry points; call only when bpf_small_gemm_on(). packed: NULL, or B packed by
+ * bpf_small_gemm_pack_X at the SIMD level in use now (see X##_gemm). */
 #ifdef BPF_DISPATCH
 #define BPF_SMALL_GEMM_CALL(X)                                                       \
     if (bpf_cpu_level() >= 2)                                                        \
-        bpf_sg512_##X##_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); \
+        bpf_sg512_##X##_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,  \
+                             packed, width, col0);                                   \
     else                                                                             \
-        bpf_sg_##X##_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        bpf_sg_##X##_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,     \
+                          packed, width, col0);
+#define BPF_SMALL_GEMM_PACK(X)                                                       \
+    if (bpf_cpu_level() >= 2) bpf_sg512_##X##_pack_b(k, n, B, ldb, out);              \
+    else bpf_sg_##X##_pack_b(k, n, B, ldb, out);
+#define BPF_SMALL_GEMM_PACKED_SIZE(X)                                                \
+    return bpf_cpu_level() >= 2 ? bpf_sg512_##X##_packed_size(k, n) : bpf_sg_##X##_packed_size(k, n);
 #else
 #define BPF_SMALL_GEMM_CALL(X)
+#define BPF_SMALL_GEMM_PACK(X)
+#define BPF_SMALL_GEMM_PACKED_SIZE(X) return 0;
 #endif
 #define BPF_SMALL_GEMM_ENTRY(X, T)                                                   \
     static inline void bpf_small_gemm_##X(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
-            T* C, ptrdiff_t ldc) {                                                   \
+            T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t width, ptrdiff_t col0) {  \
         BPF_SMALL_GEMM_CALL(X)                                                       \
+    }                                                                                \
+    /* Elements of B (k by n) packed at the level in use now. */                      \
+    static inline ptrdiff_t bpf_small_gemm_packed_size_##X(ptrdiff_t k, ptrdiff_t n) { \
+        BPF_SMALL_GEMM_PACKED_SIZE(X)                                                \
+    }                                                                                \
+    static inline void bpf_small_gemm_pack_##X(ptrdiff_t k, ptrdiff_t n, const T* B,  \
+                                               ptrdiff_t ldb, T* out) {              \
+        BPF_SMALL_GEMM_PACK(X)                                                       \
     }
 BPF_SMALL_GEMM_ENTRY(d, double)
 BPF_SMALL_GEMM_ENTRY(f, float)
+
+/* Columns of a packed panel at the level in use now: 2 vectors. */
+static inline ptrdiff_t bpf_small_gemm_panel(ptrdiff_t item) {
+    return (bpf_cpu_level() >= 2 ? 128 : 64) / item;
+}
 
 #endif

@@ -17,7 +17,7 @@ from bpfast import _engine, _fitting, _kernels, optim
 from bpfast._access import Access
 from bpfast._engine import NeedsValidation
 from bpfast._fitting import History
-from bpfast._layout import param_layout
+from bpfast._layout import aligned_zeros, param_layout
 from bpfast._parameters import ParameterList
 from bpfast._reference_engine import ReferenceEngine
 from bpfast._validation import (MAX_DIM, as_bool, as_csr, as_dtype, as_matrix, as_parameters,
@@ -109,8 +109,8 @@ class Network:
         seed = seed_value(seed)
         n_threads = thread_count(n_threads)
         layout, n_params = param_layout(sizes)
-        params = np.zeros(n_params, dtype=dtype)
-        grads = np.zeros(n_params, dtype=dtype)
+        params = aligned_zeros(n_params, dtype)
+        grads = aligned_zeros(n_params, dtype)
         # The optimizer's state, laid out like the parameters twice (bpfast.optim), whose
         # optimizer it is (_state_kind) and the updates it has seen (_state_step).
         state = np.zeros(2 * n_params, dtype=dtype)
@@ -356,6 +356,18 @@ class Network:
             return self._outputs(X, threads, source)
         finally:
             self._access.stop_reading()
+
+    def predictor(self, n_threads: Optional[int] = None) -> "Predictor":
+        """A frozen copy of this Network for inference (as an onnxruntime session is
+        one): its weights are packed once for the product kernel, so that each
+        ``predict`` skips that work. It predicts the bits this Network's ``predict`` gives
+        now; later training or changes of this Network do not reach it. ``n_threads``: its
+        default thread count (None: this Network's)."""
+        from bpfast._predictor import Predictor
+        made = Predictor(self)
+        if n_threads is not None:
+            made._net.n_threads = n_threads
+        return made
 
     def evaluate(self, X, Y, n_threads: Optional[int] = None) -> float:
         """The loss on (X, Y) without training (the same definition as ``fit`` reports)."""

@@ -1,0 +1,59 @@
+"""A frozen copy of a Network for inference, as an onnxruntime session is one.
+
+``Network.predict`` reads the live weights, which may change between two calls, so each
+product with a wide layer copies its weights into the column panels that the register
+kernel reads (``_smallgemm.h``), call after call. A ``Predictor`` copies the Network
+once and packs those weights once; its predictions have the bits of the Network's
+``predict`` at the moment it was made (the kernel runs the same chains on packed and
+unpacked weights), and later changes to the Network do not reach it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+class Predictor:
+    """Inference with a frozen copy of a Network; make one with ``Network.predictor()``.
+
+    ``predict(X, n_threads=None)`` validates X as ``Network.predict`` does and returns
+    the same bits as the Network's ``predict`` did when the Predictor was made. It
+    pickles (the weights are packed again when it is loaded). Any number of threads may
+    predict at once.
+    """
+
+    def __init__(self, network):
+        self._net = network.clone()
+        self._pack()
+
+    def _pack(self):
+        pack = getattr(self._net._engine, "pack_weights", None)    # the reference has none
+        self._packed = pack() if pack is not None else 0
+
+    def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
+        """Output for X, shape (n, sizes[-1]), as ``Network.predict``."""
+        return self._net.predict(X, n_threads)
+
+    @property
+    def sizes(self):
+        return list(self._net.sizes)
+
+    @property
+    def dtype(self):
+        return self._net.dtype
+
+    @property
+    def n_threads(self):
+        return self._net.n_threads
+
+    def __getstate__(self):
+        return {"network": self._net}
+
+    def __setstate__(self, state):
+        self._net = state["network"]
+        self._pack()
+
+    def __repr__(self):
+        return (f"Predictor(sizes={self._net.sizes}, dtype={self._net.dtype.name}, "
+                f"{self._packed} weights packed)")
