@@ -227,7 +227,9 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     # Column blocks of a packed B start at whole panels.
     cdef Py_ssize_t grain = (bpf_small_gemm_panel(sizeof(floating)) if job.packed != NULL
                              else SPLIT_GRAIN)
-    job.by_rows = m > n
+    # Cut along the longer side; with B packed, along the rows from 128 of them (cut by
+    # columns, every thread would copy all of op(A) into tiles).
+    job.by_rows = m > n or (job.packed != NULL and m >= 128)
     cdef Py_ssize_t size = m if job.by_rows else n
     job.blocks = 1
     cdef Py_ssize_t unit = SPLIT_PRODUCT
