@@ -26,6 +26,8 @@ SHAPES = [
     (64, 128, 10, False), (128, 64, 10, True), (64, 10, 128, False),    # 784-128-10 at 64
     (64, 64, 64, False), (128, 64, 64, False), (64, 128, 128, False),   # around the limit
     (128, 32, 128, True), (32, 256, 256, False), (784, 64, 128, True),
+    (32, 784, 128, False), (1024, 784, 128, False), (1437, 64, 64, False),   # larger layers
+    (1, 784, 1024, False), (32, 1024, 1024, False), (256, 1024, 1024, False),  # long rows of B
 ]
 
 
@@ -33,7 +35,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flops", type=float, default=3e7,
                         help="floating-point operations per timed run (default 3e7)")
+    parser.add_argument("--level", type=int, choices=(1, 2),
+                        help="SIMD level cap for the kernel (1: its AVX2 variant; default: the CPU's)")
     args = parser.parse_args(argv)
+    if args.level is not None:
+        _kernels.simd_level(args.level)
     on = _kernels.small_gemm(1)
     if not on:
         print("the small-product kernel needs AVX2 + FMA, which this CPU lacks")

@@ -170,19 +170,10 @@ def test_backprop_error_copies_W_transposed_for_the_kernel(kernel_on, dtype, n, 
     assert_product_close(E, delta, np.ascontiguousarray(W.T), dtype)
 
 
-@pytest.mark.skipif(_kernels.simd_level() < 2, reason="this CPU has no AVX-512")
-@settings(max_examples=60, deadline=None)
-@given(m=st.integers(1, 40), k=st.integers(1, 70), n=st.integers(1, 80),
-       trans_a=st.booleans(), beta=st.sampled_from([0.0, 1.0, -0.5]),
-       dtype=st.sampled_from(DTYPES), threads=st.integers(1, 3))
-def test_the_avx512_variant_gives_the_bits_of_the_avx2_one(m, k, n, trans_a, beta, dtype,
-                                                            threads):
-    """Every element is the same FMA chain in both variants, wherever the tiles, masks
-    and thread blocks fall."""
-    rng = np.random.default_rng(m * 10007 + k * 101 + n)
-    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
-    B = rng.normal(size=(k, n)).astype(dtype)
-    C0 = rng.normal(size=(m, n)).astype(dtype)
+def products_at_both_levels(A, B, C0, trans_a, beta, threads):
+    """0.75 * op(A) @ B + beta * C0 in the kernel (past its limits) at SIMD level 1 on one
+    thread and at level 2 on `threads`, every product split even when small; asserts the
+    two have the same bits and returns them."""
     before = _kernels.split_thresholds()
     results = []
     try:
@@ -199,6 +190,23 @@ def test_the_avx512_variant_gives_the_bits_of_the_avx2_one(m, k, n, trans_a, bet
         _kernels.small_gemm(-1)
         _kernels.split_thresholds(*before)
     assert np.array_equal(results[0], results[1])
+    return results
+
+
+@pytest.mark.skipif(_kernels.simd_level() < 2, reason="this CPU has no AVX-512")
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 70), n=st.integers(1, 80),
+       trans_a=st.booleans(), beta=st.sampled_from([0.0, 1.0, -0.5]),
+       dtype=st.sampled_from(DTYPES), threads=st.integers(1, 3))
+def test_the_avx512_variant_gives_the_bits_of_the_avx2_one(m, k, n, trans_a, beta, dtype,
+                                                            threads):
+    """Every element is the same FMA chain in both variants, wherever the tiles, masks
+    and thread blocks fall."""
+    rng = np.random.default_rng(m * 10007 + k * 101 + n)
+    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.normal(size=(k, n)).astype(dtype)
+    C0 = rng.normal(size=(m, n)).astype(dtype)
+    results = products_at_both_levels(A, B, C0, trans_a, beta, threads)
     if beta == 0:
         assert_product_close(results[0] / dtype(0.75), A.T if trans_a else A, B, dtype)
 
@@ -225,22 +233,7 @@ def test_long_rows_of_B_give_the_same_bits_at_both_levels(m, k, extra, trans_a, 
     A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
     B = rng.normal(size=(k, n)).astype(dtype)
     C0 = rng.normal(size=(m, n)).astype(dtype)
-    before = _kernels.split_thresholds()
-    results = []
-    try:
-        _kernels.small_gemm(2)
-        _kernels.split_thresholds(product=64)
-        for level in (1, 2):
-            assert _kernels.simd_level(level) == level
-            out = C0.copy()
-            _kernels.matmul(A, B, trans_a=trans_a, alpha=0.75, beta=beta, out=out,
-                            n_threads=threads if level == 2 else 1)
-            results.append(out)
-    finally:
-        _kernels.simd_level(2)
-        _kernels.small_gemm(-1)
-        _kernels.split_thresholds(*before)
-    assert np.array_equal(results[0], results[1])
+    results = products_at_both_levels(A, B, C0, trans_a, beta, threads)
     want = 0.75 * ((A.T if trans_a else A).astype(np.float64) @ B) + beta * C0
     tol = 1e-12 if dtype == np.float64 else 2e-5
     np.testing.assert_allclose(results[0], want, rtol=tol, atol=tol * np.sqrt(k) * 4)

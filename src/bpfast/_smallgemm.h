@@ -234,6 +234,19 @@ static void* bpf_sg_panel(size_t bytes) {
             }                                                                        \
         }                                                                            \
     }                                                                                \
+    /* kb rows of the n columns from B into column panels of 2 vectors, each kb rows   \
+     * long and one vector more apart (so that the panels' starts do not share L1 sets). */ \
+    TARGET BPF_INLINE void X##_pack_block(ptrdiff_t kb, ptrdiff_t n, const T* B,       \
+                                          ptrdiff_t ldb, T* out) {                    \
+        const ptrdiff_t P = 2 * LANES;                                               \
+        for (ptrdiff_t p = 0; p < kb; p++)                                           \
+            for (ptrdiff_t j = 0; j < n; j += LANES) {                               \
+                ptrdiff_t w = n - j < LANES ? n - j : LANES;                         \
+                MT part = bpf_vmask_##X(w);                                          \
+                bpf_vstore_##X(out + j / P * (kb * P + LANES) + p * P + j % P,        \
+                               bpf_vload_##X(B + p * ldb + j, w < LANES, part), w < LANES, part); \
+            }                                                                        \
+    }                                                                                \
     /* B with long rows (a column panel's rows would share few L1 sets), as BLAS      \
      * kernels do: a block of kc rows of B (all its columns when beta == 0, the partial  \
      * sums waiting in C between blocks; one panel of every row otherwise) is copied   \
@@ -268,14 +281,8 @@ static void* bpf_sg_panel(size_t bytes) {
                 if (packed == NULL) col0 = 0;                                        \
                 const T* block = packed == NULL ? pack_b                             \
                     : packed + p0 * ((width + P - 1) / P * P) + p0 / kc * ((width + P - 1) / P) * LANES; \
-                for (ptrdiff_t p = 0; p < kb && packed == NULL; p++)                 \
-                    for (ptrdiff_t j = j0; j < j1; j += LANES) {                     \
-                        ptrdiff_t w = j1 - j < LANES ? j1 - j : LANES;               \
-                        MT part = bpf_vmask_##X(w);                                  \
-                        T* to = pack_b + (j - j0) / P * (kb * P + LANES) + p * P + (j - j0) % P; \
-                        bpf_vstore_##X(to, bpf_vload_##X(B + (p0 + p) * ldb + j, w < LANES, part), \
-                                       w < LANES, part);                             \
-                    }                                                                \
+                if (packed == NULL)                                                  \
+                    X##_pack_block(kb, j1 - j0, B + p0 * ldb + j0, ldb, pack_b);     \
                 for (ptrdiff_t i0 = 0; i0 < m; i0 += chunk) {                        \
                     ptrdiff_t i1 = m - i0 < chunk ? m : i0 + chunk;                  \
                     for (ptrdiff_t i = i0; i < i1; i++)                              \
@@ -312,15 +319,8 @@ static void* bpf_sg_panel(size_t bytes) {
         const ptrdiff_t P = 2 * LANES, kc = BPF_SG_KC_BYTES / (ptrdiff_t)sizeof(T);  \
         for (ptrdiff_t p0 = 0; p0 < k; p0 += kc) {                                   \
             ptrdiff_t kb = k - p0 < kc ? k - p0 : kc;                                \
-            T* block = out + p0 * ((n + P - 1) / P * P) + p0 / kc * ((n + P - 1) / P) * LANES; \
-            for (ptrdiff_t p = 0; p < kb; p++)                                       \
-                for (ptrdiff_t j = 0; j < n; j += LANES) {                           \
-                    ptrdiff_t w = n - j < LANES ? n - j : LANES;                     \
-                    MT part = bpf_vmask_##X(w);                                      \
-                    bpf_vstore_##X(block + j / P * (kb * P + LANES) + p * P + j % P,  \
-                                   bpf_vload_##X(B + (p0 + p) * ldb + j, w < LANES, part), \
-                                   w < LANES, part);                                 \
-                }                                                                    \
+            X##_pack_block(kb, n, B + p0 * ldb, ldb,                                  \
+                out + p0 * ((n + P - 1) / P * P) + p0 / kc * ((n + P - 1) / P) * LANES); \
         }                                                                            \
     }                                                                                \
     /* packed: NULL, or the columns of B from col0 (a whole number of panels) on, as   \
