@@ -179,6 +179,10 @@ def test_fit_agrees(data, dtype, net_seed):
         # trajectories that stay moderate (a blow-up legitimately overflows float32 first).
         assume(e_slow is None and e_fast is None)
         assume(np.abs(slow.get_parameters()).max() < 1e3 and max(h_slow.loss + h_slow.val_loss) < 1e6)
+        if arch["output_activation"] in ("softmax", "sigmoid"):
+            # A cross-entropy past -log(FLT_MIN) ~ 87 means a probability below float32's
+            # normal range: float32 saturates there (found: loss 115 against float64's 78).
+            assume(max(h_slow.loss + h_slow.val_loss) < 80)
     if e_fast is not None or e_slow is not None:
         # Divergence (identity/relu with big steps) is legitimate; both backends must see it,
         # in the same epoch, and both restore the same parameters.
