@@ -27,6 +27,7 @@ SHAPES = [
     (64, 64, 64, False), (128, 64, 64, False), (64, 128, 128, False),   # around the limit
     (128, 32, 128, True), (32, 256, 256, False), (784, 64, 128, True),
     (32, 784, 128, False), (1024, 784, 128, False), (1437, 64, 64, False),   # larger layers
+    (64, 1437, 64, True), (512, 512, 128, True),
     (1, 784, 1024, False), (32, 1024, 1024, False), (256, 1024, 1024, False),  # long rows of B
 ]
 

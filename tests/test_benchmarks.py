@@ -96,7 +96,7 @@ def test_small_gemm_bench_compares_both_paths_on_every_shape(tmp_path):
     _kernels.small_gemm(-1)
     rows = re.findall(r"^ *(float32|float64) +(\d+) +(\d+) +(\d+) +(A|A\.T) +(\d+) +([\d.]+) +"
                       r"([\d.]+) +([\d.]+)x +(kernel|BLAS)$", proc.stdout, re.M)
-    assert len(rows) == 2 * 23, proc.stdout          # bench_small_gemm.SHAPES, both dtypes
+    assert len(rows) == 2 * 25, proc.stdout          # bench_small_gemm.SHAPES, both dtypes
     for dtype, m, k, n, op_a, _, blas, kernel, _, used in rows:
         small = _kernels.small_gemm_used(int(m), int(n), int(k), dtype, op_a == "A.T")
         assert used == ("kernel" if small else "BLAS")

@@ -143,7 +143,7 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # between threads without a fixed cut.
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
 cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
-cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 256 * 1024
+cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 4096 * 1024
 cdef Py_ssize_t SMALL_GEMM_ROW_AVX512 = 1024
 cdef Py_ssize_t SMALL_GEMM_MIN_AVX512 = 1 << 20     # multiply-adds
 # small_gemm()'s mode: -1 automatic (the limits above, by SIMD level), 1 the AVX2 limit
