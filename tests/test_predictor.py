@@ -8,7 +8,9 @@ import pytest
 import bpfast
 from bpfast import _kernels
 
-SHAPES = [[784, 300, 10], [50, 1030, 20, 3], [20, 8, 2]]     # wide, wider, narrow only
+# Wide (float64's 784 rows of W in two packed blocks), wider, deep (two blocks in float32
+# too), narrow only.
+SHAPES = [[784, 300, 10], [50, 1030, 20, 3], [1100, 260, 2], [20, 8, 2]]
 
 
 @pytest.fixture(params=["float32", "float64"])
