@@ -141,6 +141,14 @@ def calls_per_block(fn, X, block_seconds):
     return max(1, int(number * block_seconds / max(elapsed, 1e-9)))
 
 
+def block_us(fn, X, number):
+    """µs per call of fn(X) over a block of `number` calls."""
+    start = time.perf_counter()
+    for _ in range(number):
+        fn(X)
+    return (time.perf_counter() - start) / number * 1e6
+
+
 def interleaved_medians(fns, X, rounds, block_seconds):
     """{name: median µs per call} over `rounds` rounds of one block per contender."""
     numbers = {name: calls_per_block(fn, X, block_seconds) for name, fn in fns.items()}
@@ -148,11 +156,7 @@ def interleaved_medians(fns, X, rounds, block_seconds):
     names = list(fns)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            fn, number = fns[name], numbers[name]
-            start = time.perf_counter()
-            for _ in range(number):
-                fn(X)
-            times[name].append((time.perf_counter() - start) / number * 1e6)
+            times[name].append(block_us(fns[name], X, numbers[name]))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -177,12 +181,7 @@ def worker(args):
     for batch in args.batches:
         Xb = np.ascontiguousarray(X[:batch])
         number = calls_per_block(fn, Xb, args.block)
-        out[batch] = []
-        for _ in range(BLOCKS_PER_PROCESS):
-            start = time.perf_counter()
-            for _ in range(number):
-                fn(Xb)
-            out[batch].append((time.perf_counter() - start) / number * 1e6)
+        out[batch] = [block_us(fn, Xb, number) for _ in range(BLOCKS_PER_PROCESS)]
     print(json.dumps(out))
 
 

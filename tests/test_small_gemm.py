@@ -170,10 +170,14 @@ def test_backprop_error_copies_W_transposed_for_the_kernel(kernel_on, dtype, n, 
     assert_product_close(E, delta, np.ascontiguousarray(W.T), dtype)
 
 
-def products_at_both_levels(A, B, C0, trans_a, beta, threads):
-    """0.75 * op(A) @ B + beta * C0 in the kernel (past its limits) at SIMD level 1 on one
-    thread and at level 2 on `threads`, every product split even when small; asserts the
-    two have the same bits and returns them."""
+def products_at_both_levels(m, k, n, trans_a, beta, dtype, threads):
+    """(op(A), B, C0, C): C = 0.75 * op(A) @ B + beta * C0 for random operands, in the
+    kernel (past its limits) at SIMD level 1 on one thread and at level 2 on `threads`,
+    every product split even when small; asserts that the two have the same bits."""
+    rng = np.random.default_rng(m * 10007 + k * 101 + n)
+    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.normal(size=(k, n)).astype(dtype)
+    C0 = rng.normal(size=(m, n)).astype(dtype)
     before = _kernels.split_thresholds()
     results = []
     try:
@@ -190,7 +194,7 @@ def products_at_both_levels(A, B, C0, trans_a, beta, threads):
         _kernels.small_gemm(-1)
         _kernels.split_thresholds(*before)
     assert np.array_equal(results[0], results[1])
-    return results
+    return (A.T if trans_a else A), B, C0, results[0]
 
 
 @pytest.mark.skipif(_kernels.simd_level() < 2, reason="this CPU has no AVX-512")
@@ -202,13 +206,9 @@ def test_the_avx512_variant_gives_the_bits_of_the_avx2_one(m, k, n, trans_a, bet
                                                             threads):
     """Every element is the same FMA chain in both variants, wherever the tiles, masks
     and thread blocks fall."""
-    rng = np.random.default_rng(m * 10007 + k * 101 + n)
-    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
-    B = rng.normal(size=(k, n)).astype(dtype)
-    C0 = rng.normal(size=(m, n)).astype(dtype)
-    results = products_at_both_levels(A, B, C0, trans_a, beta, threads)
+    op_a, B, _, C = products_at_both_levels(m, k, n, trans_a, beta, dtype, threads)
     if beta == 0:
-        assert_product_close(results[0] / dtype(0.75), A.T if trans_a else A, B, dtype)
+        assert_product_close(C / dtype(0.75), op_a, B, dtype)
 
 
 def long_rows(dtype):
@@ -228,15 +228,11 @@ def test_long_rows_of_B_give_the_same_bits_at_both_levels(m, k, extra, trans_a, 
     1030 float32 or 513 float64 takes two blocks, the partial sums waiting in C), op(A)
     into tiles of 6 or 12 rows, or one row streamed: the chains are the same at both
     levels, on any thread count, and equal the product to rounding."""
-    n = long_rows(dtype) + extra
-    rng = np.random.default_rng(m * 10007 + k * 101 + n)
-    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
-    B = rng.normal(size=(k, n)).astype(dtype)
-    C0 = rng.normal(size=(m, n)).astype(dtype)
-    results = products_at_both_levels(A, B, C0, trans_a, beta, threads)
-    want = 0.75 * ((A.T if trans_a else A).astype(np.float64) @ B) + beta * C0
+    op_a, B, C0, C = products_at_both_levels(m, k, long_rows(dtype) + extra, trans_a, beta,
+                                             dtype, threads)
+    want = 0.75 * (op_a.astype(np.float64) @ B) + beta * C0
     tol = 1e-12 if dtype == np.float64 else 2e-5
-    np.testing.assert_allclose(results[0], want, rtol=tol, atol=tol * np.sqrt(k) * 4)
+    np.testing.assert_allclose(C, want, rtol=tol, atol=tol * np.sqrt(k) * 4)
 
 
 @needs_kernel

@@ -221,3 +221,13 @@ def _progress_bar(total):
     except ImportError as exc:
         raise missing_optional("tqdm", "progress=True", "peers", exc) from exc
     return tqdm(total=total, unit="epoch")
+
+
+def validation_pair(net, validation_data):
+    """fit's validation_data, validated for `net`: (X_val, Y_val) converted, or None."""
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise TypeError("validation_data must be a pair (X_val, Y_val)")
+    Xv = net._X(validation_data[0], "validation_data[0]")
+    return Xv, net._Y(validation_data[1], Xv.shape[0], "validation_data[1]")

@@ -23,8 +23,10 @@ class Predictor:
     predict at once.
     """
 
-    def __init__(self, network):
+    def __init__(self, network, n_threads: Optional[int] = None):
         self._net = network.clone()
+        if n_threads is not None:
+            self._net.n_threads = n_threads      # validated by the Network
         self._pack()
 
     def _pack(self):

@@ -35,7 +35,7 @@ from typing import Optional
 
 import numpy as np
 
-from bpfast import optim
+from bpfast import _fitting, optim
 from bpfast._validation import as_bool, as_sample_weight, positive_int, seed_value
 from bpfast.network import History, Network
 
@@ -170,7 +170,7 @@ def _prepare(net, X, Y, rank, epochs, batch_size, lr, shuffle, seed, optimizer, 
     # have spoken.
     weights = None if sample_weight is None else as_sample_weight(
         sample_weight, X.shape[0], net.dtype, all_zero=True)
-    validation = net._validation_pair(validation_data)
+    validation = _fitting.validation_pair(net, validation_data)
     opt = optim.make(net, optimizer, lr, momentum, nesterov, weight_decay, betas, eps, etas,
                      step_sizes, clip_norm)
     local = _Local(X, Y, weights, validation, positive_int(epochs, "epochs"),

@@ -357,17 +357,11 @@ class Network:
         finally:
             self._access.stop_reading()
 
-    def predictor(self, n_threads: Optional[int] = None) -> "Predictor":
-        """A frozen copy of this Network for inference (as an onnxruntime session is
-        one): its weights are packed once for the product kernel, so that each
-        ``predict`` skips that work. It predicts the bits this Network's ``predict`` gives
-        now; later training or changes of this Network do not reach it. ``n_threads``: its
-        default thread count (None: this Network's)."""
+    def predictor(self, n_threads: Optional[int] = None):
+        """A frozen copy for inference, its weights packed once (see ``bpfast._predictor``):
+        the bits of ``predict`` now; later changes of this Network do not reach it."""
         from bpfast._predictor import Predictor
-        made = Predictor(self)
-        if n_threads is not None:
-            made._net.n_threads = n_threads
-        return made
+        return Predictor(self, n_threads)
 
     def evaluate(self, X, Y, n_threads: Optional[int] = None) -> float:
         """The loss on (X, Y) without training (the same definition as ``fit`` reports)."""
@@ -375,13 +369,10 @@ class Network:
         return self._loss_of(out, self._Y(Y, out.shape[0]))
 
     def _outputs(self, X, threads=-1, source=None):
-        """Forward of X in chunks of PREDICT_CHUNK rows (the caller holds a lock).
-
-        X is validated, or, with `source` (X as the caller gave it), validated but for its
-        finiteness: the engine then checks the first layer's product instead, and a
-        failure validates `source` in full, which raises the usual error (or, on an
-        overflow from finite X, finds nothing, and the chunk runs unchecked).
-        """
+        """Forward of X in chunks of PREDICT_CHUNK rows (the caller holds a lock). With
+        `source` (X as given; X unchecked for NaN and infinity) the engine checks the first
+        layer's product instead; a failure validates `source`, which raises the usual error
+        (or finds an overflow from finite X, and the chunk runs unchecked)."""
         def chunk(rows):
             out = self._engine.forward(rows, False, threads, source is not None)
             if out is None:
@@ -392,15 +383,6 @@ class Network:
             return chunk(X)
         return np.concatenate([chunk(X[i:i + PREDICT_CHUNK])
                                for i in range(0, X.shape[0], PREDICT_CHUNK)])
-
-    def _validation_pair(self, validation_data):
-        """fit's validation_data, validated: (X_val, Y_val) converted, or None."""
-        if validation_data is None:
-            return None
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError("validation_data must be a pair (X_val, Y_val)")
-        Xv = self._X(validation_data[0], "validation_data[0]")
-        return Xv, self._Y(validation_data[1], Xv.shape[0], "validation_data[1]")
 
     def _loss_of(self, out, Y):
         return float(_kernels.output_delta(out, Y, self.loss, self.output_activation)[0])
@@ -540,7 +522,7 @@ class Network:
         early = _fitting.EarlyStopping.of(early_stopping, patience, min_delta, restore_best)
         if sample_weight is not None:
             sample_weight = as_sample_weight(sample_weight, n_rows, self.dtype)
-        validation = self._validation_pair(validation_data)
+        validation = _fitting.validation_pair(self, validation_data)
         X, Y = self._apart(X, Y)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable; got {type(callback).__name__}")
