@@ -95,6 +95,9 @@ def test_pickle_threads_and_repr(dtype):
     again = pickle.loads(pickle.dumps(frozen))
     assert np.array_equal(again.predict(X), frozen.predict(X))
     assert "Predictor(sizes=[25, 520, 3]" in repr(frozen)
+    for bad in (0, -1, 1.5):
+        with pytest.raises((ValueError, TypeError), match="n_threads"):
+            net.predictor(n_threads=bad)
 
 
 def test_the_reference_backend_has_a_predictor_too():

@@ -24,9 +24,12 @@ class Predictor:
     """
 
     def __init__(self, network, n_threads: Optional[int] = None):
-        self._net = network.clone()
-        if n_threads is not None:
-            self._net.n_threads = n_threads      # validated by the Network
+        # A Network with the same settings and parameters, not a clone: its gradient and
+        # optimizer buffers stay zero pages that are never touched.
+        self._net = type(network)._from_parameters(
+            network.get_parameters(), network.sizes, network.activation,
+            network.output_activation, network.loss, network.dtype, network.backend,
+            network.n_threads if n_threads is None else n_threads)
         self._pack()
 
     def _pack(self):
