@@ -205,3 +205,26 @@ def test_reference_backend_is_flat():
             net.fit(X, Y, epochs=1, batch_size=4)
 
     measure("reference backend", body, count(5_000, 500), 100)
+
+
+def test_the_kernels_copy_buffers_leave_with_their_threads():
+    """A wide layer's product copies its weights into a per-thread buffer (megabytes);
+    a server that predicts from a new thread per request must not keep one per thread."""
+    import threading
+    net = bpfast.Network([600, 2000, 3], dtype="float64", seed=0, n_threads=1)
+    X = np.random.default_rng(0).normal(size=(32, 600))
+
+    def predict_in_a_thread():
+        worker = threading.Thread(target=net.predict, args=(X,))
+        worker.start()
+        worker.join()
+
+    for _ in range(3):
+        predict_in_a_thread()
+    gc.collect()
+    before = rss()
+    for _ in range(count(200, 40)):          # each buffer is about 8 MB
+        predict_in_a_thread()
+    gc.collect()
+    grown = rss() - before
+    assert grown < 8 * RSS_LIMIT, f"{grown / MB:.1f} MB more after the threads ended"

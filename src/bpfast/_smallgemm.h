@@ -23,6 +23,7 @@
 #ifndef BPFAST_SMALLGEMM_H
 #define BPFAST_SMALLGEMM_H
 
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "_vmath.h"
@@ -90,19 +91,40 @@ BPF_VOPS(bpf_sg_f, __m256, 8, ps, int32_t)
 #define BPF_SG_KC_BYTES 4096
 #endif
 
-/* This thread's buffer for a column panel of B, of at least `bytes` (kept between calls;
- * NULL if it cannot be had: the kernel then reads B in place, with the same bits). */
+/* This thread's buffer for the copies of B and op(A), of at least `bytes`, kept between
+ * calls and freed when the thread ends (a server's thread per request must not leave
+ * megabytes behind); NULL if it cannot be had: the kernel then reads the operands in
+ * place, with the same bits. */
+typedef struct { void* data; size_t capacity; } bpf_sg_buffer;
+static pthread_key_t bpf_sg_key;
+static pthread_once_t bpf_sg_key_once = PTHREAD_ONCE_INIT;
+
+static void bpf_sg_buffer_free(void* p) {
+    bpf_sg_buffer* buffer = (bpf_sg_buffer*)p;
+    free(buffer->data);
+    free(buffer);
+}
+
+static void bpf_sg_key_make(void) { pthread_key_create(&bpf_sg_key, bpf_sg_buffer_free); }
+
 static void* bpf_sg_panel(size_t bytes) {
-    static __thread void* buffer = NULL;
-    static __thread size_t capacity = 0;
-    if (bytes > capacity) {
-        free(buffer);
-        capacity = (bytes + 4095) / 4096 * 4096;
-        buffer = aligned_alloc(64, capacity);
-        if (buffer == NULL)
-            capacity = 0;
+    pthread_once(&bpf_sg_key_once, bpf_sg_key_make);
+    bpf_sg_buffer* buffer = (bpf_sg_buffer*)pthread_getspecific(bpf_sg_key);
+    if (buffer == NULL) {
+        buffer = (bpf_sg_buffer*)calloc(1, sizeof(bpf_sg_buffer));
+        if (buffer == NULL || pthread_setspecific(bpf_sg_key, buffer) != 0) {
+            free(buffer);
+            return NULL;
+        }
     }
-    return buffer;
+    if (bytes > buffer->capacity) {
+        free(buffer->data);
+        buffer->capacity = (bytes + 4095) / 4096 * 4096;
+        buffer->data = aligned_alloc(64, buffer->capacity);
+        if (buffer->data == NULL)
+            buffer->capacity = 0;
+    }
+    return buffer->data;
 }
 
 /* One tile of C: MR rows (1..MRMAX) by NV vectors (1 or 2), the last one masked or not,
