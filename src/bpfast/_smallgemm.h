@@ -256,6 +256,12 @@ static void* bpf_sg_panel(size_t bytes) {
             }                                                                        \
         }                                                                            \
     }                                                                                \
+    /* Where the block of B's rows from p0 (a multiple of kc) starts in B packed with n \
+     * columns: the blocks before it, each its panels of kc rows and one vector apart. */ \
+    BPF_INLINE ptrdiff_t X##_packed_block(ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t n) {   \
+        const ptrdiff_t panels = (n + 2 * LANES - 1) / (2 * LANES);                 \
+        return p0 * panels * 2 * LANES + p0 / kc * panels * LANES;                   \
+    }                                                                                \
     /* kb rows of the n columns from B into column panels of 2 vectors, each kb rows   \
      * long and one vector more apart (so that the panels' starts do not share L1 sets). */ \
     TARGET BPF_INLINE void X##_pack_block(ptrdiff_t kb, ptrdiff_t n, const T* B,       \
@@ -277,13 +283,14 @@ static void* bpf_sg_panel(size_t bytes) {
      * would also share L1 sets); then every tile of C runs from the copies. */          \
     TARGET static void X##_gemm_packed(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
-            T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t width, ptrdiff_t col0) {  \
+            T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t packed_cols, ptrdiff_t col0) { \
         const ptrdiff_t P = 2 * LANES;                                               \
         ptrdiff_t step_r = trans_a ? 1 : lda, step_p = trans_a ? lda : 1;            \
         ptrdiff_t group = beta == 0 ? (n + P - 1) / P * P : P;                        \
         ptrdiff_t kc = beta == 0 ? BPF_SG_KC_BYTES / (ptrdiff_t)sizeof(T) : k;        \
         if (kc > k) kc = k;                                                          \
-        if (beta != 0) packed = NULL;                                                \
+        if (beta != 0) packed = NULL;   /* packed as beta == 0 cuts B */              \
+        if (packed == NULL) col0 = 0;   /* the copy made here starts at column j0 */  \
         ptrdiff_t chunk = BPF_SG_A_CHUNK / (kc * (ptrdiff_t)sizeof(T)) / MRMAX * MRMAX; \
         if (chunk < MRMAX) chunk = MRMAX;                                            \
         if (chunk > (m + MRMAX - 1) / MRMAX * MRMAX) chunk = (m + MRMAX - 1) / MRMAX * MRMAX; \
@@ -299,10 +306,8 @@ static void* bpf_sg_panel(size_t bytes) {
             for (ptrdiff_t p0 = 0; p0 < k; p0 += kc) {                               \
                 ptrdiff_t kb = k - p0 < kc ? k - p0 : kc;                            \
                 int first = p0 == 0, last = p0 + kb == k;                            \
-                /* B already packed (X##_pack_b, `width` columns): its block of rows. */ \
-                if (packed == NULL) col0 = 0;                                        \
                 const T* block = packed == NULL ? pack_b                             \
-                    : packed + p0 * ((width + P - 1) / P * P) + p0 / kc * ((width + P - 1) / P) * LANES; \
+                               : packed + X##_packed_block(p0, kc, packed_cols);    \
                 if (packed == NULL)                                                  \
                     X##_pack_block(kb, j1 - j0, B + p0 * ldb + j0, ldb, pack_b);     \
                 for (ptrdiff_t i0 = 0; i0 < m; i0 += chunk) {                        \
@@ -338,25 +343,24 @@ static void* bpf_sg_panel(size_t bytes) {
     }                                                                                \
     TARGET static void X##_pack_b(ptrdiff_t k, ptrdiff_t n, const T* B, ptrdiff_t ldb, \
                                   T* out) {                                          \
-        const ptrdiff_t P = 2 * LANES, kc = BPF_SG_KC_BYTES / (ptrdiff_t)sizeof(T);  \
+        const ptrdiff_t kc = BPF_SG_KC_BYTES / (ptrdiff_t)sizeof(T);                 \
         for (ptrdiff_t p0 = 0; p0 < k; p0 += kc) {                                   \
             ptrdiff_t kb = k - p0 < kc ? k - p0 : kc;                                \
-            X##_pack_block(kb, n, B + p0 * ldb, ldb,                                  \
-                out + p0 * ((n + P - 1) / P * P) + p0 / kc * ((n + P - 1) / P) * LANES); \
+            X##_pack_block(kb, n, B + p0 * ldb, ldb, out + X##_packed_block(p0, kc, n)); \
         }                                                                            \
     }                                                                                \
-    /* packed: NULL, or the columns of B from col0 (a whole number of panels) on, as   \
-     * X##_pack_b packs `width` columns (the bits are the same with or without it). */  \
+    /* packed: NULL, or B as X##_pack_b packs its packed_cols columns, of which this    \
+     * product's start at col0, a whole panel (the bits are the same either way). */    \
     TARGET static void X##_gemm(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,    \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
-            T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t width, ptrdiff_t col0) {  \
+            T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t packed_cols, ptrdiff_t col0) { \
         if (n * (ptrdiff_t)sizeof(T) > BPF_SG_ROW_BYTES) {                           \
             T* sums = m == 1 ? (T*)bpf_sg_panel((n + LANES) * sizeof(T)) : NULL;       \
             if (sums != NULL)                                                        \
                 X##_row_stream(n, k, alpha, A, trans_a ? lda : 1, B, ldb, beta, C, sums); \
             else                                                                     \
                 X##_gemm_packed(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, \
-                                packed, width, col0);                                \
+                                packed, packed_cols, col0);                          \
             return;                                                                  \
         }                                                                            \
         /* One row (a prediction of one sample): a tile would have 2 FMA chains, one  \
@@ -429,10 +433,10 @@ BPF_SMALL_GEMM(bpf_sg512_f, float, __m512, 16, BPF_AVX512, __mmask16, 12, BPF_TI
 #define BPF_SMALL_GEMM_CALL(X)                                                       \
     if (bpf_cpu_level() >= 2)                                                        \
         bpf_sg512_##X##_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,  \
-                             packed, width, col0);                                   \
+                             packed, packed_cols, col0);                             \
     else                                                                             \
         bpf_sg_##X##_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,     \
-                          packed, width, col0);
+                          packed, packed_cols, col0);
 #define BPF_SMALL_GEMM_PACK(X)                                                       \
     if (bpf_cpu_level() >= 2) bpf_sg512_##X##_pack_b(k, n, B, ldb, out);              \
     else bpf_sg_##X##_pack_b(k, n, B, ldb, out);
@@ -446,7 +450,7 @@ BPF_SMALL_GEMM(bpf_sg512_f, float, __m512, 16, BPF_AVX512, __mmask16, 12, BPF_TI
 #define BPF_SMALL_GEMM_ENTRY(X, T)                                                   \
     static inline void bpf_small_gemm_##X(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
-            T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t width, ptrdiff_t col0) {  \
+            T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t packed_cols, ptrdiff_t col0) { \
         BPF_SMALL_GEMM_CALL(X)                                                       \
     }                                                                                \
     /* Elements of B (k by n) packed at the level in use now. */                      \
