@@ -704,7 +704,6 @@ cdef class Engine:
         cdef bint ok = True
         cdef Py_ssize_t n = X.shape[0], m = self.net.sizes[self.net.n_layers]
         self.check(X, self.net.sizes[0], "X")
-        cdef Workspace own
         if keep:
             self.reserve(n)
             memcpy(self.ws.x_rows, data(X), n * self.net.sizes[0] * (8 if self.is_double else 4))
