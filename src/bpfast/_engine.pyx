@@ -629,10 +629,17 @@ cdef class Engine:
         free(self.net.b_off)
         free(self.net.a_off)
 
+    def packable(self):
+        """Whether a weight matrix has rows long enough for the kernel to pack (at the SIMD
+        level in use now)."""
+        return any(packed_size(self.net.sizes[l], self.net.sizes[l + 1], self.is_double) > 0
+                   for l in range(self.net.n_layers))
+
     def pack_weights(self):
-        """Pack every weight matrix with long rows as the register kernel packs B, once, so
-        that forward(keep=False) skips that work (the same bits). Only for an Engine whose
-        parameters never change afterwards (Network.predictor's frozen copy)."""
+        """Pack every weight matrix with long rows as the register kernel packs B, so that
+        forward(use_packs=True) skips that work (the same bits), until the parameters
+        change: the caller knows when (Network._packs_ready). The number of elements
+        packed; the copy reuses the last one's memory."""
         cdef int l, L = self.net.n_layers
         offsets = np.full(L, -1, dtype=np.intp)
         total = 0
@@ -641,7 +648,9 @@ cdef class Engine:
             if size > 0:
                 offsets[l] = total
                 total += size
-        packs = np.empty(max(total, 1), dtype=self.params.dtype)
+        packs = self.packs
+        if packs is None or packs.shape[0] != total:
+            packs = np.empty(max(total, 1), dtype=self.params.dtype)
         cdef char* P = data(self.params)
         cdef char* out = data(packs)
         for l in range(L):
@@ -692,14 +701,17 @@ cdef class Engine:
             raise ValueError(f"{name}: expected an aligned, C-contiguous {self.params.dtype} "
                              f"array of shape (n, {width}), got {A.dtype} {(<object>A).shape}")
 
-    def forward(self, cnp.ndarray X, bint keep=True, int threads=-1, bint check_input=False):
+    def forward(self, cnp.ndarray X, bint keep=True, int threads=-1, bint check_input=False,
+                bint use_packs=False):
         """Output of the network for X (a new array).
 
         keep=True keeps a copy of X and the activations for backward(). keep=False
         (predict, evaluate) runs in memory of its own and changes nothing in the Engine,
         so that many threads may predict at once. check_input=True (with keep=False): None
         when X holds a NaN or an infinity, checked on the first layer's product (cheaper
-        than X when the layer narrows; see dense_forward_into).
+        than X when the layer narrows; see dense_forward_into). use_packs=True (with
+        keep=False): the weights packed by pack_weights, which the caller knows to be
+        current, are read instead of the live ones (if packed at this SIMD level).
         """
         cdef bint ok = True
         cdef Py_ssize_t n = X.shape[0], m = self.net.sizes[self.net.n_layers]
@@ -716,9 +728,11 @@ cdef class Engine:
         cdef char* a = <char*>acts
         cdef char* packs = NULL
         cdef Py_ssize_t* pack_off = NULL
-        if self.packs is not None and not keep and _kernels.simd_level() == self.pack_level:
-            packs = data(self.packs)
-            pack_off = <Py_ssize_t*>data(self.pack_offsets)
+        packed, offsets = self.packs, self.pack_offsets     # held while the kernels read them
+        if (use_packs and packed is not None and not keep
+                and _kernels.simd_level() == self.pack_level):
+            packs = data(packed)
+            pack_off = <Py_ssize_t*>data(offsets)
         with nogil:
             team_enter(self.threads if threads < 0 else threads)
             if self.is_double:

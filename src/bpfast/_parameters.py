@@ -13,12 +13,15 @@ class ParameterList(Sequence):
     into it after checking the shape. The list itself cannot grow or shrink.
     """
 
-    def __init__(self, arrays, name, exclusive=None):
+    def __init__(self, arrays, name, exclusive=None, changed=None):
         self._arrays = tuple(arrays)
         self._name = name
         self._exclusive = exclusive     # the Network's: refused while another thread uses it
+        self._changed = changed         # the Network's: a live array may be written from now on
 
     def __getitem__(self, i):
+        if self._changed is not None:
+            self._changed()
         # A fresh view each time: setting .shape on it cannot reshape the network's own.
         if isinstance(i, slice):
             return [a.view() for a in self._arrays[i]]

@@ -1,11 +1,12 @@
 """A frozen copy of a Network for inference, as an onnxruntime session is one.
 
-``Network.predict`` reads the live weights, which may change between two calls, so each
-product with a wide layer copies its weights into the column panels that the register
-kernel reads (``_smallgemm.h``), call after call. A ``Predictor`` copies the Network
-once and packs those weights once; its predictions have the bits of the Network's
-``predict`` at the moment it was made (the kernel runs the same chains on packed and
-unpacked weights), and later changes to the Network do not reach it.
+``Network.predict`` reads the live weights, which may change between two calls: it packs
+a wide layer's weights into the column panels that the register kernel reads
+(``_smallgemm.h``) only once two predictions in a row found them unchanged, and only
+while no array into them is held outside the Network (``Network._packs_ready``). A
+``Predictor`` copies the Network once and packs those weights at once, whatever happens
+to the Network later; its predictions have the bits of the Network's ``predict`` at the
+moment it was made (the kernel runs the same chains on packed and unpacked weights).
 """
 from __future__ import annotations
 
@@ -33,8 +34,7 @@ class Predictor:
         self._pack()
 
     def _pack(self):
-        pack = getattr(self._net._engine, "pack_weights", None)    # the reference has none
-        self._packed = pack() if pack is not None else 0
+        self._packed = self._net._pack_weights()
 
     def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
         """Output for X, shape (n, sizes[-1]), as ``Network.predict``."""

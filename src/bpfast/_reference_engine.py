@@ -130,7 +130,8 @@ class ReferenceEngine:
         return u["step"]
 
     # -- the Engine interface
-    def forward(self, X, keep=True, threads=-1, check_input=False):
+    def forward(self, X, keep=True, threads=-1, check_input=False, use_packs=False):
+        # use_packs: the compiled Engine's packed weights; the reference packs nothing.
         if check_input and not keep and not np.isfinite(X).all():
             return None
         acts = self._forward_all(X.tolist(), self._layers(self.params))

@@ -7,6 +7,7 @@ shape) but never resized or replaced: the kernels can hold raw pointers.
 """
 from __future__ import annotations
 
+import sys
 import weakref
 from contextlib import nullcontext
 from typing import Callable, Optional, Sequence
@@ -126,6 +127,14 @@ class Network:
             **self._views(layout, params, grads))
         self._engine = self._make_engine()
         self._engine.threads = n_threads or 0
+        # predict's packed copy of the weights (see _packs_ready): the version of the
+        # parameters it holds, the version the last prediction saw, and the references
+        # to the parameters' memory that the Network itself holds.
+        self._packable = backend == "cython" and self._engine.packable()
+        self._packed_version = self._seen_version = None
+        self._packed_elements = 0
+        del params
+        self._own_references = self._references()
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -173,7 +182,13 @@ class Network:
             net = network()
             return nullcontext() if net is None else net._exclusive()
 
-        return {name: ParameterList(arrays, name, exclusive) for name, arrays in views.items()}
+        def changed():
+            net = network()
+            if net is not None:
+                net._access.changed()
+
+        return {name: ParameterList(arrays, name, exclusive, changed)
+                for name, arrays in views.items()}
 
     def _make_engine(self):
         if self.backend == "cython":
@@ -342,7 +357,7 @@ class Network:
                                          f"left as they were. Try a smaller lr.")
             return loss
         finally:
-            self._access.lock.release()
+            self._access.release()
 
     # ------------------------------------------------------------------ whole data sets
     def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
@@ -373,16 +388,69 @@ class Network:
         `source` (X as given; X unchecked for NaN and infinity) the engine checks the first
         layer's product instead; a failure validates `source`, which raises the usual error
         (or finds an overflow from finite X, and the chunk runs unchecked)."""
+        packed = self._packs_ready(X.shape[0])
+
         def chunk(rows):
-            out = self._engine.forward(rows, False, threads, source is not None)
+            out = self._engine.forward(rows, False, threads, source is not None, packed)
             if out is None:
                 self._X(source)
-                out = self._engine.forward(rows, False, threads)
+                out = self._engine.forward(rows, False, threads, False, packed)
             return out
         if X.shape[0] <= PREDICT_CHUNK:
             return chunk(X)
         return np.concatenate([chunk(X[i:i + PREDICT_CHUNK])
                                for i in range(0, X.shape[0], PREDICT_CHUNK)])
+
+    def _packs_ready(self, rows):
+        """Whether this prediction may read the engine's packed copy of the wide layers'
+        weights, packing them first if due (the caller holds the shared lock).
+
+        The kernel copies such weights into column panels on every product otherwise
+        (_smallgemm.h); a copy kept between predictions saves that, at the memory of those
+        weights once more. It is made when two predictions in a row find the parameters
+        unchanged, and read only while they stay so:
+        - every call that may write them (training, assignment, set_parameters) takes the
+          training lock, and every live array handed out (weights[i], biases[i]) may be
+          written later: each changes the access version (_access.py);
+        - an array a user still holds may be written at any moment without a call: while
+          any exists (more references to the parameters' memory than the Network's own),
+          nothing is packed. A view of a view holds the memory's owner too.
+        The packed product has the bits of the unpacked one, so either way predict
+        returns the same numbers.
+        """
+        if rows < 2 or not self._packable:
+            return False                # one row streams the weights: nothing to pack
+        access = self._access
+        version = access.version
+        if access.writing:
+            return False                # the training thread predicts: writes go unseen
+        if self._packed_version == version:
+            return True
+        if self._seen_version != version:
+            self._seen_version = version
+            return False
+        if self._references() != self._own_references:
+            return False
+        self._pack_weights(version)
+        return True
+
+    def _pack_weights(self, version=None):
+        """Pack the wide layers' weights for predictions at `version` (now by default);
+        the elements packed."""
+        if not self._packable:
+            return 0
+        with self._access.packing:
+            version = self._access.version if version is None else version
+            if self._packed_version != version:
+                self._packed_elements = self._engine.pack_weights()
+                self._packed_version = version
+        return self._packed_elements
+
+    def _references(self):
+        """References to the parameters (the flat view, and its memory's owner, which every
+        view of them holds)."""
+        params = self._params
+        return sys.getrefcount(params), sys.getrefcount(params.base)
 
     def _loss_of(self, out, Y):
         return float(_kernels.output_delta(out, Y, self.loss, self.output_activation)[0])
