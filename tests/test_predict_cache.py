@@ -1,4 +1,4 @@
-"""predict's packed copy of the weights (Network._packs_ready): made after two predictions
+"""predict's packed copy of the weights (_packing.py): made after two predictions
 find the parameters unchanged, read only while they stay so.
 
 Every way to change the parameters is tried after the copy is made; each time predict
@@ -49,7 +49,7 @@ def expected(net, X):
 
 
 def cached(net):
-    return net._packed_version == net._access.version
+    return net._packs.current()
 
 
 def warm(net, X):
@@ -92,9 +92,9 @@ def test_nothing_packed_for_one_row_narrow_layers_or_the_reference():
         net.predict(x)                  # one row streams the weights
     assert net._engine.packs is None
     narrow = bpfast.Network([20, 64, 3], dtype="float32")
-    assert not narrow._packable
+    assert not narrow._packs._packable
     ref = bpfast.Network(WIDE["float32"], dtype="float32", backend="reference")
-    assert not ref._packable
+    assert not ref._packs._packable
     X = batch(ref, rows=3)
     np.testing.assert_array_equal(ref.predict(X), ref.predict(X))
 

@@ -638,7 +638,7 @@ cdef class Engine:
     def pack_weights(self):
         """Pack every weight matrix with long rows as the register kernel packs B, so that
         forward(use_packs=True) skips that work (the same bits), until the parameters
-        change: the caller knows when (Network._packs_ready). The number of elements
+        change: the caller knows when (_packing.py). The number of elements
         packed; the copy reuses the last one's memory."""
         cdef int l, L = self.net.n_layers
         offsets = np.full(L, -1, dtype=np.intp)

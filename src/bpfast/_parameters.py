@@ -44,3 +44,19 @@ class ParameterList(Sequence):
 
     def __repr__(self):
         return f"ParameterList({list(self._arrays)!r})"
+
+
+def parameter_lists(layout, params, grads, access):
+    """weights, biases, grad_weights and grad_biases of a Network: lists of views into its
+    buffers, assigned under its training lock, telling its Access when a live array is
+    handed out. They hold the Access, not the Network, which is then freed (buffers and
+    all) as soon as it is dropped; a list that outlives it writes into buffers that no
+    one else uses."""
+    views = {"weights": [], "biases": [], "grad_weights": [], "grad_biases": []}
+    for s in layout:
+        views["weights"].append(params[s.w:s.b].reshape(s.n_in, s.n_out))
+        views["biases"].append(params[s.b:s.end])
+        views["grad_weights"].append(grads[s.w:s.b].reshape(s.n_in, s.n_out))
+        views["grad_biases"].append(grads[s.b:s.end])
+    return {name: ParameterList(arrays, name, access.exclusive, access.changed)
+            for name, arrays in views.items()}

@@ -3,7 +3,7 @@
 ``Network.predict`` reads the live weights, which may change between two calls: it packs
 a wide layer's weights into the column panels that the register kernel reads
 (``_smallgemm.h``) only once two predictions in a row found them unchanged, and only
-while no array into them is held outside the Network (``Network._packs_ready``). A
+while no array into them is held outside the Network (``_packing.py``). A
 ``Predictor`` copies the Network once and packs those weights at once, whatever happens
 to the Network later; its predictions have the bits of the Network's ``predict`` at the
 moment it was made (the kernel runs the same chains on packed and unpacked weights).
@@ -34,7 +34,7 @@ class Predictor:
         self._pack()
 
     def _pack(self):
-        self._packed = self._net._pack_weights()
+        self._packed = self._net._packs.pack()
 
     def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
         """Output for X, shape (n, sizes[-1]), as ``Network.predict``."""

@@ -7,9 +7,6 @@ shape) but never resized or replaced: the kernels can hold raw pointers.
 """
 from __future__ import annotations
 
-import sys
-import weakref
-from contextlib import nullcontext
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -19,7 +16,8 @@ from bpfast._access import Access
 from bpfast._engine import NeedsValidation
 from bpfast._fitting import History
 from bpfast._layout import aligned_zeros, param_layout
-from bpfast._parameters import ParameterList
+from bpfast._packing import PackedWeights
+from bpfast._parameters import parameter_lists
 from bpfast._reference_engine import ReferenceEngine
 from bpfast._validation import (MAX_DIM, as_bool, as_csr, as_dtype, as_matrix, as_parameters,
                                 as_sample_weight, choice, is_sparse, one_hot_labels,
@@ -124,17 +122,13 @@ class Network:
             _access=access, _exclusive=access.exclusive, _shared=access.shared,
             _fitting=False, history_=None, _layout=layout, _params=params, _grads=grads,
             _state=state, _state_kind=None, _state_step=0, _n_threads=n_threads,
-            **self._views(layout, params, grads))
+            **parameter_lists(layout, params, grads, access))
         self._engine = self._make_engine()
         self._engine.threads = n_threads or 0
-        # predict's packed copy of the weights (see _packs_ready): the version of the
-        # parameters it holds, the version the last prediction saw, and the references
-        # to the parameters' memory that the Network itself holds.
-        self._packable = backend == "cython" and self._engine.packable()
-        self._packed_version = self._seen_version = None
-        self._packed_elements = 0
-        del params
-        self._own_references = self._references()
+        del params      # PackedWeights counts the references the Network itself holds
+        self._packs = PackedWeights(self._engine, access, self._params,
+                                    backend == "cython" and self._engine.packable())
+        self._packs.settle()
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -163,32 +157,6 @@ class Network:
                 if rng is None:
                     rng = self.__dict__["_generator"] = np.random.default_rng(self.seed)
         return rng
-
-    def _views(self, layout, params, grads):
-        """weights, biases, grad_weights and grad_biases: lists of views into the buffers."""
-        views = {"weights": [], "biases": [], "grad_weights": [], "grad_biases": []}
-        for s in layout:
-            views["weights"].append(params[s.w:s.b].reshape(s.n_in, s.n_out))
-            views["biases"].append(params[s.b:s.end])
-            views["grad_weights"].append(grads[s.w:s.b].reshape(s.n_in, s.n_out))
-            views["grad_biases"].append(grads[s.b:s.end])
-        network = weakref.ref(self)
-
-        def exclusive():
-            # Through a weak reference: the lists hold no cycle back to their Network,
-            # which is then freed (buffers and all) as soon as it is dropped, without
-            # waiting for the garbage collector. A list that outlives its Network writes
-            # into buffers that no one else uses.
-            net = network()
-            return nullcontext() if net is None else net._exclusive()
-
-        def changed():
-            net = network()
-            if net is not None:
-                net._access.changed()
-
-        return {name: ParameterList(arrays, name, exclusive, changed)
-                for name, arrays in views.items()}
 
     def _make_engine(self):
         if self.backend == "cython":
@@ -362,7 +330,12 @@ class Network:
     # ------------------------------------------------------------------ whole data sets
     def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
         """Output for X, shape (n, sizes[-1]); nothing is kept for ``backward``.
-        ``n_threads`` overrides the Network's for this call."""
+        ``n_threads`` overrides the Network's for this call.
+
+        Once two predictions in a row find the weights unchanged, a copy of the wide
+        layers' weights packed for the product kernel is kept (as much memory again as
+        those weights) and read until they change; the outputs have the same bits either
+        way (``_packing.py``)."""
         source = X
         X = self._X(X, check_finite=False)
         threads = self._threads(n_threads)
@@ -388,7 +361,7 @@ class Network:
         `source` (X as given; X unchecked for NaN and infinity) the engine checks the first
         layer's product instead; a failure validates `source`, which raises the usual error
         (or finds an overflow from finite X, and the chunk runs unchecked)."""
-        packed = self._packs_ready(X.shape[0])
+        packed = self._packs.ready(X.shape[0])
 
         def chunk(rows):
             out = self._engine.forward(rows, False, threads, source is not None, packed)
@@ -400,57 +373,6 @@ class Network:
             return chunk(X)
         return np.concatenate([chunk(X[i:i + PREDICT_CHUNK])
                                for i in range(0, X.shape[0], PREDICT_CHUNK)])
-
-    def _packs_ready(self, rows):
-        """Whether this prediction may read the engine's packed copy of the wide layers'
-        weights, packing them first if due (the caller holds the shared lock).
-
-        The kernel copies such weights into column panels on every product otherwise
-        (_smallgemm.h); a copy kept between predictions saves that, at the memory of those
-        weights once more. It is made when two predictions in a row find the parameters
-        unchanged, and read only while they stay so:
-        - every call that may write them (training, assignment, set_parameters) takes the
-          training lock, and every live array handed out (weights[i], biases[i]) may be
-          written later: each changes the access version (_access.py);
-        - an array a user still holds may be written at any moment without a call: while
-          any exists (more references to the parameters' memory than the Network's own),
-          nothing is packed. A view of a view holds the memory's owner too.
-        The packed product has the bits of the unpacked one, so either way predict
-        returns the same numbers.
-        """
-        if rows < 2 or not self._packable:
-            return False                # one row streams the weights: nothing to pack
-        access = self._access
-        version = access.version
-        if access.writing:
-            return False                # the training thread predicts: writes go unseen
-        if self._packed_version == version:
-            return True
-        if self._seen_version != version:
-            self._seen_version = version
-            return False
-        if self._references() != self._own_references:
-            return False
-        self._pack_weights(version)
-        return True
-
-    def _pack_weights(self, version=None):
-        """Pack the wide layers' weights for predictions at `version` (now by default);
-        the elements packed."""
-        if not self._packable:
-            return 0
-        with self._access.packing:
-            version = self._access.version if version is None else version
-            if self._packed_version != version:
-                self._packed_elements = self._engine.pack_weights()
-                self._packed_version = version
-        return self._packed_elements
-
-    def _references(self):
-        """References to the parameters (the flat view, and its memory's owner, which every
-        view of them holds)."""
-        params = self._params
-        return sys.getrefcount(params), sys.getrefcount(params.base)
 
     def _loss_of(self, out, Y):
         return float(_kernels.output_delta(out, Y, self.loss, self.output_activation)[0])
