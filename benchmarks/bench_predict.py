@@ -54,8 +54,9 @@ NETWORKS = {"784-128-10": [784, 128, 10], "784-1024-1024-10": [784, 1024, 1024, 
 BATCHES = (1, 32, 256, 1024)
 DTYPES = ("float32", "float64")
 THREADS = ("1", "default")
-# "bpfast": Network.predict (live weights); "predictor": Network.predictor(), a frozen copy
-# with its wide layers' weights packed once, as an onnxruntime session is a frozen copy.
+# "bpfast": Network.predict (live weights, packed once two calls find them unchanged);
+# "predictor": Network.predictor(), a frozen copy, packed at once, as an onnxruntime
+# session is a frozen copy.
 CONTENDERS = ("bpfast", "predictor", "onnxruntime", "NumPy")
 BPFAST = ("bpfast", "predictor")
 # Largest absolute difference allowed between two contenders' softmax outputs (values in
@@ -258,10 +259,10 @@ def report(args, rows, checks, elapsed):
              f"{args.rounds} rounds of about {args.block * 1e3:g} ms per contender; at "
              "default threads each contender alone in a process of its own, the processes "
              "taking turns); "
-             "ort / X > 1 means X is faster. bpfast: `Network.predict`; predictor: "
-             "`Network.predictor().predict`, a frozen copy with its wide layers' weights "
-             "packed once (an onnxruntime session is a frozen copy too). Goal columns: no "
-             "slower than onnxruntime.", ""]
+             "ort / X > 1 means X is faster. bpfast: `Network.predict`, which keeps its "
+             "wide layers' weights packed once two calls find them unchanged; predictor: "
+             "`Network.predictor().predict`, a frozen copy packed at once (an onnxruntime "
+             "session is a frozen copy too). Goal columns: no slower than onnxruntime.", ""]
     if onnxruntime is None:
         lines += ["onnxruntime (or onnx) is not installed: its column is skipped.", ""]
     lines += ["| network | dtype | threads | batch | bpfast | predictor | onnxruntime | NumPy | "

@@ -82,6 +82,8 @@ typedef float bpf_sg_f_elem;
 BPF_VOPS(bpf_sg_d, __m256d, 4, pd, int64_t)
 BPF_VOPS(bpf_sg_f, __m256, 8, ps, int32_t)
 
+#define BPF_SG_NOINLINE __attribute__((noinline))
+
 /* The rows of op(A) one pass over the column tiles takes: about this many bytes. */
 #define BPF_SG_A_CHUNK (192 * 1024)
 /* Rows of B longer than this are read from a copy of each column panel. */
@@ -150,7 +152,12 @@ static void* bpf_sg_panel(size_t bytes) {
                 for (int v = 0; v < NV; v++) acc[r][v] = bpf_vfma_##X(a, b[v], acc[r][v]); \
             }                                                                        \
         }                                                                            \
-        VT va = bpf_vset_##X(alpha), vb = bpf_vset_##X(beta);                        \
+        /* alpha and beta made opaque here: broadcast once outside the loops, they held  \
+         * vector registers through the FMAs and b[1] went to the stack, a quarter slower \
+         * (tests/test_kernel_codegen.py reads the machine code for such spills). */     \
+        T alpha_ = alpha, beta_ = beta;                                              \
+        __asm__ volatile("" : "+m"(alpha_), "+m"(beta_));                            \
+        VT va = bpf_vset_##X(alpha_), vb = bpf_vset_##X(beta_);                      \
         for (int r = 0; r < MR; r++)                                                 \
             for (int v = 0; v < NV; v++) {                                           \
                 T* c = C + r * ldc + v * LANES;                                      \
@@ -256,15 +263,26 @@ static void* bpf_sg_panel(size_t bytes) {
             }                                                                        \
         }                                                                            \
     }                                                                                \
-    /* beta == 0 (nearly every product) compiled apart: with beta unknown, the tiles run \
-     * a quarter slower (1024x784x1024: 39 against 51 GMAC/s in float64). */           \
-    TARGET static void X##_gemm_rows(int trans_a, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n, \
+    /* beta == 0 (nearly every product) compiled apart: a tile then skips C's reload, which \
+     * counts where k is short (784x64x128 A.T float64: 140 against 115 us). Each copy is   \
+     * a function of its own, so that each gets all the registers. */                    \
+    TARGET static BPF_SG_NOINLINE void X##_gemm_rows_beta0(int trans_a, ptrdiff_t j0,   \
+            ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T* A, ptrdiff_t lda,  \
+            const T* B, ptrdiff_t ldb, T* C, ptrdiff_t ldc) {                        \
+        X##_gemm_rows_body(trans_a, j0, m, n, k, alpha, A, lda, B, ldb, 0, C, ldc);   \
+    }                                                                                \
+    TARGET static BPF_SG_NOINLINE void X##_gemm_rows_beta(int trans_a, ptrdiff_t j0,    \
+            ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T* A, ptrdiff_t lda,  \
+            const T* B, ptrdiff_t ldb, T beta, T* C, ptrdiff_t ldc) {                \
+        X##_gemm_rows_body(trans_a, j0, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); \
+    }                                                                                \
+    TARGET BPF_INLINE void X##_gemm_rows(int trans_a, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n, \
             ptrdiff_t k, T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, \
             T beta, T* C, ptrdiff_t ldc) {                                           \
         if (beta == 0)                                                               \
-            X##_gemm_rows_body(trans_a, j0, m, n, k, alpha, A, lda, B, ldb, 0, C, ldc); \
+            X##_gemm_rows_beta0(trans_a, j0, m, n, k, alpha, A, lda, B, ldb, C, ldc); \
         else                                                                         \
-            X##_gemm_rows_body(trans_a, j0, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); \
+            X##_gemm_rows_beta(trans_a, j0, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); \
     }                                                                                \
     /* Where the block of B's rows from p0 (a multiple of kc) starts in B packed with n \
      * columns: the blocks before it, each its panels of kc rows and one vector apart. */ \
@@ -344,14 +362,29 @@ static void* bpf_sg_panel(size_t bytes) {
             }                                                                        \
         }                                                                            \
     }                                                                                \
-    TARGET static void X##_gemm_packed(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, \
+    /* Compiled apart for beta == 0, as X##_gemm_rows is. */                          \
+    TARGET static BPF_SG_NOINLINE void X##_gemm_packed_beta0(int trans_a, ptrdiff_t m,  \
+            ptrdiff_t n, ptrdiff_t k, T alpha, const T* A, ptrdiff_t lda, const T* B,  \
+            ptrdiff_t ldb, T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t packed_cols, \
+            ptrdiff_t col0) {                                                        \
+        X##_gemm_packed_body(trans_a, m, n, k, alpha, A, lda, B, ldb, 0, C, ldc,      \
+                             packed, packed_cols, col0);                             \
+    }                                                                                \
+    TARGET static BPF_SG_NOINLINE void X##_gemm_packed_beta(int trans_a, ptrdiff_t m,   \
+            ptrdiff_t n, ptrdiff_t k, T alpha, const T* A, ptrdiff_t lda, const T* B,  \
+            ptrdiff_t ldb, T beta, T* C, ptrdiff_t ldc, const T* packed,              \
+            ptrdiff_t packed_cols, ptrdiff_t col0) {                                 \
+        X##_gemm_packed_body(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,   \
+                             packed, packed_cols, col0);                             \
+    }                                                                                \
+    TARGET BPF_INLINE void X##_gemm_packed(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, \
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
             T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t packed_cols, ptrdiff_t col0) { \
-        if (beta == 0)      /* compiled apart, as in X##_gemm_rows */                  \
-            X##_gemm_packed_body(trans_a, m, n, k, alpha, A, lda, B, ldb, 0, C, ldc,  \
-                                 packed, packed_cols, col0);                         \
+        if (beta == 0)                                                               \
+            X##_gemm_packed_beta0(trans_a, m, n, k, alpha, A, lda, B, ldb, C, ldc,    \
+                                  packed, packed_cols, col0);                        \
         else                                                                         \
-            X##_gemm_packed_body(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, \
+            X##_gemm_packed_beta(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, \
                                  packed, packed_cols, col0);                         \
     }                                                                                \
     /* B (k by n) as X##_gemm_packed copies it with beta == 0, once for many products: \
