@@ -24,7 +24,7 @@ from bpfast._kernels cimport (
     weight_gradients_into, sgd_update_into, adam_update_into, adam_args, rprop_update_into,
     rprop_args, bpf_adam_args, bpf_rprop_args, sgd_backward_layer, tiny_network,
     tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE, team_enter, team_leave, gather_rows,
-    packed_size, pack_b,
+    packed_size, pack_b, forward_in_kernel, team_width, team_run,
 )
 from bpfast import _kernels
 from bpfast._layout import param_layout
@@ -33,6 +33,11 @@ cnp.import_array()
 
 cdef extern from *:
     """
+    /* Where block b of `blocks` blocks of n rows starts: at a multiple of 12 rows. */
+    static inline Py_ssize_t bpf_rows_start(Py_ssize_t n, Py_ssize_t b, Py_ssize_t blocks) {
+        Py_ssize_t tiles = (n + 11) / 12, start = tiles * b / blocks * 12;
+        return start < n ? start : n;
+    }
     /* The 128-bit product a * b: returns its high half and stores its low half. */
     #ifndef __SIZEOF_INT128__
     #error "bpfast needs a compiler with unsigned __int128 (GCC or Clang, 64-bit)"
@@ -44,6 +49,7 @@ cdef extern from *:
     }
     """
     uint64_t mul_high(uint64_t a, uint64_t b, uint64_t* low) noexcept nogil
+    Py_ssize_t bpf_rows_start(Py_ssize_t n, Py_ssize_t b, Py_ssize_t blocks) noexcept nogil
 
 
 class NeedsValidation(Exception):
@@ -199,25 +205,99 @@ cdef inline floating* layer_output(const Net* net, Py_ssize_t n, floating* acts,
 
 cdef bint forward_all(const Net* net, Py_ssize_t n, const floating* X, const floating* P,
                       floating* acts, bint check_input=False, const floating* packs=NULL,
-                      const Py_ssize_t* pack_off=NULL) noexcept nogil:
+                      const Py_ssize_t* pack_off=NULL, Py_ssize_t row0=0,
+                      Py_ssize_t n_all=0, bint in_kernel=False) noexcept nogil:
     """Run: afterwards layer_output(l) holds A[l+1] = f(A[l] @ W[l] + b[l]) for every layer.
     check_input: False, and nothing more run, when X holds a NaN or an infinity (found in
     the first layer's product, see dense_forward_into). packs: NULL, or the weights
-    packed by Engine.pack_weights, layer l's at pack_off[l] (-1: not packed)."""
+    packed by Engine.pack_weights, layer l's at pack_off[l] (-1: not packed).
+    row0, n_all: these n rows are rows row0.. of a forward of n_all rows, whose outputs
+    they fill in place (X is their first row); in_kernel: see forward_rows."""
     cdef int l
     cdef const floating* inp = X
     cdef floating* out
     cdef const floating* W_packed
+    if n_all == 0:
+        n_all = n
     for l in range(net.n_layers):
-        out = layer_output(net, n, acts, l)
+        out = layer_output(net, n_all, acts, l) + row0 * net.sizes[l + 1]
         W_packed = packs + pack_off[l] if packs != NULL and pack_off[l] >= 0 else NULL
         if not dense_forward_into(n, net.sizes[l], net.sizes[l + 1], inp, P + net.w_off[l],
                                   P + net.b_off[l],
                                   net.output_act if l == net.n_layers - 1 else net.hidden_act,
-                                  out, check_input and l == 0, W_packed):
+                                  out, check_input and l == 0, W_packed, in_kernel):
             return False
         inp = out
     return True
+
+
+# The largest weight matrix (bytes) of a network whose predictions forward_rows cuts by rows.
+cdef Py_ssize_t ROWS_SPLIT_WEIGHTS = 1024 * 1024
+
+
+cdef struct RowsJob:
+    # A prediction's rows cut into `blocks` blocks, each run through every layer apart.
+    const Net* net
+    Py_ssize_t n, blocks
+    const void* X
+    const void* P
+    void* acts
+    const void* packs
+    const Py_ssize_t* pack_off
+    bint check_input, is_double
+    int failed
+
+
+cdef void rows_block(void* ctx, Py_ssize_t block) noexcept nogil:
+    cdef RowsJob* job = <RowsJob*>ctx
+    # Blocks start at multiples of 12 rows, the AVX-512 tile's height.
+    cdef Py_ssize_t start = bpf_rows_start(job.n, block, job.blocks)
+    cdef Py_ssize_t count = bpf_rows_start(job.n, block + 1, job.blocks) - start
+    cdef Py_ssize_t width = job.net.sizes[0]
+    cdef bint ok = True
+    if count <= 0:
+        return
+    if job.is_double:
+        ok = forward_all(job.net, count, <const double*>job.X + start * width,
+                         <const double*>job.P, <double*>job.acts, job.check_input,
+                         <const double*>job.packs, job.pack_off, start, job.n, True)
+    else:
+        ok = forward_all(job.net, count, <const float*>job.X + start * width,
+                         <const float*>job.P, <float*>job.acts, job.check_input,
+                         <const float*>job.packs, job.pack_off, start, job.n, True)
+    if not ok:
+        job.failed = 1
+
+
+cdef bint forward_rows(const Net* net, Py_ssize_t n, const floating* X, const floating* P,
+                       floating* acts, bint check_input=False, const floating* packs=NULL,
+                       const Py_ssize_t* pack_off=NULL) noexcept nogil:
+    """forward_all, its rows cut between the threads when every layer's product runs in
+    the register kernel and its weights fit in L2 (ROWS_SPLIT_WEIGHTS): each block of
+    rows goes through all the layers apart, with one handing out of work instead of one
+    per product and element-wise pass. Wider layers are cut by products, so that each
+    thread reads its share of their weights. The kernel's chains do not depend on the
+    rows around them, nor do the element-wise loops: the bits of forward_all."""
+    cdef int l
+    cdef RowsJob job
+    job.blocks = min(<Py_ssize_t>team_width(), n // (2 * 12))
+    for l in range(net.n_layers):
+        if (job.blocks < 2
+                or net.sizes[l] * net.sizes[l + 1] * sizeof(floating) > ROWS_SPLIT_WEIGHTS
+                or not forward_in_kernel(n, net.sizes[l], net.sizes[l + 1], sizeof(floating))):
+            return forward_all(net, n, X, P, acts, check_input, packs, pack_off)
+    job.net = net
+    job.n = n
+    job.X = X
+    job.P = P
+    job.acts = acts
+    job.packs = packs
+    job.pack_off = pack_off
+    job.check_input = check_input
+    job.is_double = floating is double
+    job.failed = 0
+    team_run(job.blocks, rows_block, &job)
+    return not job.failed
 
 
 cdef void update_layer(const Net* net, int l, floating* P, const floating* G, floating* S,
@@ -735,12 +815,16 @@ cdef class Engine:
             pack_off = <Py_ssize_t*>data(offsets)
         with nogil:
             team_enter(self.threads if threads < 0 else threads)
-            if self.is_double:
-                ok = forward_all(&self.net, n, <double*>x, <double*>P, <double*>a,
-                                 check_input and not keep, <double*>packs, pack_off)
+            if keep and self.is_double:
+                forward_all(&self.net, n, <double*>x, <double*>P, <double*>a)
+            elif keep:
+                forward_all(&self.net, n, <float*>x, <float*>P, <float*>a)
+            elif self.is_double:
+                ok = forward_rows(&self.net, n, <double*>x, <double*>P, <double*>a,
+                                  check_input, <double*>packs, pack_off)
             else:
-                ok = forward_all(&self.net, n, <float*>x, <float*>P, <float*>a,
-                                 check_input and not keep, <float*>packs, pack_off)
+                ok = forward_rows(&self.net, n, <float*>x, <float*>P, <float*>a,
+                                  check_input, <float*>packs, pack_off)
             team_leave()
         if not ok:
             return None

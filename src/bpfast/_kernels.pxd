@@ -25,15 +25,18 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
                floating alpha, const floating* A, Py_ssize_t lda,
                const floating* B, Py_ssize_t ldb,
                floating beta, floating* C, Py_ssize_t ldc,
-               const floating* B_packed=*) noexcept nogil
+               const floating* B_packed=*, bint in_kernel=*) noexcept nogil
 
 cdef Py_ssize_t packed_size(Py_ssize_t k, Py_ssize_t n, bint is_double) noexcept nogil
 cdef void pack_b(Py_ssize_t k, Py_ssize_t n, const floating* B, floating* out) noexcept nogil
 
+cdef bint forward_in_kernel(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                            Py_ssize_t item) noexcept nogil
+
 cdef bint dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              const floating* X, const floating* W, const floating* b,
                              int activation, floating* A, bint check_input=*,
-                             const floating* W_packed=*) noexcept nogil
+                             const floating* W_packed=*, bint in_kernel=*) noexcept nogil
 
 cdef double output_delta_into(Py_ssize_t n, Py_ssize_t m, const floating* A, const floating* Y,
                               int loss, int activation, const floating* sample_weight,
@@ -114,6 +117,12 @@ cdef bint all_finite(Py_ssize_t size, const floating* x) noexcept nogil
 cdef void team_enter(int n_threads) noexcept nogil
 
 cdef void team_leave() noexcept nogil
+
+ctypedef void (*team_block_fn)(void* ctx, Py_ssize_t block) noexcept nogil
+
+cdef int team_width() noexcept nogil
+
+cdef void team_run(Py_ssize_t n_blocks, team_block_fn fn, void* ctx) noexcept nogil
 
 cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* idx,
                       Py_ssize_t count, floating* dst) noexcept nogil

@@ -206,7 +206,7 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
                floating alpha, const floating* A, Py_ssize_t lda,
                const floating* B, Py_ssize_t ldb,
                floating beta, floating* C, Py_ssize_t ldc,
-               const floating* B_packed=NULL) noexcept nogil:
+               const floating* B_packed=NULL, bint in_kernel=False) noexcept nogil:
     """C := alpha * op(A) @ op(B) + beta * C, row-major, C is (m, n).
 
     Direct loops for the tiniest products, the register kernel for small ones when it
@@ -214,14 +214,16 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     more rows than columns) or columns, shared by the thread team (see SPLIT_PRODUCT).
     B_packed: NULL, or B as pack_b() packed it at the SIMD level in use now, which the
     register kernel then reads instead of packing B itself (the same bits).
+    in_kernel: the register kernel, whatever the shape (the caller knows it is on and
+    that the whole product it is a block of runs there: see forward_in_kernel).
     """
     if m == 0 or n == 0:
         return
-    if m * n * k <= TINY_PRODUCT or k == 0:
+    if not in_kernel and (m * n * k <= TINY_PRODUCT or k == 0):
         dot_products(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     cdef GemmJob job
-    job.kernel = kernel_fits(trans_a, trans_b, m, n, k, sizeof(floating))
+    job.kernel = in_kernel or kernel_fits(trans_a, trans_b, m, n, k, sizeof(floating))
     job.packed = B_packed if job.kernel else NULL
     job.width = n
     # Column blocks of a packed B start at whole panels.
@@ -565,11 +567,21 @@ cdef void bias_activation(Py_ssize_t n, Py_ssize_t m, const floating* b, int act
             bpf_softmax_f(n, m, Z)
 
 
+cdef bint forward_in_kernel(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                            Py_ssize_t item) noexcept nogil:
+    """Whether dense_forward_into runs X @ W of n rows in the register kernel, whose
+    every element is one chain of FMAs: then any block of the rows, run apart with
+    in_kernel=True, gives the same bits."""
+    return (n_in > 0 and n * n_in * n_out > TINY_PRODUCT
+            and kernel_fits(False, False, n, n_out, n_in, item))
+
+
 cdef bint dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                              const floating* X, const floating* W, const floating* b,
                              int activation, floating* A, bint check_input=False,
-                             const floating* W_packed=NULL) noexcept nogil:
+                             const floating* W_packed=NULL, bint in_kernel=False) noexcept nogil:
     """A := f(X @ W + b); True. W_packed: NULL or W packed by pack_b (see gemm()).
+    in_kernel: X @ W in the register kernel (see forward_in_kernel).
 
     check_input: False (A unfinished) when X holds a NaN or an infinity, found in X @ W,
     which is smaller than X when the layer narrows: a non-finite element of a row of X
@@ -579,7 +591,8 @@ cdef bint dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
     A tiny layer (at most TINY_PRODUCT multiply-adds) runs in _tiny.h's scalar loops:
     the same operations in the same order, without a call per phase.
     """
-    if TINY_LAYERS and n * n_in * n_out <= TINY_PRODUCT and activation <= ACT_RELU:
+    if (TINY_LAYERS and not in_kernel and n * n_in * n_out <= TINY_PRODUCT
+            and activation <= ACT_RELU):
         if check_input and not all_finite(n * n_in, X):
             return False
         if floating is double:
@@ -588,7 +601,7 @@ cdef bint dense_forward_into(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
             bpf_tiny_forward_f(n, n_in, n_out, X, W, b, activation, A)
         return True
     gemm(False, False, n, n_out, n_in, <floating>1, X, n_in, W, n_out, <floating>0, A, n_out,
-         W_packed)
+         W_packed, in_kernel)
     if check_input and not all_finite(n * n_out, A):
         return False
     bias_activation(n, n_out, b, activation, A)
@@ -1130,6 +1143,16 @@ cdef void team_enter(int n_threads) noexcept nogil:
 
 cdef void team_leave() noexcept nogil:
     bpf_team_leave()
+
+
+cdef int team_width() noexcept nogil:
+    """Threads a job of this thread's call may run on now."""
+    return bpf_team_width()
+
+
+cdef void team_run(Py_ssize_t n_blocks, team_block_fn fn, void* ctx) noexcept nogil:
+    """fn(ctx, b) for every block b, shared by the team (see _team.h)."""
+    bpf_team_run(n_blocks, <bpf_block_fn>fn, ctx)
 
 
 def default_threads():

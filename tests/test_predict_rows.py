@@ -1,0 +1,87 @@
+"""predict with its rows cut between threads (forward_rows in _engine.pyx): when every
+layer's product runs in the register kernel and its weights are small, each thread runs
+a block of rows through all the layers. The bits must be those of one thread, and of
+training's forward, which never cuts by rows."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bpfast
+from bpfast import _kernels
+
+pytestmark = pytest.mark.skipif(_kernels.simd_level() < 1,
+                                reason="the register kernel needs AVX2 and FMA")
+
+
+@pytest.fixture(autouse=True)
+def every_product_in_the_kernel():
+    """Small layers go to BLAS by default on AVX-512; the kernel's path is under test."""
+    _kernels.small_gemm(2)
+    yield
+    _kernels.small_gemm(-1)
+
+
+def network(sizes, dtype, activation="relu", output="softmax", loss="cross_entropy"):
+    return bpfast.Network(sizes, activation, output, loss, dtype=dtype, seed=5)
+
+
+def rows_of(net, rows, seed=0):
+    return np.random.default_rng(seed).normal(size=(rows, net.sizes[0])).astype(net.dtype)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 70), min_size=2, max_size=5),
+       rows=st.integers(1, 160), dtype=st.sampled_from(["float32", "float64"]),
+       activation=st.sampled_from(["relu", "tanh", "sigmoid"]),
+       output=st.sampled_from(["softmax", "identity", "sigmoid"]))
+def test_the_bits_at_any_thread_count(sizes, rows, dtype, activation, output):
+    net = network(sizes, dtype, activation, output, "mse")
+    X = rows_of(net, rows)
+    one = net.predict(X, n_threads=1)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(net.predict(X, n_threads=threads), one)
+    np.testing.assert_array_equal(net.forward(X), one)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [24, 47, 48, 301, 1024])
+def test_a_realistic_network(dtype, rows):
+    _kernels.small_gemm(-1)             # as it runs for users on this CPU
+    net = network([784, 128, 10], dtype)
+    X = rows_of(net, rows)
+    one = net.predict(X, n_threads=1)
+    for threads in (2, 3, None):
+        np.testing.assert_array_equal(net.predict(X, n_threads=threads), one)
+    np.testing.assert_array_equal(net.forward(X), one)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_the_rows_are_cut_between_threads():
+    # Each product and element-wise pass of this network is far below the sizes that
+    # split by themselves: only a cut by rows gives the workers blocks.
+    net = network([50, 40, 30, 5], "float64")
+    X = rows_of(net, 200)
+    before = _kernels.team_worker_blocks()
+    for _ in range(50):
+        net.predict(X, n_threads=1)
+    assert _kernels.team_worker_blocks() == before
+    # A worker that wakes late finds the blocks taken by the caller: try a while.
+    for _ in range(500):
+        net.predict(X, n_threads=2)
+        if _kernels.team_worker_blocks() > before:
+            break
+    assert _kernels.team_worker_blocks() > before
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("row", [0, 30, 199])
+def test_a_non_finite_input_in_any_block_is_refused(bad, row):
+    net = network([50, 40, 30, 5], "float32")
+    X = rows_of(net, 200)
+    X[row, 7] = bad
+    for threads in (1, 2, 3):
+        with pytest.raises(ValueError, match="X"):
+            net.predict(X, n_threads=threads)
