@@ -24,7 +24,7 @@ from bpfast._kernels cimport (
     weight_gradients_into, sgd_update_into, adam_update_into, adam_args, rprop_update_into,
     rprop_args, bpf_adam_args, bpf_rprop_args, sgd_backward_layer, tiny_network,
     tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE, team_enter, team_leave, gather_rows,
-    packed_size, pack_b, forward_in_kernel, team_width, team_run,
+    packed_size, pack_b, forward_in_kernel, team_width, team_run, kernel_tile_rows,
 )
 from bpfast import _kernels
 from bpfast._layout import param_layout
@@ -33,9 +33,10 @@ cnp.import_array()
 
 cdef extern from *:
     """
-    /* Where block b of `blocks` blocks of n rows starts: at a multiple of 12 rows. */
-    static inline Py_ssize_t bpf_rows_start(Py_ssize_t n, Py_ssize_t b, Py_ssize_t blocks) {
-        Py_ssize_t tiles = (n + 11) / 12, start = tiles * b / blocks * 12;
+    /* Where block b of `blocks` blocks of n rows starts: at a multiple of `unit` rows. */
+    static inline Py_ssize_t bpf_rows_start(Py_ssize_t n, Py_ssize_t b, Py_ssize_t blocks,
+                                            Py_ssize_t unit) {
+        Py_ssize_t units = (n + unit - 1) / unit, start = units * b / blocks * unit;
         return start < n ? start : n;
     }
     /* The 128-bit product a * b: returns its high half and stores its low half. */
@@ -49,7 +50,8 @@ cdef extern from *:
     }
     """
     uint64_t mul_high(uint64_t a, uint64_t b, uint64_t* low) noexcept nogil
-    Py_ssize_t bpf_rows_start(Py_ssize_t n, Py_ssize_t b, Py_ssize_t blocks) noexcept nogil
+    Py_ssize_t bpf_rows_start(Py_ssize_t n, Py_ssize_t b, Py_ssize_t blocks,
+                              Py_ssize_t unit) noexcept nogil
 
 
 class NeedsValidation(Exception):
@@ -238,7 +240,7 @@ cdef Py_ssize_t ROWS_SPLIT_WEIGHTS = 1024 * 1024
 cdef struct RowsJob:
     # A prediction's rows cut into `blocks` blocks, each run through every layer apart.
     const Net* net
-    Py_ssize_t n, blocks
+    Py_ssize_t n, blocks, unit
     const void* X
     const void* P
     void* acts
@@ -250,9 +252,8 @@ cdef struct RowsJob:
 
 cdef void rows_block(void* ctx, Py_ssize_t block) noexcept nogil:
     cdef RowsJob* job = <RowsJob*>ctx
-    # Blocks start at multiples of 12 rows, the AVX-512 tile's height.
-    cdef Py_ssize_t start = bpf_rows_start(job.n, block, job.blocks)
-    cdef Py_ssize_t count = bpf_rows_start(job.n, block + 1, job.blocks) - start
+    cdef Py_ssize_t start = bpf_rows_start(job.n, block, job.blocks, job.unit)
+    cdef Py_ssize_t count = bpf_rows_start(job.n, block + 1, job.blocks, job.unit) - start
     cdef Py_ssize_t width = job.net.sizes[0]
     cdef bint ok = True
     if count <= 0:
@@ -280,7 +281,8 @@ cdef bint forward_rows(const Net* net, Py_ssize_t n, const floating* X, const fl
     rows around them, nor do the element-wise loops: the bits of forward_all."""
     cdef int l
     cdef RowsJob job
-    job.blocks = min(<Py_ssize_t>team_width(), n // (2 * 12))
+    job.unit = kernel_tile_rows()      # blocks of whole tiles
+    job.blocks = min(<Py_ssize_t>team_width(), n // (2 * job.unit))
     for l in range(net.n_layers):
         if (job.blocks < 2
                 or net.sizes[l] * net.sizes[l + 1] * sizeof(floating) > ROWS_SPLIT_WEIGHTS

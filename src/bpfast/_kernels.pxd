@@ -122,6 +122,8 @@ ctypedef void (*team_block_fn)(void* ctx, Py_ssize_t block) noexcept nogil
 
 cdef int team_width() noexcept nogil
 
+cdef Py_ssize_t kernel_tile_rows() noexcept nogil
+
 cdef void team_run(Py_ssize_t n_blocks, team_block_fn fn, void* ctx) noexcept nogil
 
 cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* idx,

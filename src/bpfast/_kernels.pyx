@@ -115,6 +115,7 @@ cdef extern from "_smallgemm.h" nogil:
     void bpf_small_gemm_pack_f(Py_ssize_t k, Py_ssize_t n, const float* B, Py_ssize_t ldb,
                                float* out)
     Py_ssize_t bpf_small_gemm_panel(Py_ssize_t item)
+    Py_ssize_t bpf_small_gemm_tile_rows()
 
 import os
 
@@ -1143,6 +1144,11 @@ cdef void team_enter(int n_threads) noexcept nogil:
 
 cdef void team_leave() noexcept nogil:
     bpf_team_leave()
+
+
+cdef Py_ssize_t kernel_tile_rows() noexcept nogil:
+    """Rows of the register kernel's tallest tile."""
+    return bpf_small_gemm_tile_rows()
 
 
 cdef int team_width() noexcept nogil:

@@ -50,6 +50,11 @@ static inline int bpf_set_small_gemm(int mode) {
     return bpf_small_gemm_on();
 }
 
+/* The rows of the tallest tile (AVX-512's; AVX2's are half as tall): blocks of rows cut
+ * at its multiples fill whole tiles at both levels. */
+#define BPF_SG_TILE_ROWS 12
+static inline ptrdiff_t bpf_small_gemm_tile_rows(void) { return BPF_SG_TILE_ROWS; }
+
 #ifdef BPF_DISPATCH
 #include <immintrin.h>
 
@@ -477,8 +482,8 @@ BPF_VOPS512(bpf_sg512_f, __m512, 16, ps, __mmask16)
 BPF_SMALL_GEMM(bpf_sg_d, double, __m256d, 4, BPF_AVX2, __m256i, 6, BPF_TILES6)
 BPF_SMALL_GEMM(bpf_sg_f, float, __m256, 8, BPF_AVX2, __m256i, 6, BPF_TILES6)
 /* Every element is the same chain of FMAs as in the AVX2 kernel: the same bits. */
-BPF_SMALL_GEMM(bpf_sg512_d, double, __m512d, 8, BPF_AVX512, __mmask8, 12, BPF_TILES12)
-BPF_SMALL_GEMM(bpf_sg512_f, float, __m512, 16, BPF_AVX512, __mmask16, 12, BPF_TILES12)
+BPF_SMALL_GEMM(bpf_sg512_d, double, __m512d, 8, BPF_AVX512, __mmask8, BPF_SG_TILE_ROWS, BPF_TILES12)
+BPF_SMALL_GEMM(bpf_sg512_f, float, __m512, 16, BPF_AVX512, __mmask16, BPF_SG_TILE_ROWS, BPF_TILES12)
 #endif
 
 /* The entry points; call only when bpf_small_gemm_on(). packed: NULL, or B packed by
