@@ -85,6 +85,23 @@ def test_the_copy_is_made_and_read(dtype):
 
 
 @needs_kernel
+def test_a_stale_copy_is_freed_by_the_next_prediction():
+    net = make()
+    X = batch(net)
+    warm(net, X)
+    size = net._engine.packs.nbytes
+    assert size >= (300 * 260 + 20 * 300) * 4     # the wide layers, packed
+    net.train_step(X, np.arange(7) % 3, 0.1)
+    assert net._engine.packs is not None          # nothing predicted since
+    check(net, X)                                 # the first of three frees it
+    net.weights[0][...] *= 1
+    net.predict(X)
+    assert net._engine.packs is None and not cached(net)
+    net.predict(X)
+    assert cached(net) and net._engine.packs.nbytes == size
+
+
+@needs_kernel
 def test_nothing_packed_for_one_row_narrow_layers_or_the_reference():
     net = make()
     x = batch(net, rows=1)

@@ -717,6 +717,10 @@ cdef class Engine:
         return any(packed_size(self.net.sizes[l], self.net.sizes[l + 1], self.is_double) > 0
                    for l in range(self.net.n_layers))
 
+    def drop_packs(self):
+        """Free the packed weights (a forward running meanwhile keeps its own reference)."""
+        self.packs = self.pack_offsets = None
+
     def pack_weights(self):
         """Pack every weight matrix with long rows as the register kernel packs B, so that
         forward(use_packs=True) skips that work (the same bits), until the parameters

@@ -15,8 +15,9 @@ so the copy is read only while nothing can have written them since it was made:
   packed. Every view of them, a view of a view too, holds their memory's owner.
 
 The copy is made when two predictions in a row find the same version (a prediction
-after each training step would pack in vain). The packed product has the bits of the
-unpacked one, so either way predict returns the same numbers.
+after each training step would pack in vain), and freed by the first prediction that
+finds it stale. The packed product has the bits of the unpacked one, so either way
+predict returns the same numbers.
 """
 import sys
 
@@ -50,6 +51,10 @@ class PackedWeights:
             return True
         if self._seen != version:
             self._seen = version
+            if self.version is not None:    # stale: its memory back while weights change
+                with access.packing:
+                    self._engine.drop_packs()
+                    self.version = None
             return False
         if self._references() != self._own:
             return False
