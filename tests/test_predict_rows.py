@@ -85,3 +85,29 @@ def test_a_non_finite_input_in_any_block_is_refused(bad, row):
     for threads in (1, 2, 3):
         with pytest.raises(ValueError, match="X"):
             net.predict(X, n_threads=threads)
+
+
+def test_kept_scratch_memory_never_shows_through():
+    """A prediction's scratch memory is kept for the next one (Engine.take_scratch): a
+    larger buffer than needed, left over from a bigger batch, must not change a bit, nor
+    must threads predicting at once share one."""
+    import threading
+    net = network([40, 300, 30, 4], "float32")
+    batches = [rows_of(net, rows, seed) for seed, rows in enumerate((300, 7, 130, 2, 300))]
+    fresh = [net.clone().predict(X) for X in batches]
+    for _ in range(2):
+        for X, want in zip(batches, fresh):
+            np.testing.assert_array_equal(net.predict(X), want)
+    errors = []
+
+    def run(X, want):
+        for _ in range(30):
+            if not np.array_equal(net.predict(X, n_threads=1), want):
+                errors.append("bits differ")
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(batches, fresh)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
