@@ -288,11 +288,13 @@ cdef bint forward_rows(const Net* net, Py_ssize_t n, const floating* X, const fl
     cdef RowsJob job
     job.unit = kernel_tile_rows()      # blocks of whole tiles
     job.blocks = min(<Py_ssize_t>team_width(), n // (2 * job.unit))
+    cdef bint by_rows = job.blocks >= 2
     for l in range(net.n_layers):
-        if (job.blocks < 2
-                or net.sizes[l] * net.sizes[l + 1] * sizeof(floating) > ROWS_SPLIT_WEIGHTS
-                or not forward_in_kernel(n, net.sizes[l], net.sizes[l + 1], sizeof(floating))):
-            return forward_all(net, n, X, P, acts, check_input, packs, pack_off)
+        by_rows = by_rows and (
+            net.sizes[l] * net.sizes[l + 1] * sizeof(floating) <= ROWS_SPLIT_WEIGHTS
+            and forward_in_kernel(n, net.sizes[l], net.sizes[l + 1], sizeof(floating)))
+    if not by_rows:
+        return forward_all(net, n, X, P, acts, check_input, packs, pack_off)
     job.net = net
     job.n = n
     job.X = X
@@ -720,11 +722,22 @@ cdef class Engine:
         free(self.net.b_off)
         free(self.net.a_off)
 
+    def pack_layout(self):
+        """Where each layer's weights lie in the packed copy (-1: rows too short to pack)
+        and its elements, at the SIMD level in use now."""
+        cdef int l
+        offsets = np.full(self.net.n_layers, -1, dtype=np.intp)
+        total = 0
+        for l in range(self.net.n_layers):
+            size = packed_size(self.net.sizes[l], self.net.sizes[l + 1], self.is_double)
+            if size > 0:
+                offsets[l] = total
+                total += size
+        return offsets, total
+
     def packable(self):
-        """Whether a weight matrix has rows long enough for the kernel to pack (at the SIMD
-        level in use now)."""
-        return any(packed_size(self.net.sizes[l], self.net.sizes[l + 1], self.is_double) > 0
-                   for l in range(self.net.n_layers))
+        """Whether a weight matrix has rows long enough for the kernel to pack."""
+        return self.pack_layout()[1] > 0
 
     def drop_packs(self):
         """Free the packed weights (a forward running meanwhile keeps its own reference)."""
@@ -736,13 +749,7 @@ cdef class Engine:
         change: the caller knows when (_packing.py). The number of elements
         packed; the copy reuses the last one's memory."""
         cdef int l, L = self.net.n_layers
-        offsets = np.full(L, -1, dtype=np.intp)
-        total = 0
-        for l in range(L):
-            size = packed_size(self.net.sizes[l], self.net.sizes[l + 1], self.is_double)
-            if size > 0:
-                offsets[l] = total
-                total += size
+        offsets, total = self.pack_layout()
         packs = self.packs
         if packs is None or packs.shape[0] != total:
             packs = np.empty(max(total, 1), dtype=self.params.dtype)

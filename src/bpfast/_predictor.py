@@ -31,10 +31,7 @@ class Predictor:
             network.get_parameters(), network.sizes, network.activation,
             network.output_activation, network.loss, network.dtype, network.backend,
             network.n_threads if n_threads is None else n_threads)
-        self._pack()
-
-    def _pack(self):
-        self._packed = self._net._packs.pack()
+        self._net._packs.pack()
 
     def predict(self, X, n_threads: Optional[int] = None) -> np.ndarray:
         """Output for X, shape (n, sizes[-1]), as ``Network.predict``."""
@@ -57,8 +54,8 @@ class Predictor:
 
     def __setstate__(self, state):
         self._net = state["network"]
-        self._pack()
+        self._net._packs.pack()
 
     def __repr__(self):
         return (f"Predictor(sizes={self._net.sizes}, dtype={self._net.dtype.name}, "
-                f"{self._packed} weights packed)")
+                f"{self._net._packs.elements} weights packed)")
