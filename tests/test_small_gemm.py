@@ -257,3 +257,31 @@ def test_a_row_alone_has_its_bits_in_a_product_with_long_rows(dtype, level):
     finally:
         _kernels.simd_level(2)
         _kernels.small_gemm(-1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("level", [1, 2])
+def test_every_element_of_A_reaches_its_tile(dtype, trans_a, level):
+    """B with long rows: op(A) is copied into tiles, 4 rows at a time transposed in
+    registers and the rest one by one. With small integers every product is exact, so
+    one element copied to a wrong place, or not at all, changes C: rows 1..30 (whole
+    groups of 4, tiles of 6 or 12, remainders), k from 1 to 2 vectors and more."""
+    if _kernels.simd_level(level) != level:
+        _kernels.simd_level(2)
+        pytest.skip("this CPU lacks the level")
+    try:
+        _kernels.small_gemm(1)
+        n = long_rows(dtype) + 5
+        rng = np.random.default_rng(7)
+        for m in range(2, 31):
+            for k in (1, 3, 4, 5, 8, 9, 16, 17, 33):
+                A = rng.integers(-8, 9, size=(m, k)).astype(dtype)
+                B = rng.integers(-8, 9, size=(k, n)).astype(dtype)
+                A_in = np.ascontiguousarray(A.T) if trans_a else A
+                C = _kernels.matmul(A_in, B, trans_a, False)
+                assert np.array_equal(C, A.astype(np.float64) @ B), (m, k)
+    finally:
+        _kernels.simd_level(2)
+        _kernels.small_gemm(-1)
