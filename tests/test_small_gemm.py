@@ -211,6 +211,22 @@ def test_the_avx512_variant_gives_the_bits_of_the_avx2_one(m, k, n, trans_a, bet
         assert_product_close(C / dtype(0.75), op_a, B, dtype)
 
 
+@pytest.mark.skipif(_kernels.simd_level() < 2, reason="this CPU has no AVX-512")
+@pytest.mark.parametrize("m", [96, 97, 107, 150, 300])
+@pytest.mark.parametrize("n", [40, 300])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_cut_into_tapered_blocks_keep_every_bit(m, n, trans_a, threads, dtype):
+    """From 4 tiles of rows a thread, a product is cut by rows into twice as many blocks
+    as threads, large ones then small ones (bpf_taper_start): every row is computed
+    once, with the bits of one thread, with B in place (short rows) or packed (long)."""
+    op_a, B, C0, C = products_at_both_levels(m, 33, n, trans_a, -0.5, dtype, threads)
+    want = 0.75 * (op_a.astype(np.float64) @ B) - 0.5 * C0
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(C, want, rtol=tol, atol=tol * 20)
+
+
 def long_rows(dtype):
     """Columns from which a row of B takes more than 1 KB: the kernel then copies B into
     column panels (several rows of op(A)) or streams it row after row (one row)."""

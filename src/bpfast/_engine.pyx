@@ -26,7 +26,8 @@ from bpfast._kernels cimport (
     weight_gradients_into, sgd_update_into, adam_update_into, adam_args, rprop_update_into,
     rprop_args, bpf_adam_args, bpf_rprop_args, sgd_backward_layer, tiny_network,
     tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE, team_enter, team_leave, gather_rows,
-    packed_size, pack_b, forward_in_kernel, team_width, team_run, kernel_tile_rows,
+    packed_size, pack_b, forward_in_kernel, team_width, team_run, kernel_tile_rows, tapers,
+    split_start,
 )
 from bpfast import _kernels
 from bpfast._layout import param_layout
@@ -35,12 +36,6 @@ cnp.import_array()
 
 cdef extern from *:
     """
-    /* Where block b of `blocks` blocks of n rows starts: at a multiple of `unit` rows. */
-    static inline Py_ssize_t bpf_rows_start(Py_ssize_t n, Py_ssize_t b, Py_ssize_t blocks,
-                                            Py_ssize_t unit) {
-        Py_ssize_t units = (n + unit - 1) / unit, start = units * b / blocks * unit;
-        return start < n ? start : n;
-    }
     /* The 128-bit product a * b: returns its high half and stores its low half. */
     #ifndef __SIZEOF_INT128__
     #error "bpfast needs a compiler with unsigned __int128 (GCC or Clang, 64-bit)"
@@ -52,8 +47,6 @@ cdef extern from *:
     }
     """
     uint64_t mul_high(uint64_t a, uint64_t b, uint64_t* low) noexcept nogil
-    Py_ssize_t bpf_rows_start(Py_ssize_t n, Py_ssize_t b, Py_ssize_t blocks,
-                              Py_ssize_t unit) noexcept nogil
 
 
 class NeedsValidation(Exception):
@@ -243,9 +236,11 @@ cdef Py_ssize_t ROWS_SPLIT_WEIGHTS = 1024 * 1024
 
 
 cdef struct RowsJob:
-    # A prediction's rows cut into `blocks` blocks, each run through every layer apart.
+    # A prediction's rows cut into `blocks` blocks (tapered: see tapers in _kernels), each
+    # run through every layer apart.
     const Net* net
     Py_ssize_t n, blocks, unit
+    bint tapered
     const void* X
     const void* P
     void* acts
@@ -257,8 +252,9 @@ cdef struct RowsJob:
 
 cdef void rows_block(void* ctx, Py_ssize_t block) noexcept nogil:
     cdef RowsJob* job = <RowsJob*>ctx
-    cdef Py_ssize_t start = bpf_rows_start(job.n, block, job.blocks, job.unit)
-    cdef Py_ssize_t count = bpf_rows_start(job.n, block + 1, job.blocks, job.unit) - start
+    cdef Py_ssize_t start = split_start(job.n, block, job.blocks, job.unit, job.tapered)
+    cdef Py_ssize_t count = (split_start(job.n, block + 1, job.blocks, job.unit, job.tapered)
+                             - start)
     cdef Py_ssize_t width = job.net.sizes[0]
     cdef bint ok = True
     if count <= 0:
@@ -295,6 +291,9 @@ cdef bint forward_rows(const Net* net, Py_ssize_t n, const floating* X, const fl
             and forward_in_kernel(n, net.sizes[l], net.sizes[l + 1], sizeof(floating)))
     if not by_rows:
         return forward_all(net, n, X, P, acts, check_input, packs, pack_off)
+    job.tapered = tapers(n, job.blocks, job.unit)
+    if job.tapered:
+        job.blocks *= 2
     job.net = net
     job.n = n
     job.X = X

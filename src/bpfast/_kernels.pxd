@@ -124,6 +124,11 @@ cdef int team_width() noexcept nogil
 
 cdef Py_ssize_t kernel_tile_rows() noexcept nogil
 
+cdef bint tapers(Py_ssize_t total, Py_ssize_t width, Py_ssize_t grain) noexcept nogil
+
+cdef Py_ssize_t split_start(Py_ssize_t total, Py_ssize_t b, Py_ssize_t blocks,
+                            Py_ssize_t grain, bint tapered) noexcept nogil
+
 cdef void team_run(Py_ssize_t n_blocks, team_block_fn fn, void* ctx) noexcept nogil
 
 cdef void gather_rows(const floating* src, Py_ssize_t width, const Py_ssize_t* idx,

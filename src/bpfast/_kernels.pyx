@@ -67,6 +67,8 @@ cdef extern from "_team.h" nogil:
     int bpf_default_threads()
     Py_ssize_t bpf_block_start(Py_ssize_t total, Py_ssize_t b, Py_ssize_t blocks,
                                Py_ssize_t grain)
+    Py_ssize_t bpf_taper_start(Py_ssize_t total, Py_ssize_t b, Py_ssize_t width,
+                               Py_ssize_t grain)
     void bpf_blas_find_controls(void* blas_function)
     void bpf_blas_hold(int hold)
     bint bpf_blas_hold_product()
@@ -235,6 +237,7 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     job.by_rows = m > n or (job.packed != NULL and m >= 128)
     cdef Py_ssize_t size = m if job.by_rows else n
     job.blocks = 1
+    job.tapered = False
     cdef Py_ssize_t unit = SPLIT_PRODUCT
     if job.kernel:
         # The kernel's bits do not depend on the cut: as many blocks as threads. One row
@@ -243,6 +246,11 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
             unit = max(1, SPLIT_PRODUCT // 4)
         if m * n * k // 2 >= unit and size >= 2 * grain:
             job.blocks = max(1, min(bpf_team_width(), m * n * k // unit, size // grain))
+        if job.by_rows and job.blocks > 1:
+            grain = bpf_small_gemm_tile_rows()      # blocks of whole tiles
+            job.tapered = tapers(m, job.blocks, grain)
+            if job.tapered:
+                job.blocks *= 2
     else:
         while (job.blocks < SPLIT_MAX_BLOCKS and m * n * k // (2 * job.blocks) >= SPLIT_PRODUCT
                and size >= 2 * job.blocks * SPLIT_GRAIN):
@@ -293,8 +301,9 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
 
 cdef struct GemmJob:
     # A product cut into `blocks` blocks of C's rows (by_rows) or columns (starting at
-    # multiples of `grain`); packed: B packed for the kernel (or NULL), `width` columns.
-    bint kernel, by_rows, trans_a, trans_b, is_double
+    # multiples of `grain`; tapered: see tapers); packed: B packed for the kernel (or
+    # NULL), `width` columns.
+    bint kernel, by_rows, tapered, trans_a, trans_b, is_double
     Py_ssize_t m, n, k, lda, ldb, ldc, blocks, grain, width
     double alpha, beta
     const void* A
@@ -314,8 +323,9 @@ cdef void gemm_block(void* ctx, Py_ssize_t block) noexcept nogil:
 cdef inline void product_block(const GemmJob* job, Py_ssize_t block, const floating* A,
                                const floating* B, floating* C) noexcept nogil:
     cdef Py_ssize_t size = job.m if job.by_rows else job.n
-    cdef Py_ssize_t start = bpf_block_start(size, block, job.blocks, job.grain)
-    cdef Py_ssize_t count = bpf_block_start(size, block + 1, job.blocks, job.grain) - start
+    cdef Py_ssize_t start = split_start(size, block, job.blocks, job.grain, job.tapered)
+    cdef Py_ssize_t count = (split_start(size, block + 1, job.blocks, job.grain, job.tapered)
+                             - start)
     if count <= 0:
         return
     if job.by_rows:          # rows start..: of op(A) and of C
@@ -1149,6 +1159,22 @@ cdef void team_leave() noexcept nogil:
 cdef Py_ssize_t kernel_tile_rows() noexcept nogil:
     """Rows of the register kernel's tallest tile."""
     return bpf_small_gemm_tile_rows()
+
+
+cdef bint tapers(Py_ssize_t total, Py_ssize_t width, Py_ssize_t grain) noexcept nogil:
+    """Whether a cut of `total` between `width` threads, whose bits do not depend on the
+    cut, runs as 2 * width tapered blocks (bpf_taper_start): when each small block has
+    a unit of `grain` or more."""
+    return width > 1 and (total + grain - 1) // grain >= 4 * width
+
+
+cdef Py_ssize_t split_start(Py_ssize_t total, Py_ssize_t b, Py_ssize_t blocks,
+                            Py_ssize_t grain, bint tapered) noexcept nogil:
+    """Where block b of `blocks` starts in [0, total), at a multiple of `grain`: tapered
+    (blocks // 2 large, then as many small; see tapers) or even (bpf_block_start)."""
+    if tapered:
+        return bpf_taper_start(total, b, blocks // 2, grain)
+    return bpf_block_start(total, b, blocks, grain)
 
 
 cdef int team_width() noexcept nogil:

@@ -346,4 +346,21 @@ static inline ptrdiff_t bpf_block_start(ptrdiff_t total, ptrdiff_t b, ptrdiff_t 
     return start < total ? start : total;
 }
 
+/* Where block `b` of 2 * width starts in [0, total), cut at multiples of `grain`: the
+ * first `width` blocks share three quarters of it and the last `width` the rest. Each of
+ * `width` threads takes a large block, then small ones as it comes free. At one speed,
+ * that is one large and one small block each, as balanced as one block each; when the
+ * system holds a thread back, the others take its small blocks. Only for work whose
+ * results do not depend on where it is cut (the register kernel's products). */
+static inline ptrdiff_t bpf_taper_start(ptrdiff_t total, ptrdiff_t b, ptrdiff_t width,
+                                        ptrdiff_t grain) {
+    if (b >= 2 * width)
+        return total;
+    ptrdiff_t units = (total + grain - 1) / grain, large = units * 3 / 4;
+    ptrdiff_t start = b < width ? large * b / width
+                                : large + (units - large) * (b - width) / width;
+    start *= grain;
+    return start < total ? start : total;
+}
+
 #endif
