@@ -230,7 +230,9 @@ BPF_AVX2 BPF_INLINE void bpf_sg_pack4_double(const double* a, ptrdiff_t lda, dou
     }                                                                                \
     /* One row of C against B with long rows, B read row after row (a column panel's  \
      * rows would lie a page apart): the sums wait in `sums`, each element the same      \
-     * chain as in a tile, four steps of k per pass over them. */                      \
+     * chain as in a tile, four steps of k per pass over them. The next pass's rows are  \
+     * fetched ahead: each starts a page of its own, where the hardware prefetcher        \
+     * starts over (a thread reading half of each row ran 8% slower without). */        \
     TARGET static void X##_row_stream(ptrdiff_t n, ptrdiff_t k, T alpha, const T* a,   \
             ptrdiff_t step_p, const T* B, ptrdiff_t ldb, T beta, T* c, T* sums) {     \
         ptrdiff_t full = n / LANES * LANES;                                          \
@@ -246,6 +248,10 @@ BPF_AVX2 BPF_INLINE void bpf_sg_pack4_double(const double* a, ptrdiff_t lda, dou
                 int part = j >= full;                                                \
                 MT m_ = part ? tail : none;                                          \
                 VT y = bpf_vload_##X(sums + j, 0, none);                             \
+                _mm_prefetch((const char*)(b + 4 * ldb + j), _MM_HINT_T0);           \
+                _mm_prefetch((const char*)(b + 5 * ldb + j), _MM_HINT_T0);           \
+                _mm_prefetch((const char*)(b + 6 * ldb + j), _MM_HINT_T0);           \
+                _mm_prefetch((const char*)(b + 7 * ldb + j), _MM_HINT_T0);           \
                 y = bpf_vfma_##X(x0, bpf_vload_##X(b + j, part, m_), y);             \
                 y = bpf_vfma_##X(x1, bpf_vload_##X(b + ldb + j, part, m_), y);       \
                 y = bpf_vfma_##X(x2, bpf_vload_##X(b + 2 * ldb + j, part, m_), y);   \
