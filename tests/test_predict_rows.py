@@ -1,6 +1,6 @@
 """predict with its rows cut between threads (forward_rows in _engine.pyx): when every
-layer's product runs in the register kernel and its weights are small, each thread runs
-a block of rows through all the layers. The bits must be those of one thread, and of
+layer's product runs in the register kernel and its weights are small or packed, each
+thread runs a block of rows through all the layers. The bits must be those of one thread, and of
 training's forward, which never cuts by rows."""
 import os
 
@@ -56,6 +56,21 @@ def test_a_realistic_network(dtype, rows):
     for threads in (2, 3, None):
         np.testing.assert_array_equal(net.predict(X, n_threads=threads), one)
     np.testing.assert_array_equal(net.forward(X), one)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [127, 128, 200, 300])
+def test_a_wide_layer_is_cut_by_rows_once_packed(dtype, rows):
+    """A layer over 1 MB of weights joins the cut by rows once its weights are packed,
+    from 128 rows (before, each thread would copy all of them): the bits of one thread
+    and of forward, before and after the packing."""
+    net = network([300, 1100, 20], dtype)          # 1.3 MB of float32 weights
+    X = rows_of(net, rows)
+    want = net.forward(X)
+    for _ in range(3):                             # packed from the second prediction
+        for threads in (1, 2, 3):
+            np.testing.assert_array_equal(net.predict(X, n_threads=threads), want)
+    assert net._packs.current()
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")

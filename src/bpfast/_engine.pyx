@@ -27,7 +27,7 @@ from bpfast._kernels cimport (
     rprop_args, bpf_adam_args, bpf_rprop_args, sgd_backward_layer, tiny_network,
     tiny_sgd_train_batch, all_finite, sum_squares, LOSS_SSE, team_enter, team_leave, gather_rows,
     packed_size, pack_b, forward_in_kernel, team_width, team_run, kernel_tile_rows, tapers,
-    split_start,
+    split_start, ROWS_CUT_PACKED,
 )
 from bpfast import _kernels
 from bpfast._layout import param_layout
@@ -231,7 +231,7 @@ cdef bint forward_all(const Net* net, Py_ssize_t n, const floating* X, const flo
 # The largest scratch memory (bytes) an Engine keeps between predictions.
 SPARE_BYTES = 16 * 1024 * 1024
 
-# The largest weight matrix (bytes) of a network whose predictions forward_rows cuts by rows.
+# The largest weight matrix (bytes) that forward_rows cuts by rows unpacked.
 cdef Py_ssize_t ROWS_SPLIT_WEIGHTS = 1024 * 1024
 
 
@@ -275,20 +275,23 @@ cdef bint forward_rows(const Net* net, Py_ssize_t n, const floating* X, const fl
                        floating* acts, bint check_input=False, const floating* packs=NULL,
                        const Py_ssize_t* pack_off=NULL) noexcept nogil:
     """forward_all, its rows cut between the threads when every layer's product runs in
-    the register kernel and its weights fit in L2 (ROWS_SPLIT_WEIGHTS): each block of
-    rows goes through all the layers apart, with one handing out of work instead of one
-    per product and element-wise pass. Wider layers are cut by products, so that each
-    thread reads its share of their weights. The kernel's chains do not depend on the
-    rows around them, nor do the element-wise loops: the bits of forward_all."""
+    the register kernel, and each layer's weights fit in L2 (ROWS_SPLIT_WEIGHTS) or are
+    packed, with ROWS_CUT_PACKED rows or more (gemm() would cut that product by rows
+    too): each block of rows goes through all the layers apart, with one handing out of
+    work instead of one per product and element-wise pass. Other wide layers are cut by
+    products, so that each thread reads, or copies, its share of their weights. The
+    kernel's chains do not depend on the rows around them, nor do the element-wise
+    loops: the bits of forward_all."""
     cdef int l
     cdef RowsJob job
     job.unit = kernel_tile_rows()      # blocks of whole tiles
     job.blocks = min(<Py_ssize_t>team_width(), n // (2 * job.unit))
     cdef bint by_rows = job.blocks >= 2
     for l in range(net.n_layers):
-        by_rows = by_rows and (
+        by_rows = by_rows and forward_in_kernel(n, net.sizes[l], net.sizes[l + 1],
+                                                sizeof(floating)) and (
             net.sizes[l] * net.sizes[l + 1] * sizeof(floating) <= ROWS_SPLIT_WEIGHTS
-            and forward_in_kernel(n, net.sizes[l], net.sizes[l + 1], sizeof(floating)))
+            or (n >= ROWS_CUT_PACKED and packs != NULL and pack_off[l] >= 0))
     if not by_rows:
         return forward_all(net, n, X, P, acts, check_input, packs, pack_off)
     job.tapered = tapers(n, job.blocks, job.unit)

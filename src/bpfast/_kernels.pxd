@@ -21,6 +21,11 @@ cdef extern from "_codes.h":
         LOSS_BINARY_CROSS_ENTROPY
         LOSS_POISSON
 
+cdef enum:
+    # Rows from which a product with B packed is cut by rows between threads: each then
+    # reads all of B, but copies only its own rows of op(A) into tiles.
+    ROWS_CUT_PACKED = 128
+
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                floating alpha, const floating* A, Py_ssize_t lda,
                const floating* B, Py_ssize_t ldb,

@@ -232,9 +232,9 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     # Column blocks of a packed B start at whole panels.
     cdef Py_ssize_t grain = (bpf_small_gemm_panel(sizeof(floating)) if job.packed != NULL
                              else SPLIT_GRAIN)
-    # Cut along the longer side; with B packed, along the rows from 128 of them (cut by
-    # columns, every thread would copy all of op(A) into tiles).
-    job.by_rows = m > n or (job.packed != NULL and m >= 128)
+    # Cut along the longer side; with B packed, along the rows from ROWS_CUT_PACKED of
+    # them (cut by columns, every thread would copy all of op(A) into tiles).
+    job.by_rows = m > n or (job.packed != NULL and m >= ROWS_CUT_PACKED)
     cdef Py_ssize_t size = m if job.by_rows else n
     job.blocks = 1
     job.tapered = False
