@@ -3,6 +3,7 @@
 gemm() sends a product there when the kernel is on and its operands are small; the
 tests force it on (small_gemm(1)) or off (small_gemm(0)) and compare.
 """
+import contextlib
 import itertools
 
 import numpy as np
@@ -227,6 +228,21 @@ def test_rows_cut_into_tapered_blocks_keep_every_bit(m, n, trans_a, threads, dty
     np.testing.assert_allclose(C, want, rtol=tol, atol=tol * 20)
 
 
+@contextlib.contextmanager
+def kernel_at_level(level, mode):
+    """The register kernel in small_gemm `mode` at SIMD level `level` (the test is skipped
+    on a CPU without it), both restored after."""
+    if _kernels.simd_level(level) != level:
+        _kernels.simd_level(2)
+        pytest.skip("this CPU lacks the level")
+    try:
+        _kernels.small_gemm(mode)
+        yield
+    finally:
+        _kernels.simd_level(2)
+        _kernels.small_gemm(-1)
+
+
 def long_rows(dtype):
     """Columns from which a row of B takes more than 1 KB: the kernel then copies B into
     column panels (several rows of op(A)) or streams it row after row (one row)."""
@@ -257,11 +273,7 @@ def test_long_rows_of_B_give_the_same_bits_at_both_levels(m, k, extra, trans_a, 
 def test_a_row_alone_has_its_bits_in_a_product_with_long_rows(dtype, level):
     """One sample's prediction (a row streamed against B) has the bits of the same row in
     a batch (B copied into panels, tiles of rows), at k in one block and in two."""
-    if _kernels.simd_level(level) != level:
-        _kernels.simd_level(2)
-        pytest.skip("this CPU lacks the level")
-    try:
-        _kernels.small_gemm(2)
+    with kernel_at_level(level, 2):
         n = long_rows(dtype) + 37
         for k in (300, 1500):
             A, B = operands(29, k, n, dtype, seed=k)
@@ -270,9 +282,6 @@ def test_a_row_alone_has_its_bits_in_a_product_with_long_rows(dtype, level):
                 assert np.array_equal(_kernels.matmul(A[i:i + 1].copy(), B), C[i:i + 1])
             assert np.array_equal(_kernels.matmul(A[:13].copy(), B), C[:13])
             assert_product_close(C, A, B, dtype)
-    finally:
-        _kernels.simd_level(2)
-        _kernels.small_gemm(-1)
 
 
 @needs_kernel
@@ -282,13 +291,9 @@ def test_a_row_alone_has_its_bits_in_a_product_with_long_rows(dtype, level):
 def test_every_element_of_A_reaches_its_tile(dtype, trans_a, level):
     """B with long rows: op(A) is copied into tiles, 4 rows at a time transposed in
     registers and the rest one by one. With small integers every product is exact, so
-    one element copied to a wrong place, or not at all, changes C: rows 1..30 (whole
+    one element copied to a wrong place, or not at all, changes C: rows 2..30 (whole
     groups of 4, tiles of 6 or 12, remainders), k from 1 to 2 vectors and more."""
-    if _kernels.simd_level(level) != level:
-        _kernels.simd_level(2)
-        pytest.skip("this CPU lacks the level")
-    try:
-        _kernels.small_gemm(1)
+    with kernel_at_level(level, 1):
         n = long_rows(dtype) + 5
         rng = np.random.default_rng(7)
         for m in range(2, 31):
@@ -298,6 +303,3 @@ def test_every_element_of_A_reaches_its_tile(dtype, trans_a, level):
                 A_in = np.ascontiguousarray(A.T) if trans_a else A
                 C = _kernels.matmul(A_in, B, trans_a, False)
                 assert np.array_equal(C, A.astype(np.float64) @ B), (m, k)
-    finally:
-        _kernels.simd_level(2)
-        _kernels.small_gemm(-1)
