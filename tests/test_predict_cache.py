@@ -102,12 +102,21 @@ def test_a_stale_copy_is_freed_by_the_next_prediction():
 
 
 @needs_kernel
-def test_nothing_packed_for_one_row_narrow_layers_or_the_reference():
+def test_one_row_reads_the_copy_too():
+    """One sample's prediction reads the packed copy (its panels are contiguous streams,
+    which the hardware prefetcher follows, where the live weights' rows start a page
+    each), with the bits of the live weights."""
     net = make()
     x = batch(net, rows=1)
-    for _ in range(3):
-        net.predict(x)                  # one row streams the weights
-    assert net._engine.packs is None
+    first = net.predict(x)
+    np.testing.assert_array_equal(warm(net, x), first)
+    np.testing.assert_array_equal(first, expected(net, x))
+    net._engine.packs[...] = 0
+    assert not np.array_equal(net.predict(x), first)
+
+
+@needs_kernel
+def test_nothing_packed_for_narrow_layers_or_the_reference():
     narrow = bpfast.Network([20, 64, 3], dtype="float32")
     assert not narrow._packs._packable
     ref = bpfast.Network(WIDE["float32"], dtype="float32", backend="reference")

@@ -40,9 +40,10 @@ def test_the_packed_weights_are_what_it_reads(dtype):
     if not _kernels.small_gemm_used(40, 700, 64, np.dtype(dtype)) or packs is None:
         pytest.skip("the register kernel is off on this CPU")
     X = np.random.default_rng(1).normal(size=(40, 64))
-    before = frozen.predict(X)
+    before, one = frozen.predict(X), frozen.predict(X[:1])
     packs[...] = 0
     assert not np.array_equal(frozen.predict(X), before)
+    assert not np.array_equal(frozen.predict(X[:1]), one)      # one row reads it too
     assert bpfast.Network([20, 8, 2]).predictor()._net._engine.packs is None
 
 

@@ -303,3 +303,31 @@ def test_every_element_of_A_reaches_its_tile(dtype, trans_a, level):
                 A_in = np.ascontiguousarray(A.T) if trans_a else A
                 C = _kernels.matmul(A_in, B, trans_a, False)
                 assert np.array_equal(C, A.astype(np.float64) @ B), (m, k)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_one_row_read_from_packed_B_has_the_bits_of_B_in_place(dtype, trans_a):
+    """One row (a prediction of one sample) against B packed once (predict's copy): its
+    column panels, several at a time, one block of k after another (k past 1024 float32
+    or 512 float64 takes two or three), the last panel part padding; on 1-3 threads, cut
+    at whole panels. The bits are those of B read in place (the row stream), at both
+    levels, and the product is right to rounding."""
+    results = {}
+    for level in (1, 2):
+        with kernel_at_level(level, 1):
+            for n in (long_rows(dtype), 300, 1030, 2000):
+                for k in (1, 5, 512, 513, 784, 1500):
+                    rng = np.random.default_rng(n * 7 + k)
+                    A = rng.normal(size=(k, 1) if trans_a else (1, k)).astype(dtype)
+                    B = rng.normal(size=(k, n)).astype(dtype)
+                    in_place = _kernels.matmul(A, B, trans_a)
+                    for threads in (1, 2, 3):
+                        C = _kernels.matmul(A, B, trans_a, n_threads=threads, packed=True)
+                        assert np.array_equal(C, in_place), (level, n, k, threads)
+                    assert_product_close(C, A.T if trans_a else A, B, dtype)
+                    results.setdefault((n, k), []).append(C)
+    for (n, k), (first, *others) in results.items():
+        for C in others:
+            assert np.array_equal(C, first), (n, k)

@@ -30,7 +30,7 @@ from bpfast._kernels cimport (
     split_start, ROWS_CUT_PACKED,
 )
 from bpfast import _kernels
-from bpfast._layout import param_layout
+from bpfast._layout import aligned_zeros, param_layout
 
 cnp.import_array()
 
@@ -754,7 +754,7 @@ cdef class Engine:
         offsets, total = self.pack_layout()
         packs = self.packs
         if packs is None or packs.shape[0] != total:
-            packs = np.empty(max(total, 1), dtype=self.params.dtype)
+            packs = aligned_zeros(max(total, 1), self.params.dtype)
         cdef char* P = data(self.params)
         cdef char* out = data(packs)
         for l in range(L):

@@ -124,6 +124,7 @@ import os
 import numpy as np
 
 from bpfast.activations import ACTIVATIONS, LOSSES
+from bpfast._layout import aligned_zeros
 
 # Products of at most this many multiply-adds run in direct loops, where a BLAS call
 # costs more than the arithmetic; benchmarks/bench_gemm_threshold.py measures the
@@ -430,10 +431,13 @@ cdef inline void dot_products(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize
 
 
 def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint trans_b=False,
-           bint loops=False, double alpha=1, double beta=0, out=None, int n_threads=1):
+           bint loops=False, double alpha=1, double beta=0, out=None, int n_threads=1,
+           bint packed=False):
     """alpha * op(A) @ op(B) (+ beta * out) through gemm() (or gemm_loops() with
     loops=True) on n_threads threads (0: the default), into `out` when given; for tests
-    and benchmarks."""
+    and benchmarks. packed=True: B packed first by pack_b, as predict's copy is, and the
+    product given that copy (when B's rows are long enough to pack and B is not
+    transposed)."""
     cdef Py_ssize_t m = A.shape[1] if trans_a else A.shape[0]
     cdef Py_ssize_t k = A.shape[0] if trans_a else A.shape[1]
     cdef Py_ssize_t kb = B.shape[1] if trans_b else B.shape[0]
@@ -448,6 +452,13 @@ def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint tran
     # A product over k == 0 reads neither operand.
     cdef const floating* pa = &A[0, 0] if k > 0 else NULL
     cdef const floating* pb = &B[0, 0] if k > 0 else NULL
+    cdef Py_ssize_t size = packed_size(k, n, floating is double) if packed and k > 0 else 0
+    cdef floating[::1] copy
+    cdef const floating* pcopy = NULL
+    if size > 0 and not trans_b:
+        copy = aligned_zeros(size, np.float64 if floating is double else np.float32)
+        pack_b(k, n, pb, &copy[0])
+        pcopy = &copy[0]
     with nogil:
         team_enter(n_threads)
         if loops:
@@ -455,7 +466,7 @@ def matmul(floating[:, ::1] A, floating[:, ::1] B, bint trans_a=False, bint tran
                        B.shape[1], <floating>beta, &C[0, 0], n)
         else:
             gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, A.shape[1], pb, B.shape[1],
-                 <floating>beta, &C[0, 0], n)
+                 <floating>beta, &C[0, 0], n, pcopy)
         team_leave()
     return out
 

@@ -41,8 +41,8 @@ class PackedWeights:
     def ready(self, rows):
         """Whether a prediction of `rows` rows may read the packed copy, packing it
         first if due (the caller holds the shared lock)."""
-        if rows < 2 or not self._packable:
-            return False                # one row streams the weights: nothing to pack
+        if not self._packable:
+            return False
         access = self._access
         version = access.version
         if access.writing:
