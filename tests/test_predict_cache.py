@@ -102,12 +102,14 @@ def test_a_stale_copy_is_freed_by_the_next_prediction():
 
 
 @needs_kernel
-def test_one_row_reads_the_copy_too():
-    """One sample's prediction reads the packed copy (its panels are contiguous streams,
-    which the hardware prefetcher follows, where the live weights' rows start a page
-    each), with the bits of the live weights."""
-    net = make()
-    x = batch(net, rows=1)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_a_few_rows_read_the_copy_too(dtype, rows):
+    """A prediction of one sample or a few reads the packed copy (its panels are
+    contiguous streams, which the hardware prefetcher follows, where the live weights'
+    rows start a page each), with the bits of the live weights."""
+    net = make(dtype)
+    x = batch(net, rows=rows)
     first = net.predict(x)
     np.testing.assert_array_equal(warm(net, x), first)
     np.testing.assert_array_equal(first, expected(net, x))

@@ -308,26 +308,39 @@ def test_every_element_of_A_reaches_its_tile(dtype, trans_a, level):
 @needs_kernel
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a", [False, True])
-def test_one_row_read_from_packed_B_has_the_bits_of_B_in_place(dtype, trans_a):
-    """One row (a prediction of one sample) against B packed once (predict's copy): its
-    column panels, several at a time, one block of k after another (k past 1024 float32
-    or 512 float64 takes two or three), the last panel part padding; on 1-3 threads, cut
-    at whole panels. The bits are those of B read in place (the row stream), at both
-    levels, and the product is right to rounding."""
+def test_a_few_rows_read_from_packed_B_have_the_bits_of_B_in_place(dtype, trans_a):
+    """1-4 rows (a prediction of a few samples) against B packed once (predict's copy):
+    its column panels, several at a time, one block of k after another (k past 1024
+    float32 or 512 float64 takes two or three), the last panel part padding; on 1-3
+    threads, cut at whole panels. The bits are those of B in place (one row streamed, or
+    tiles), of each row alone, and of the other SIMD level; the product is right to
+    rounding."""
     results = {}
     for level in (1, 2):
-        with kernel_at_level(level, 1):
+        with kernel_at_level(level, 2):
             for n in (long_rows(dtype), 300, 1030, 2000):
-                for k in (1, 5, 512, 513, 784, 1500):
+                for k in (1, 5, 512, 513, 1500):
                     rng = np.random.default_rng(n * 7 + k)
-                    A = rng.normal(size=(k, 1) if trans_a else (1, k)).astype(dtype)
+                    A = rng.normal(size=(k, 4) if trans_a else (4, k)).astype(dtype)
                     B = rng.normal(size=(k, n)).astype(dtype)
-                    in_place = _kernels.matmul(A, B, trans_a)
-                    for threads in (1, 2, 3):
-                        C = _kernels.matmul(A, B, trans_a, n_threads=threads, packed=True)
-                        assert np.array_equal(C, in_place), (level, n, k, threads)
-                    assert_product_close(C, A.T if trans_a else A, B, dtype)
-                    results.setdefault((n, k), []).append(C)
-    for (n, k), (first, *others) in results.items():
-        for C in others:
-            assert np.array_equal(C, first), (n, k)
+                    for m in (1, 2, 3, 4):
+                        A_m = np.ascontiguousarray(A[:, :m] if trans_a else A[:m])
+                        in_place = _kernels.matmul(A_m, B, trans_a)
+                        for threads in (1, 2, 3):
+                            C = _kernels.matmul(A_m, B, trans_a, n_threads=threads,
+                                                packed=True)
+                            assert np.array_equal(C, in_place), (level, m, n, k, threads)
+                        assert_product_close(C, A_m.T if trans_a else A_m, B, dtype)
+                        results.setdefault((n, k), []).append(C)
+    for (n, k), Cs in results.items():          # m = 1..4 at level 1, then at level 2
+        for m in (1, 2, 3, 4):
+            assert np.array_equal(Cs[m - 1], Cs[m + 3]), (n, k, m)
+            assert np.array_equal(Cs[m - 1], Cs[3][:m]), (n, k, m)
+
+
+def test_a_few_rows_against_long_rows_of_B_run_in_the_kernel():
+    """BLAS copies all of B for a product of 2-4 rows (784x1024x1024 float32: 6x the time
+    of one row): with long rows of B such products run in the kernel at every level."""
+    for m in (1, 2, 3, 4):
+        assert _kernels.small_gemm_used(m, 1030, 784, np.float32) == HAS_KERNEL
+        assert _kernels.small_gemm_used(m, 300, 784, np.float64) == HAS_KERNEL

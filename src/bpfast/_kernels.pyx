@@ -110,6 +110,10 @@ cdef extern from "_smallgemm.h" nogil:
                           const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb,
                           float beta, float* C, Py_ssize_t ldc, const float* packed,
                           Py_ssize_t width, Py_ssize_t col0)
+    # B's rows longer than this many bytes are read from column panels; up to this many
+    # rows of op(A) then read a packed B panel by panel.
+    enum: BPF_SG_ROW_BYTES
+    enum: BPF_SG_PACKED_ROWS
     Py_ssize_t bpf_small_gemm_packed_size_d(Py_ssize_t k, Py_ssize_t n)
     Py_ssize_t bpf_small_gemm_packed_size_f(Py_ssize_t k, Py_ssize_t n)
     void bpf_small_gemm_pack_d(Py_ssize_t k, Py_ssize_t n, const double* B, Py_ssize_t ldb,
@@ -143,8 +147,10 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # in L2), and at any size when B has long rows (it copies B into column panels, as BLAS
 # does); with A.T (read across its rows), up to SMALL_GEMM_BYTES_AVX512_AT bytes of
 # operands. At every level, a single row of A (one sample) at any size (BLAS's GEMM is
-# several times slower there). Where they tie, the kernel is chosen: its products split
-# between threads without a fixed cut.
+# several times slower there), and up to BPF_SG_PACKED_ROWS rows when B has long rows
+# (BLAS copies all of B for those few rows: 784x1024x1024 float32, 2 rows, 6x the time
+# of one). Where they tie, the kernel is chosen: its products split between threads
+# without a fixed cut.
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
 cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
 cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 4096 * 1024
@@ -243,7 +249,7 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     if job.kernel:
         # The kernel's bits do not depend on the cut: as many blocks as threads. One row
         # (one sample) is bound by reading B, which threads share from a quarter of the size.
-        if m == 1:
+        if m <= BPF_SG_PACKED_ROWS:
             unit = max(1, SPLIT_PRODUCT // 4)
         if m * n * k // 2 >= unit and size >= 2 * grain:
             job.blocks = max(1, min(bpf_team_width(), m * n * k // unit, size // grain))
@@ -290,6 +296,8 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
         return False
     if SMALL_GEMM_MODE == 2 or (m == 1 and not trans_a):
         return True             # one sample: B streamed row by row beats BLAS's GEMM
+    if m <= BPF_SG_PACKED_ROWS and not trans_a and n * item > BPF_SG_ROW_BYTES:
+        return True             # a few samples: B read once for all of them
     cdef Py_ssize_t size = (m * k + k * n) * item
     if bpf_cpu_level() >= 2 and SMALL_GEMM_MODE < 0:
         if m <= 4 or m * n * k < SMALL_GEMM_MIN_AVX512:

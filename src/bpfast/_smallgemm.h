@@ -475,52 +475,73 @@ BPF_AVX2 BPF_INLINE void bpf_sg_pack4_double(const double* a, ptrdiff_t lda, dou
             X##_pack_block(kb, n, B + p0 * ldb, ldb, out + X##_packed_block(p0, kc, n)); \
         }                                                                            \
     }                                                                                \
-    /* One row of C from G column panels of B packed by X##_pack_b (panel `panel` on):  \
-     * 2G chains, each element the same chain as in a tile, through every block of kc  \
-     * rows in registers. Each panel is one stream of contiguous memory, which the     \
-     * hardware prefetcher follows from L3 or DRAM; the row stream's rows start a page \
-     * each. Panels are padded to whole vectors (zeros), so only C's stores are masked:  \
-     * `width` of its columns are this group's. */                                    \
-    TARGET BPF_INLINE void X##_row_panels(int G, ptrdiff_t k, T alpha, const T* a,     \
-            ptrdiff_t step_p, const T* packed, ptrdiff_t packed_cols, ptrdiff_t panel, \
-            T* c, ptrdiff_t width) {                                                 \
+    /* R rows of C (R = 1..4) from G column panels of B packed by X##_pack_b (panel    \
+     * `panel` on): 2GR chains, each element the same chain as in a tile, through every \
+     * block of kc rows in registers. Each panel is one stream of contiguous memory,    \
+     * which the hardware prefetcher follows from L3 or DRAM (the row stream's rows of B \
+     * start a page each), and each element of B read serves all R rows. Panels are     \
+     * padded to whole vectors (zeros), so only C's stores are masked: `width` of its   \
+     * columns are this group's. */                                                   \
+    TARGET BPF_INLINE void X##_rows_panels(int R, int G, ptrdiff_t k, T alpha,         \
+            const T* A, ptrdiff_t step_r, ptrdiff_t step_p, const T* packed,          \
+            ptrdiff_t packed_cols, ptrdiff_t panel, T* C, ptrdiff_t ldc, ptrdiff_t width) { \
         const ptrdiff_t P = 2 * LANES, kc = BPF_SG_KC_BYTES / (ptrdiff_t)sizeof(T);  \
-        VT acc[2 * BPF_SG_ROW_PANELS];                                               \
-        for (int v = 0; v < 2 * G; v++) acc[v] = bpf_vzero_##X();                    \
+        VT acc[4][2 * BPF_SG_ROW_PANELS];                                            \
+        MT none = bpf_vmask_##X(LANES);                                              \
+        for (int r = 0; r < R; r++)                                                  \
+            for (int v = 0; v < 2 * G; v++) acc[r][v] = bpf_vzero_##X();             \
         for (ptrdiff_t p0 = 0; p0 < k; p0 += kc) {                                   \
             ptrdiff_t kb = k - p0 < kc ? k - p0 : kc, stride = kb * P + LANES;        \
             const T* b = packed + X##_packed_block(p0, kc, packed_cols) + panel * stride; \
-            const T* x = a + p0 * step_p;                                            \
-            MT none = bpf_vmask_##X(LANES);                                          \
-            for (ptrdiff_t p = 0; p < kb; p++, b += P, x += step_p) {                \
-                VT xv = bpf_vbcast_##X(x);                                           \
+            const T* a = A + p0 * step_p;                                            \
+            for (ptrdiff_t p = 0; p < kb; p++, b += P, a += step_p) {                \
+                VT bv[2 * BPF_SG_ROW_PANELS];                                        \
                 for (int g = 0; g < G; g++) {                                        \
-                    acc[2 * g] = bpf_vfma_##X(xv, bpf_vload_##X(b + g * stride, 0, none), \
-                                              acc[2 * g]);                           \
-                    acc[2 * g + 1] = bpf_vfma_##X(                                   \
-                        xv, bpf_vload_##X(b + g * stride + LANES, 0, none), acc[2 * g + 1]); \
+                    bv[2 * g] = bpf_vload_##X(b + g * stride, 0, none);              \
+                    bv[2 * g + 1] = bpf_vload_##X(b + g * stride + LANES, 0, none);  \
+                }                                                                    \
+                for (int r = 0; r < R; r++) {                                        \
+                    VT x = bpf_vbcast_##X(a + r * step_r);                           \
+                    for (int v = 0; v < 2 * G; v++)                                  \
+                        acc[r][v] = bpf_vfma_##X(x, bv[v], acc[r][v]);               \
                 }                                                                    \
             }                                                                        \
         }                                                                            \
         VT va = bpf_vset_##X(alpha);                                                 \
-        for (int v = 0; v < 2 * G && v * LANES < width; v++) {                       \
-            ptrdiff_t left = width - v * LANES;                                      \
-            bpf_vstore_##X(c + v * LANES, bpf_vmul_##X(va, acc[v]), left < LANES,     \
-                           bpf_vmask_##X(left < LANES ? left : LANES));              \
-        }                                                                            \
+        for (int r = 0; r < R; r++)                                                  \
+            for (int v = 0; v < 2 * G && v * LANES < width; v++) {                   \
+                ptrdiff_t left = width - v * LANES;                                  \
+                bpf_vstore_##X(C + r * ldc + v * LANES, bpf_vmul_##X(va, acc[r][v]),  \
+                               left < LANES, bpf_vmask_##X(left < LANES ? left : LANES)); \
+            }                                                                        \
     }                                                                                \
-    /* One row of C (n columns, from col0, a whole panel, of the packed_cols packed),  \
-     * beta == 0: groups of BPF_SG_ROW_PANELS panels, then what is left. */             \
-    TARGET static void X##_row_packed(ptrdiff_t n, ptrdiff_t k, T alpha, const T* a,   \
-            ptrdiff_t step_p, const T* packed, ptrdiff_t packed_cols, ptrdiff_t col0,  \
-            T* c) {                                                                  \
-        const ptrdiff_t P = 2 * LANES, G = BPF_SG_ROW_PANELS;                        \
+    /* R rows of C (n columns, from col0, a whole panel, of the packed_cols packed),   \
+     * beta == 0: groups of G panels (fewer as R grows, for the registers), then what  \
+     * is left one panel at a time. */                                               \
+    TARGET BPF_INLINE void X##_rows_packed_by(int R, int G, ptrdiff_t n, ptrdiff_t k,  \
+            T alpha, const T* A, ptrdiff_t step_r, ptrdiff_t step_p, const T* packed,  \
+            ptrdiff_t packed_cols, ptrdiff_t col0, T* C, ptrdiff_t ldc) {            \
+        const ptrdiff_t P = 2 * LANES;                                               \
         ptrdiff_t panels = (n + P - 1) / P, q = 0;                                   \
         for (; q + G <= panels; q += G)                                              \
-            X##_row_panels(G, k, alpha, a, step_p, packed, packed_cols, col0 / P + q, \
-                           c + q * P, n - q * P);                                    \
-        switch (panels - q) {                                                        \
-            BPF_SG_ROW_PANELS_LEFT(X)                                                \
+            X##_rows_panels(R, G, k, alpha, A, step_r, step_p, packed, packed_cols,   \
+                            col0 / P + q, C + q * P, ldc, n - q * P);                \
+        for (; q < panels; q++)                                                      \
+            X##_rows_panels(R, 1, k, alpha, A, step_r, step_p, packed, packed_cols,   \
+                            col0 / P + q, C + q * P, ldc, n - q * P);                \
+    }                                                                                \
+    TARGET static BPF_SG_NOINLINE void X##_rows_packed(ptrdiff_t m, ptrdiff_t n,       \
+            ptrdiff_t k, T alpha, const T* A, ptrdiff_t step_r, ptrdiff_t step_p,      \
+            const T* packed, ptrdiff_t packed_cols, ptrdiff_t col0, T* C, ptrdiff_t ldc) { \
+        switch (m) {                                                                 \
+            case 1: X##_rows_packed_by(1, BPF_SG_ROW_PANELS, n, k, alpha, A, step_r,  \
+                        step_p, packed, packed_cols, col0, C, ldc); break;            \
+            case 2: X##_rows_packed_by(2, 2, n, k, alpha, A, step_r, step_p, packed,  \
+                        packed_cols, col0, C, ldc); break;                            \
+            case 3: X##_rows_packed_by(3, 2, n, k, alpha, A, step_r, step_p, packed,  \
+                        packed_cols, col0, C, ldc); break;                            \
+            default: X##_rows_packed_by(4, MRMAX >= 12 ? 2 : 1, n, k, alpha, A, step_r, \
+                        step_p, packed, packed_cols, col0, C, ldc); break;            \
         }                                                                            \
     }                                                                                \
     /* packed: NULL, or B as X##_pack_b packs its packed_cols columns, of which this    \
@@ -529,9 +550,9 @@ BPF_AVX2 BPF_INLINE void bpf_sg_pack4_double(const double* a, ptrdiff_t lda, dou
             T alpha, const T* A, ptrdiff_t lda, const T* B, ptrdiff_t ldb, T beta,   \
             T* C, ptrdiff_t ldc, const T* packed, ptrdiff_t packed_cols, ptrdiff_t col0) { \
         if (n * (ptrdiff_t)sizeof(T) > BPF_SG_ROW_BYTES) {                           \
-            if (m == 1 && packed != NULL && beta == 0) {                             \
-                X##_row_packed(n, k, alpha, A, trans_a ? lda : 1, packed, packed_cols, \
-                               col0, C);                                             \
+            if (m <= BPF_SG_PACKED_ROWS && packed != NULL && beta == 0) {            \
+                X##_rows_packed(m, n, k, alpha, A, trans_a ? 1 : lda, trans_a ? lda : 1, \
+                                packed, packed_cols, col0, C, ldc);                  \
                 return;                                                              \
             }                                                                        \
             T* sums = m == 1 ? (T*)bpf_sg_panel((n + LANES) * sizeof(T)) : NULL;       \
@@ -553,9 +574,9 @@ BPF_AVX2 BPF_INLINE void bpf_sg_pack4_double(const double* a, ptrdiff_t lda, dou
 /* Panels one row reads at once from a packed B: 2 chains each, 8 in all, as many as two
  * FMA units with a latency of 4 keep busy. */
 #define BPF_SG_ROW_PANELS 4
-#define BPF_SG_ROW_LEFT(X, G) case G: X##_row_panels(G, k, alpha, a, step_p, packed, \
-                                   packed_cols, col0 / P + q, c + q * P, n - q * P); break;
-#define BPF_SG_ROW_PANELS_LEFT(X) BPF_SG_ROW_LEFT(X, 3) BPF_SG_ROW_LEFT(X, 2) BPF_SG_ROW_LEFT(X, 1)
+/* Up to this many rows read a packed B panel by panel (X##_rows_packed); more run in
+ * tiles (their copy of op(A) then pays). */
+#define BPF_SG_PACKED_ROWS 4
 
 /* The call to X##_tile with constant shape arguments for every (rows, vectors, mask). */
 #define BPF_TILE(X, MR, NV, MASKED, K, TA, LDA) X##_tile(MR, NV, MASKED, TA, K, alpha, a, LDA, \
