@@ -15,7 +15,7 @@ import pytest
 
 from bpfast import _kernels
 
-KERNEL = re.compile(r"^[0-9a-f]+ <(bpf_sg(?:512)?_[df]_gemm[\w.]*)>:$")
+KERNEL = re.compile(r"^[0-9a-f]+ <(bpf_sg(?:512)?_[df]_(?:gemm|rows_packed)[\w.]*)>:$")
 
 
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")

@@ -10,9 +10,11 @@
  * kernel reads op(A) and B where they lie when B has short rows: each tile of C, up to
  * 6 rows (AVX2) or 12 rows (AVX-512) by 2 vectors (8 or 16 float64, 16 or 32 float32),
  * is 12 or 24 vector accumulators, fed by one row of B and broadcast elements of A per
- * step of k. When B has long rows, a row of C is streamed against B row after row, and
- * several rows are run from copies of B's column panels and of op(A)'s tiles, as BLAS
- * kernels do. benchmarks/bench_small_gemm.py compares the kernel with BLAS by shape.
+ * step of k. When B has long rows, its column panels are read from a copy, as BLAS
+ * kernels do: made once by the caller (predict's packed weights), which 1-4 rows of C
+ * read panel by panel, or per product, with op(A) copied into tiles; one row of C
+ * without a copy streams B row after row. benchmarks/bench_small_gemm.py compares the
+ * kernel with BLAS by shape.
  *
  * Every element of C is one chain of fused multiply-adds over p = 0, 1, ..., k-1,
  * starting from 0, then alpha * sum (+ beta * C): its bits do not depend on where the
