@@ -73,6 +73,18 @@ def test_a_wide_layer_is_cut_by_rows_once_packed(dtype, rows):
     assert net._packs.current()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_classifier_by_default_has_the_bits_of_training_forward(dtype):
+    """With the kernel's own choice (on AVX-512 its output layer runs there too, so its
+    rows are cut), 784-128-10 predicts the bits of training's forward on any thread count."""
+    _kernels.small_gemm(-1)
+    net = network([784, 128, 10], dtype)
+    X = rows_of(net, 256)
+    want = net.forward(X)
+    for threads in (1, 2, 3):
+        np.testing.assert_array_equal(net.predict(X, n_threads=threads), want)
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 def test_the_rows_are_cut_between_threads():
     # Each product and element-wise pass of this network is far below the sizes that

@@ -344,3 +344,15 @@ def test_a_few_rows_against_long_rows_of_B_run_in_the_kernel():
     for m in (1, 2, 3, 4):
         assert _kernels.small_gemm_used(m, 1030, 784, np.float32) == HAS_KERNEL
         assert _kernels.small_gemm_used(m, 300, 784, np.float64) == HAS_KERNEL
+
+
+@pytest.mark.skipif(_kernels.simd_level() < 2, reason="this CPU has no AVX-512")
+def test_b_one_tile_wide_runs_in_the_kernel_on_avx512():
+    """A classifier's output layer (B of 10 columns) ties OpenBLAS in the kernel, so it
+    runs there, whatever the rows: a prediction's row blocks then go through every layer
+    on one thread (forward_rows). A.T products keep their own rule."""
+    for m in (2, 5, 256, 4096):
+        for dtype, n in ((np.float32, 10), (np.float32, 32), (np.float64, 10), (np.float64, 16)):
+            assert _kernels.small_gemm_used(m, n, 128, dtype)
+            assert _kernels.small_gemm_used(m, n, 1024, dtype)
+    assert not _kernels.small_gemm_used(256, 33, 16, np.float32)     # wider: the old rule

@@ -146,16 +146,20 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # SMALL_GEMM_B_AVX512 bytes, however many rows A has (it runs them in chunks that stay
 # in L2), and at any size when B has long rows (it copies B into column panels, as BLAS
 # does); with A.T (read across its rows), up to SMALL_GEMM_BYTES_AVX512_AT bytes of
-# operands. At every level, a single row of A (one sample) at any size (BLAS's GEMM is
-# several times slower there), and up to BPF_SG_PACKED_ROWS rows when B has long rows
-# (BLAS copies all of B for those few rows: 784x1024x1024 float32, 2 rows, 6x the time
-# of one). Where they tie, the kernel is chosen: its products split between threads
-# without a fixed cut.
+# operands; and with A at any size when B is one tile wide (at most
+# SMALL_GEMM_NARROW_AVX512 bytes a row: a classifier's output layer), where the two tie
+# (256x128x10 and 1024x1024x10, both types), so that a prediction's rows can run through
+# every layer on a thread of their own. At every level, a single row of A (one sample)
+# at any size (BLAS's GEMM is several times slower there), and up to BPF_SG_PACKED_ROWS
+# rows when B has long rows (BLAS copies all of B for those few rows: 784x1024x1024
+# float32, 2 rows, 6x the time of one). Where they tie, the kernel is chosen: its
+# products split between threads without a fixed cut.
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
 cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
 cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 4096 * 1024
 cdef Py_ssize_t SMALL_GEMM_ROW_AVX512 = 1024
 cdef Py_ssize_t SMALL_GEMM_MIN_AVX512 = 1 << 20     # multiply-adds
+cdef Py_ssize_t SMALL_GEMM_NARROW_AVX512 = 128
 # small_gemm()'s mode: -1 automatic (the limits above, by SIMD level), 1 the AVX2 limit
 # at every level (tests: the same path, so the same bits, at every level), 2 every
 # product the kernel can run (not op(B) = B.T), past the limits too (benchmarks).
@@ -300,6 +304,8 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
         return True             # a few samples: B read once for all of them
     cdef Py_ssize_t size = (m * k + k * n) * item
     if bpf_cpu_level() >= 2 and SMALL_GEMM_MODE < 0:
+        if not trans_a and n * item <= SMALL_GEMM_NARROW_AVX512:
+            return True         # one tile wide (a classifier's output layer): a tie
         if m <= 4 or m * n * k < SMALL_GEMM_MIN_AVX512:
             return False                # 2-4 rows: a tile's 4-8 chains are too few
         if trans_a:
