@@ -481,9 +481,9 @@ BPF_AVX2 BPF_INLINE void bpf_sg_pack4_double(const double* a, ptrdiff_t lda, dou
      * `panel` on): 2GR chains, each element the same chain as in a tile, through every \
      * block of kc rows in registers. Each panel is one stream of contiguous memory,    \
      * which the hardware prefetcher follows from L3 or DRAM (the row stream's rows of B \
-     * start a page each), and each element of B read serves all R rows. Panels are     \
-     * padded to whole vectors (zeros), so only C's stores are masked: `width` of its   \
-     * columns are this group's. */                                                   \
+     * start a page each), and each element of B read serves all R rows. The last     \
+     * panel's padding lanes are summed too and never stored: only C's stores are      \
+     * masked, `width` of its columns being this group's. */                          \
     TARGET BPF_INLINE void X##_rows_panels(int R, int G, ptrdiff_t k, T alpha,         \
             const T* A, ptrdiff_t step_r, ptrdiff_t step_p, const T* packed,          \
             ptrdiff_t packed_cols, ptrdiff_t panel, T* C, ptrdiff_t ldc, ptrdiff_t width) { \
