@@ -308,6 +308,51 @@ def report(args, rows, checks, elapsed):
     return "\n".join(lines) + "\n", agree
 
 
+def combine(paths):
+    """The reports of several runs (--output files) as one: for each row, the ratio of
+    every run and their median. On a shared machine one run's medians move by a few
+    percent, so a row where both runtimes multiply at the FMA peak can land on either
+    side of 1 from run to run; the median of the runs' ratios tells where it lies."""
+    runs, order = {}, []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                if len(cells) != 12 or cells[0] not in NETWORKS:
+                    continue
+                key = tuple(cells[:4])
+                if key not in runs:
+                    order.append(key)
+                runs.setdefault(key, []).append(
+                    tuple(None if c == "—" else float(c.rstrip("x")) for c in cells[8:10]))
+    lines = [f"# bpfast predict vs onnxruntime over {len(paths)} runs", "",
+             "ort / X of each run, then their median; runs: "
+             + ", ".join(f"`{p}`" for p in paths) + ".", "",
+             "| network | dtype | threads | batch | ort / bpfast, each run | median | "
+             "ort / predictor, each run | median |", "|---|---|---|---|---|---|---|---|"]
+    medians = {name: [] for name in BPFAST}
+    for key in order:
+        cells = list(key)
+        for i, name in enumerate(BPFAST):
+            ratios = [r[i] for r in runs[key] if r[i] is not None]
+            median = statistics.median(ratios) if ratios else None
+            if median is not None:
+                medians[name].append((key, median))
+            cells += [", ".join(fmt_ratio(r) for r in ratios), fmt_ratio(median)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Goals (medians over the runs)", ""]
+    for name, found in medians.items():
+        if not found:
+            lines.append(f"- {name}: no onnxruntime ratio in these runs")
+            continue
+        slower = [key for key, median in found if median < 1]
+        worst_key, worst = min(found, key=lambda km: km[1])
+        text = "met" if not slower else f"**missed** in {len(slower)} of {len(found)} rows"
+        lines.append(f"- {name} never slower than onnxruntime: {text} (lowest median "
+                     f"{fmt_ratio(worst)} at {' '.join(worst_key)})")
+    return "\n".join(lines) + "\n"
+
+
 def machine_lines():
     """bench.py's machine list (CPU, versions, BLAS libraries), plus onnx's versions."""
     from report import machine_info
@@ -329,6 +374,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, help="rounds per row (default 15, quick 3)")
     parser.add_argument("--block", type=float, help="seconds per block (default 0.05, quick 0.005)")
     parser.add_argument("--output", help="also write the markdown report here")
+    parser.add_argument("--combine", nargs="+", metavar="REPORT",
+                        help="no timing: the reports of earlier runs (--output) as one, "
+                             "each row's ratios and their median")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if any(b < 1 for b in args.batches):
@@ -337,6 +385,9 @@ def main(argv=None):
     args.block = args.block or (0.005 if args.quick else 0.05)
     if args.worker:
         worker(args)
+        return 0
+    if args.combine:
+        publish(combine(args.combine), args.output)
         return 0
     start = time.perf_counter()
     rows, checks = measure(args)

@@ -224,7 +224,33 @@ def test_bench_predict_quick_checks_then_times_every_row(tmp_path):
     assert "python benchmarks/bench_predict.py --quick --networks 784-128-10" in text
 
 
+def test_bench_predict_combines_runs_by_the_median_of_their_ratios(tmp_path):
+    """--combine reads earlier reports and gives each row its runs' ratios and their
+    median; the goal follows the medians, so one run's dip below 1 does not decide it,
+    and a row whose median is below 1 does."""
+    def report(ratios):
+        rows = "".join(f"| 784-128-10 | float32 | 1 | {batch} | 1.0 | 1.0 | 1.0 | 1.0 | "
+                       f"{bp:.2f}x | {pred:.2f}x | met | met |\n"
+                       for batch, (bp, pred) in ratios.items())
+        return "| network | dtype |\n|---|---|\n" + rows
+    runs = [{1: (1.10, 1.20), 32: (0.98, 0.97)}, {1: (0.99, 1.20), 32: (1.01, 0.99)},
+            {1: (1.05, 1.30), 32: (0.97, 1.02)}]
+    paths = []
+    for r, ratios in enumerate(runs):
+        paths.append(tmp_path / f"run{r}.md")
+        paths[-1].write_text(report(ratios), encoding="utf-8")
+    text = run_bench("bench_predict.py", "--combine", *paths).stdout
+    assert ("| 784-128-10 | float32 | 1 | 1 | 1.10x, 0.99x, 1.05x | 1.05x | "
+            "1.20x, 1.20x, 1.30x | 1.20x |") in text
+    assert ("| 784-128-10 | float32 | 1 | 32 | 0.98x, 1.01x, 0.97x | 0.98x | "
+            "0.97x, 0.99x, 1.02x | 0.99x |") in text
+    assert ("- bpfast never slower than onnxruntime: **missed** in 1 of 2 rows (lowest median "
+            "0.98x at 784-128-10 float32 1 32)") in text
+    assert "- predictor never slower than onnxruntime: **missed** in 1 of 2 rows" in text
+
+
 # bench_threads.py and bench_jax.py: quick runs; their tables are parsed, no timing asserted.
+
 def _run_script(name, *args, timeout=600):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
