@@ -277,15 +277,7 @@ def report(args, rows, checks, elapsed):
     lines += ["", "## Goals", ""]
     for name in BPFAST:
         ratios = [(r[:4], ratio_of(r[4], name)) for r in rows if ratio_of(r[4], name) is not None]
-        if not ratios:
-            lines.append(f"- {name} never slower than onnxruntime: not measured (no onnxruntime)")
-            continue
-        slower = [key for key, ratio in ratios if ratio < 1]
-        worst_key, worst = min(ratios, key=lambda kr: kr[1])
-        where = " ".join(map(str, worst_key))
-        text = ("met" if not slower else f"**missed** in {len(slower)} of {len(ratios)} rows")
-        lines.append(f"- {name} never slower than onnxruntime: {text} (lowest ort / {name} "
-                     f"{fmt_ratio(worst)} at {where})")
+        lines.append(goal_line(name, ratios, f"ort / {name}"))
     batch1 = [r[4]["bpfast"] for r in rows if r[:4] == ("784-128-10", "float32", "1", 1)]
     if batch1:
         ok = batch1[0] < BATCH1_GOAL_US
@@ -341,16 +333,20 @@ def combine(paths):
             cells += [", ".join(fmt_ratio(r) for r in ratios), fmt_ratio(median)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Goals (medians over the runs)", ""]
-    for name, found in medians.items():
-        if not found:
-            lines.append(f"- {name}: no onnxruntime ratio in these runs")
-            continue
-        slower = [key for key, median in found if median < 1]
-        worst_key, worst = min(found, key=lambda km: km[1])
-        text = "met" if not slower else f"**missed** in {len(slower)} of {len(found)} rows"
-        lines.append(f"- {name} never slower than onnxruntime: {text} (lowest median "
-                     f"{fmt_ratio(worst)} at {' '.join(worst_key)})")
+    lines += [goal_line(name, found, "median") for name, found in medians.items()]
     return "\n".join(lines) + "\n"
+
+
+def goal_line(name, ratios, what):
+    """The goal's verdict for contender `name` from its [(row key, ratio)]: met when no
+    ratio is below 1, with the lowest (`what` names the ratio)."""
+    if not ratios:
+        return f"- {name} never slower than onnxruntime: not measured (no onnxruntime)"
+    slower = [key for key, ratio in ratios if ratio < 1]
+    worst_key, worst = min(ratios, key=lambda kr: kr[1])
+    text = "met" if not slower else f"**missed** in {len(slower)} of {len(ratios)} rows"
+    return (f"- {name} never slower than onnxruntime: {text} (lowest {what} "
+            f"{fmt_ratio(worst)} at {' '.join(map(str, worst_key))})")
 
 
 def machine_lines():

@@ -250,7 +250,6 @@ def test_bench_predict_combines_runs_by_the_median_of_their_ratios(tmp_path):
 
 
 # bench_threads.py and bench_jax.py: quick runs; their tables are parsed, no timing asserted.
-
 def _run_script(name, *args, timeout=600):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)

@@ -142,9 +142,9 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 # no small-matrix path) SMALL_GEMM_BYTES. On AVX-512 CPUs the kernel's 512-bit variant
 # beats or ties OpenBLAS's SkylakeX kernels on larger products, from 5 rows of op(A) and
 # SMALL_GEMM_MIN_AVX512 multiply-adds on (below, OpenBLAS's small-matrix path ties it):
-# with A, when B has short rows (at most SMALL_GEMM_ROW_AVX512 bytes) and at most
-# SMALL_GEMM_B_AVX512 bytes, however many rows A has (it runs them in chunks that stay
-# in L2), and at any size when B has long rows (it copies B into column panels, as BLAS
+# with A, when B has short rows (at most BPF_SG_ROW_BYTES bytes, read in place) and at
+# most SMALL_GEMM_B_AVX512 bytes, however many rows A has (it runs them in chunks that
+# stay in L2), and at any size when B has long rows (it copies B into column panels, as BLAS
 # does); with A.T (read across its rows), up to SMALL_GEMM_BYTES_AVX512_AT bytes of
 # operands; and with A at any size when B is one tile wide (at most
 # SMALL_GEMM_NARROW_AVX512 bytes a row: a classifier's output layer), where the two tie
@@ -157,7 +157,6 @@ cdef Py_ssize_t TINY_PRODUCT = 64
 cdef Py_ssize_t SMALL_GEMM_BYTES = 96 * 1024
 cdef Py_ssize_t SMALL_GEMM_B_AVX512 = 1024 * 1024
 cdef Py_ssize_t SMALL_GEMM_BYTES_AVX512_AT = 4096 * 1024
-cdef Py_ssize_t SMALL_GEMM_ROW_AVX512 = 1024
 cdef Py_ssize_t SMALL_GEMM_MIN_AVX512 = 1 << 20     # multiply-adds
 cdef Py_ssize_t SMALL_GEMM_NARROW_AVX512 = 128
 # small_gemm()'s mode: -1 automatic (the limits above, by SIMD level), 1 the AVX2 limit
@@ -251,8 +250,8 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     job.tapered = False
     cdef Py_ssize_t unit = SPLIT_PRODUCT
     if job.kernel:
-        # The kernel's bits do not depend on the cut: as many blocks as threads. One row
-        # (one sample) is bound by reading B, which threads share from a quarter of the size.
+        # The kernel's bits do not depend on the cut: as many blocks as threads. A few rows
+        # (samples) are bound by reading B, which threads share from a quarter of the size.
         if m <= BPF_SG_PACKED_ROWS:
             unit = max(1, SPLIT_PRODUCT // 4)
         if m * n * k // 2 >= unit and size >= 2 * grain:
@@ -309,8 +308,8 @@ cdef inline bint kernel_fits(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
         if m <= 4 or m * n * k < SMALL_GEMM_MIN_AVX512:
             return False                # 2-4 rows: a tile's 4-8 chains are too few
         if trans_a:
-            return n * item <= SMALL_GEMM_ROW_AVX512 and size <= SMALL_GEMM_BYTES_AVX512_AT
-        return n * item > SMALL_GEMM_ROW_AVX512 or k * n * item <= SMALL_GEMM_B_AVX512
+            return n * item <= BPF_SG_ROW_BYTES and size <= SMALL_GEMM_BYTES_AVX512_AT
+        return n * item > BPF_SG_ROW_BYTES or k * n * item <= SMALL_GEMM_B_AVX512
     return size <= SMALL_GEMM_BYTES
 
 
